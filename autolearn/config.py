@@ -1,0 +1,402 @@
+"""Run configuration: built-in defaults < YAML file < command-line flags.
+
+A config is a tree of dataclasses (:class:`Config` with ``model``, ``training``,
+``dataset`` and ``rewards`` sections). Each training script supplies its own dataset
+section class and its own defaults; everything else is shared. Values are validated as
+they are merged: an unknown key names the valid ones, a wrong type names the expected one.
+Both raise :class:`~autolearn.errors.UserError`, which the scripts print as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from autolearn.errors import UserError
+
+T = TypeVar("T")
+
+BACKENDS = ("auto", "unsloth", "transformers")
+PRECISIONS = ("fp8", "bf16", "fp32")
+
+
+@dataclass
+class ModelConfig:
+    """Which model to train and how to load it."""
+
+    name: str = "embedded:smollm2-135m"
+    backend: str = "auto"  # auto | unsloth | transformers
+    load_in_fp8: bool = True  # FP8 base weights on capable GPUs; ignored (with a notice) on CPU
+    dtype: str = "auto"  # auto | bfloat16 | float16 | float32 (weights that are not FP8)
+    max_seq_length: int = 1024
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    )
+    gpu_memory_utilization: float = 0.6  # vLLM's share of the GPU when fast_inference is on
+    fast_inference: bool = True  # vLLM rollouts (Unsloth colocated, or TRL's colocate mode)
+    gradient_checkpointing: bool = True
+
+
+@dataclass
+class TrainingConfig:
+    """GRPO and optimiser settings; names follow TRL's ``GRPOConfig`` where one exists."""
+
+    output_dir: str = "outputs"
+    num_generations: int = 4
+    learning_rate: float = 5.0e-6
+    max_steps: int = 100
+    num_train_epochs: float = 1.0  # used only when max_steps <= 0
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_prompt_length: int = 512
+    max_completion_length: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    beta: float = 0.0
+    loss_type: str = "dapo"
+    mask_truncated_completions: bool = False
+    scale_rewards: str = "group"
+    warmup_ratio: float = 0.0
+    lr_scheduler_type: str = "constant"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    logging_steps: int = 1
+    save_steps: int = 50
+    save_total_limit: int = 2
+    report_to: str = "none"
+    seed: int = 42
+    log_completions: bool = False
+    vllm_mode: str = "colocate"  # TRL's vLLM mode for the transformers backend: colocate | server
+    reward_workers: int = 0  # sandbox pool size for execution rewards; 0 = CPUs / local processes
+
+
+@dataclass
+class MathDataConfig:
+    """GSM8K-style math word problems (``question`` and ``answer`` columns)."""
+
+    name: str = "examples/math_sample.jsonl"
+    subset: str = "main"
+    split: str = "train"
+    max_samples: int = 0  # 0 = all
+    prompt_style: str = "one_shot"  # one_shot | zero_shot
+
+
+@dataclass
+class Config:
+    """The whole run configuration of one training script."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    dataset: Any = field(default_factory=MathDataConfig)
+    rewards: dict[str, float] = field(default_factory=dict)
+    reward_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of every setting (what gets saved next to the run)."""
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def _describe(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce_union(value: Any, tp: Any, where: str) -> Any:
+    for option in typing.get_args(tp):
+        try:
+            return _coerce(value, option, where)
+        except UserError:
+            continue
+    raise UserError(f"{where}: expected {_describe(tp)}, got {value!r}")
+
+
+def _coerce_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise UserError(f"{where}: expected true or false, got {value!r}")
+
+
+def _coerce_int(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise UserError(f"{where}: expected an integer, got {value!r}")
+
+
+def _coerce_float(value: Any, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):  # YAML 1.1 reads "5e-6" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise UserError(f"{where}: expected a number, got {value!r}")
+
+
+def _coerce_str(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise UserError(f"{where}: expected a string, got {value!r}")
+
+
+def _coerce_none(value: Any, where: str) -> None:
+    if value is not None:
+        raise UserError(f"{where}: expected null, got {value!r}")
+
+
+_SCALARS: dict[Any, Any] = {
+    bool: _coerce_bool,
+    int: _coerce_int,
+    float: _coerce_float,
+    str: _coerce_str,
+    type(None): _coerce_none,
+}
+
+
+def _coerce_list(value: Any, tp: Any, where: str) -> list[Any]:
+    (item_tp,) = typing.get_args(tp)
+    if not isinstance(value, list):
+        raise UserError(f"{where}: expected a list, got {value!r}")
+    return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+
+
+def _coerce_dict(value: Any, tp: Any, where: str) -> dict[Any, Any]:
+    key_tp, item_tp = typing.get_args(tp)
+    if not isinstance(value, Mapping):
+        raise UserError(f"{where}: expected a mapping, got {value!r}")
+    return {
+        _coerce(k, key_tp, where): _coerce(v, item_tp, f"{where}.{k}") for k, v in value.items()
+    }
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``, converting only lossless cases."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        return _coerce_union(value, tp, where)
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, where)
+    if origin is list:
+        return _coerce_list(value, tp, where)
+    if origin is dict:
+        return _coerce_dict(value, tp, where)
+    raise TypeError(f"unsupported annotation {tp!r} at {where}")
+
+
+def merge_section(section: Any, values: Mapping[str, Any], where: str) -> None:
+    """Overwrite fields of the dataclass ``section`` with ``values``, validating each one."""
+    if not isinstance(values, Mapping):
+        raise UserError(f"{where}: expected a mapping of settings, got {values!r}")
+    hints = typing.get_type_hints(type(section))
+    valid = [f.name for f in dataclasses.fields(section)]
+    for key, value in values.items():
+        if key not in valid:
+            raise UserError(
+                f"unknown key '{where}.{key}'; valid keys in '{where}': {', '.join(valid)}"
+            )
+        setattr(section, key, _coerce(value, hints[key], f"{where}.{key}"))
+
+
+def merge(config: Config, values: Mapping[str, Any], source: str) -> None:
+    """Merge a nested mapping (from YAML or the command line) into ``config``."""
+    if not isinstance(values, Mapping):
+        raise UserError(f"{source}: the top level must be a mapping of sections")
+    sections = [f.name for f in dataclasses.fields(config)]
+    for name, value in values.items():
+        if name not in sections:
+            raise UserError(
+                f"unknown key '{name}' in {source}; valid sections: {', '.join(sections)}"
+            )
+        if name == "rewards":
+            config.rewards = _coerce(value or {}, dict[str, float], "rewards")
+        elif name == "reward_kwargs":
+            config.reward_kwargs = _coerce(value or {}, dict[str, dict[str, Any]], "reward_kwargs")
+        else:
+            merge_section(getattr(config, name), value or {}, name)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file, with one-line errors for a missing or malformed file."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise UserError(f"{p} is not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: the top level must be a mapping of sections")
+    return data
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks that no single type annotation can express."""
+    if config.model.backend not in BACKENDS:
+        raise UserError(
+            f"model.backend must be one of {', '.join(BACKENDS)}, got {config.model.backend!r}"
+        )
+    t = config.training
+    if t.num_generations < 2:
+        raise UserError(
+            "training.num_generations must be at least 2: GRPO compares completions within a group"
+        )
+    for key in (
+        "learning_rate",
+        "max_completion_length",
+        "max_prompt_length",
+        "per_device_train_batch_size",
+    ):
+        if getattr(t, key) <= 0:
+            raise UserError(f"training.{key} must be positive, got {getattr(t, key)}")
+    if t.temperature <= 0:
+        raise UserError(f"training.temperature must be positive, got {t.temperature}")
+    if not 0.0 < config.model.gpu_memory_utilization <= 1.0:
+        raise UserError("model.gpu_memory_utilization must be in (0, 1]")
+    if not config.rewards:
+        raise UserError("the rewards section is empty: name at least one reward with its weight")
+
+
+# --------------------------------------------------------------------------- command line
+
+# Flags every training script accepts: (flag, config path, type, help).
+COMMON_FLAGS: list[tuple[str, str, type, str]] = [
+    ("--model", "model.name", str, "model: hub name, local dir, or embedded:smollm2-135m"),
+    ("--backend", "model.backend", str, "auto | unsloth | transformers"),
+    ("--output_dir", "training.output_dir", str, "where checkpoints, metrics and the model go"),
+    ("--max_steps", "training.max_steps", int, "number of GRPO steps"),
+    ("--num_generations", "training.num_generations", int, "completions per prompt"),
+    ("--learning_rate", "training.learning_rate", float, "optimiser learning rate"),
+    (
+        "--batch_size",
+        "training.per_device_train_batch_size",
+        int,
+        "completions per device per step",
+    ),
+    ("--max_completion_length", "training.max_completion_length", int, "tokens per completion"),
+    ("--seed", "training.seed", int, "random seed"),
+    ("--report_to", "training.report_to", str, "none | wandb | tensorboard"),
+    ("--dataset", "dataset.name", str, "dataset name or local file"),
+    ("--max_samples", "dataset.max_samples", int, "use at most this many rows (0 = all)"),
+]
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, default_config: str | None) -> None:
+    """Add ``--config``, ``--precision``, ``--resume`` and :data:`COMMON_FLAGS` to ``parser``."""
+    parser.add_argument(
+        "--config",
+        default=default_config,
+        help=f"YAML config file (default: {default_config or 'built-in defaults'})",
+    )
+    for flag, dest, tp, text in COMMON_FLAGS:
+        metavar = flag.lstrip("-").upper()
+        parser.add_argument(flag, dest=dest, type=tp, default=None, metavar=metavar, help=text)
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="fp8 (FP8 base weights on capable GPUs), bf16, or fp32",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint in the output dir",
+    )
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line, as a nested mapping (unset flags omitted)."""
+    tree: dict[str, Any] = {}
+    for dotted, value in vars(args).items():
+        if "." in dotted and value is not None:
+            _set_path(tree, dotted, value)
+    precision = getattr(args, "precision", None)
+    if precision is not None:
+        _set_path(tree, "model.load_in_fp8", precision == "fp8")
+        _set_path(
+            tree, "model.dtype", {"fp8": "auto", "bf16": "bfloat16", "fp32": "float32"}[precision]
+        )
+    return tree
+
+
+def load_config(defaults: Config, args: argparse.Namespace) -> Config:
+    """Resolve the run's config: ``defaults``, then the YAML file, then command-line flags."""
+    config = defaults
+    if args.config:
+        merge(config, read_yaml(args.config), str(args.config))
+    merge(config, cli_overrides(args), "command-line flags")
+    validate(config)
+    return config
+
+
+def save_config(config: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (same layout as the input files)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    return p
+
+
+def parse_reward_spec(spec: str) -> tuple[str, str] | None:
+    """Split a custom reward ``module:function`` into its parts; ``None`` for built-in names."""
+    if ":" not in spec:
+        return None
+    module, _, function = spec.partition(":")
+    if not module or not function:
+        raise UserError(f"custom reward '{spec}' must look like module:function")
+    return module, function
+
+
+def parse_ks(text: str) -> list[int]:
+    """Parse a comma-separated list of positive integers such as ``"1,10"``."""
+    try:
+        ks = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"expected comma-separated integers, got {text!r}") from None
+    if not ks or any(k <= 0 for k in ks):
+        raise UserError(f"expected positive integers, got {text!r}")
+    return ks
+
+
+def section_names(config: Config) -> Sequence[str]:
+    """Names of the config's top-level sections."""
+    return [f.name for f in dataclasses.fields(config)]

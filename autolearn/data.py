@@ -1,0 +1,162 @@
+"""Dataset builders shared by the training scripts.
+
+Every builder returns a ``datasets.Dataset`` with a conversational ``prompt`` column (a list
+of chat messages, which TRL renders with the model's chat template) plus the columns the
+rewards read. Rows come from the hub or from a local ``.jsonl``/``.json``/``.parquet`` file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autolearn.errors import UserError, one_line
+from autolearn.hub import hub_reachable, require_hub
+
+logger = logging.getLogger(__name__)
+
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+MATH_SYSTEM_PROMPT = (
+    "You are a careful math tutor. Think through the problem step by step inside "
+    "<think> </think> tags, then give only the final number inside <answer> </answer> tags."
+)
+# A worked example shown as a previous chat turn: small models copy its layout far more
+# reliably than they follow the instruction alone (see docs/PERFORMANCE.md, learning check).
+MATH_ONE_SHOT = (
+    {"role": "user", "content": "A box holds 6 pencils. How many pencils are in 4 boxes?"},
+    {
+        "role": "assistant",
+        "content": "<think>\nEach box holds 6 pencils and there are 4 boxes, so 6 * 4 = 24.\n"
+        "</think>\n<answer>24</answer>",
+    },
+)
+
+
+def is_local_file(name: str) -> bool:
+    """Whether a dataset name is a local data file (by its extension)."""
+    return Path(name).suffix.lower() in LOCAL_FORMATS
+
+
+def load_rows(name: str, *, subset: str | None = None, split: str = "train") -> Any:
+    """Load a dataset split from a local file or the hub, with one-line errors."""
+    import datasets
+
+    if is_local_file(name):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise UserError(f"dataset file not found: {name}")
+        try:
+            return datasets.load_dataset(
+                LOCAL_FORMATS[path.suffix.lower()], data_files=str(path), split="train"
+            )
+        except Exception as exc:  # datasets raises many types for a bad file
+            raise UserError(f"could not read {name}: {type(exc).__name__}: {exc}") from None
+    if Path(name).exists():
+        raise UserError(f"{name}: unsupported dataset file type; use .jsonl, .json or .parquet")
+    return load_hub_dataset(name, subset, split)
+
+
+def load_hub_dataset(name: str, subset: str | None, split: str) -> Any:
+    """Load a hub dataset; offline, only the local cache is tried, and a miss is one clear line."""
+    import datasets
+
+    online = hub_reachable()
+    if not online:
+        datasets.config.HF_HUB_OFFLINE = True  # read the cache without half a minute of retries
+    try:
+        return datasets.load_dataset(name, subset, split=split)
+    except ValueError as exc:
+        raise UserError(f"dataset '{name}': {one_line(str(exc))}") from None
+    except Exception as exc:  # hub and cache misses surface as several exception types
+        if not online:
+            require_hub(f"dataset '{name}'")
+        raise UserError(f"could not load dataset '{name}': {type(exc).__name__}: {exc}") from None
+
+
+def require_columns(rows: Any, columns: Sequence[str], name: str) -> None:
+    """Fail with one line if ``rows`` is empty or misses any of ``columns``."""
+    if len(rows) == 0:
+        raise UserError(f"dataset {name} is empty")
+    missing = [c for c in columns if c not in rows.column_names]
+    if missing:
+        raise UserError(
+            f"dataset {name} lacks column(s) {', '.join(missing)}; it has {', '.join(rows.column_names)}"
+        )
+
+
+def limit_rows(rows: Any, max_samples: int) -> Any:
+    """Keep the first ``max_samples`` rows (all when 0 or negative)."""
+    if max_samples and max_samples > 0 and len(rows) > max_samples:
+        return rows.select(range(max_samples))
+    return rows
+
+
+def math_prompt(question: str, style: str) -> list[dict[str, str]]:
+    """The chat messages for one math question."""
+    messages = [{"role": "system", "content": MATH_SYSTEM_PROMPT}]
+    if style == "one_shot":
+        messages.extend(dict(m) for m in MATH_ONE_SHOT)
+    elif style != "zero_shot":
+        raise UserError(f"dataset.prompt_style must be one_shot or zero_shot, got {style!r}")
+    messages.append({"role": "user", "content": question.strip()})
+    return messages
+
+
+def build_math_dataset(
+    name: str,
+    *,
+    subset: str = "main",
+    split: str = "train",
+    max_samples: int = 0,
+    prompt_style: str = "one_shot",
+) -> Any:
+    """GSM8K-style rows (``question``, ``answer``) as GRPO prompts; keeps ``answer`` for the rewards."""
+    rows = load_rows(name, subset=subset if not is_local_file(name) else None, split=split)
+    require_columns(rows, ["question", "answer"], name)
+    rows = limit_rows(rows, max_samples)
+    bad = [i for i, a in enumerate(rows["answer"]) if not str(a).strip()]
+    if bad:
+        raise UserError(f"dataset {name}: row {bad[0]} has an empty answer")
+    return rows.map(
+        lambda row: {"prompt": math_prompt(str(row["question"]), prompt_style)},
+        desc="building prompts",
+    )
+
+
+def prompt_token_length(tokenizer: Any, messages: list[dict[str, str]]) -> int:
+    """Number of tokens of a chat prompt as the trainer will render it."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return len(ids)
+
+
+def drop_long_prompts(dataset: Any, tokenizer: Any, max_prompt_length: int) -> Any:
+    """Drop rows whose rendered prompt exceeds ``max_prompt_length`` tokens, and say how many.
+
+    TRL 1.14 has no ``max_prompt_length``; cutting a chat prompt mid-way would feed the model
+    a broken question, so over-long prompts are dropped rather than truncated.
+    """
+    if tokenizer is None or max_prompt_length <= 0:
+        return dataset
+    before = len(dataset)
+    dataset = dataset.filter(
+        lambda row: prompt_token_length(tokenizer, row["prompt"]) <= max_prompt_length,
+        desc="checking prompt lengths",
+    )
+    dropped = before - len(dataset)
+    if dropped:
+        logger.warning(
+            "dropped %d of %d prompts longer than max_prompt_length=%d tokens",
+            dropped,
+            before,
+            max_prompt_length,
+        )
+    else:
+        logger.info("all %d prompts fit in max_prompt_length=%d tokens", before, max_prompt_length)
+    if len(dataset) == 0:
+        raise UserError(f"every prompt is longer than max_prompt_length={max_prompt_length} tokens")
+    return dataset

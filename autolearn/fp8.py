@@ -1,0 +1,162 @@
+"""Frozen FP8 base weights for LoRA training with the transformers backend.
+
+torchao's dynamic FP8 linear has no backward (``aten::_scaled_mm`` has no derivative), yet
+LoRA training needs gradients to flow *through* the frozen base matmul to reach earlier
+layers. :class:`Fp8Linear` stores the weight as ``float8_e4m3fn`` with one scale per output
+row (half the bytes of bf16) and defines its own backward, which multiplies by the
+dequantized weight. The forward uses the FP8 tensor cores (``torch._scaled_mm`` with
+row-wise scales) on GPUs that have them and a dequantized matmul elsewhere.
+
+PEFT's LoRA layers call ``self.base_layer(x)``, so swapping their ``base_layer`` for an
+:class:`Fp8Linear` keeps the adapters untouched. :func:`dequantize_linears` swaps back to
+ordinary ``nn.Linear`` layers before merging and saving.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_MAX = torch.finfo(FP8_DTYPE).max
+
+
+def quantize_rowwise(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """FP8 weight and float32 scale per output row, so that ``weight ≈ fp8 * scale``."""
+    w = weight.detach().float()
+    scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
+    return (w / scale).to(FP8_DTYPE), scale
+
+
+def _scaled_mm_supported(x: torch.Tensor, weight_fp8: torch.Tensor) -> bool:
+    if not (x.is_cuda and hasattr(torch, "_scaled_mm")):
+        return False
+    if torch.cuda.get_device_capability(x.device) < (8, 9):
+        return False
+    out_features, in_features = weight_fp8.shape
+    return in_features % 16 == 0 and out_features % 16 == 0 and x.dtype == torch.bfloat16
+
+
+def _fp8_forward(x2d: torch.Tensor, weight_fp8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x2d @ dequant(weight).T`` on FP8 tensor cores, activations scaled per row."""
+    x_scale = x2d.abs().amax(dim=1, keepdim=True).float().clamp(min=1e-12) / FP8_MAX
+    x_fp8 = (x2d.float() / x_scale).to(FP8_DTYPE)
+    return torch._scaled_mm(
+        x_fp8,
+        weight_fp8.t(),
+        scale_a=x_scale,
+        scale_b=scale.t().contiguous(),
+        out_dtype=x2d.dtype,
+    )
+
+
+class _Fp8LinearFunction(torch.autograd.Function):
+    """``y = x W^T`` with W frozen in FP8; the backward gives only ``dL/dx = dL/dy · W``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight_fp8: torch.Tensor, scale: torch.Tensor
+    ) -> torch.Tensor:
+        ctx.save_for_backward(weight_fp8, scale)
+        x2d = x.reshape(-1, x.shape[-1])
+        if _scaled_mm_supported(x2d, weight_fp8) and x2d.shape[0] % 16 == 0:
+            y = _fp8_forward(x2d, weight_fp8, scale)
+        else:
+            y = x2d @ dequantize(weight_fp8, scale, x.dtype).t()
+        return y.reshape(*x.shape[:-1], weight_fp8.shape[0])
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        weight_fp8, scale = ctx.saved_tensors
+        grad_x = grad_out @ dequantize(weight_fp8, scale, grad_out.dtype)
+        return grad_x, None, None
+
+
+def dequantize(weight_fp8: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The weight back in ``dtype``."""
+    return (weight_fp8.to(torch.float32) * scale).to(dtype)
+
+
+class Fp8Linear(nn.Module):
+    """A frozen linear layer whose weight is stored in FP8 with per-row scales."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.compute_dtype = linear.weight.dtype
+        weight_fp8, scale = quantize_rowwise(linear.weight)
+        self.register_buffer("weight_fp8", weight_fp8)
+        self.register_buffer("weight_scale", scale)
+        self.bias: nn.Parameter | None = None
+        if linear.bias is not None:
+            self.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized weight (for code that inspects ``.weight``; not used in forward)."""
+        return dequantize(self.weight_fp8, self.weight_scale, self.compute_dtype)  # type: ignore[arg-type]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the layer."""
+        y = _Fp8LinearFunction.apply(x, self.weight_fp8, self.weight_scale)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y
+
+    def to_linear(self) -> nn.Linear:
+        """An ordinary ``nn.Linear`` with the dequantized weight (for merging and saving)."""
+        linear = nn.Linear(
+            self.in_features,
+            self.out_features,
+            bias=self.bias is not None,
+            device=self.weight_fp8.device,
+            dtype=self.compute_dtype,
+        )
+        with torch.no_grad():
+            linear.weight.copy_(self.weight)
+            if self.bias is not None and linear.bias is not None:
+                linear.bias.copy_(self.bias)
+        linear.requires_grad_(False)
+        return linear
+
+    def extra_repr(self) -> str:
+        """Shape and storage, for ``print(model)``."""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, fp8=e4m3 row-scaled"
+        )
+
+
+def _is_frozen_linear(module: nn.Module) -> bool:
+    return type(module) is nn.Linear and not module.weight.requires_grad
+
+
+def quantize_frozen_linears(model: nn.Module, *, skip: tuple[str, ...] = ("lm_head",)) -> int:
+    """Store every frozen ``nn.Linear`` (LoRA base layers included) in FP8; returns the count.
+
+    Embeddings and the layers named in ``skip`` keep their precision.
+    """
+    count = 0
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if any(part in full for part in skip) or not _is_frozen_linear(child):
+                continue
+            setattr(module, child_name, Fp8Linear(child))
+            count += 1
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return count
+
+
+def dequantize_linears(model: nn.Module) -> int:
+    """Turn every :class:`Fp8Linear` back into ``nn.Linear``; returns the count."""
+    count = 0
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, Fp8Linear):
+                setattr(module, child_name, child.to_linear())
+                count += 1
+    return count

@@ -1,0 +1,297 @@
+"""Model backends: where a model name points, which backend trains it, and how it is loaded.
+
+Backends:
+    ``unsloth``       CUDA only. Unsloth's ``FastLanguageModel`` with FP8 weights
+                      (``load_in_fp8``) and, with ``fast_inference``, a colocated vLLM engine
+                      that shares the weights (``UNSLOTH_VLLM_STANDBY=1``).
+    ``transformers``  transformers + PEFT LoRA. On GPUs with FP8 support the frozen base
+                      weights are stored in FP8 (:mod:`autolearn.fp8`); TRL's colocated vLLM
+                      does the rollouts when vLLM is installed. This is also the CPU path (fp32).
+
+Model names: ``embedded:smollm2-135m`` (shipped with the toolkit), a local directory (a
+full checkpoint, or a LoRA adapter whose base is loaded first), or a hub name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autolearn.config import ModelConfig
+from autolearn.embedded import embedded_checkpoint, fix_tokenizer, is_embedded
+from autolearn.errors import UserError
+from autolearn.hub import require_hub
+
+logger = logging.getLogger(__name__)
+
+FP8_MIN_CAPABILITY = (8, 9)  # Ada and Hopper have FP8 tensor cores
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def cuda_available() -> bool:
+    """Whether a CUDA GPU can be used (imports torch)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def fp8_capable() -> bool:
+    """Whether the current GPU has FP8 tensor cores (compute capability >= 8.9)."""
+    import torch
+
+    return cuda_available() and torch.cuda.get_device_capability() >= FP8_MIN_CAPABILITY
+
+
+def package_available(name: str) -> bool:
+    """Whether ``name`` can be imported, without importing it."""
+    return importlib.util.find_spec(name) is not None
+
+
+def world_size() -> int:
+    """Number of training processes (``accelerate launch`` / torchrun set ``WORLD_SIZE``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def select_backend(
+    requested: str, *, cuda: bool, unsloth_installed: bool, processes: int = 1
+) -> str:
+    """Pick the training backend.
+
+    ``auto`` means Unsloth when a CUDA GPU is present, Unsloth is installed and a single
+    process trains; otherwise transformers. An explicit ``unsloth`` that cannot run is an error.
+    """
+    if requested == "transformers":
+        return "transformers"
+    if requested == "unsloth":
+        if not cuda:
+            raise UserError("backend 'unsloth' needs a CUDA GPU; use --backend transformers on CPU")
+        if not unsloth_installed:
+            raise UserError(
+                "backend 'unsloth' needs the unsloth package: pip install -r requirements-gpu.txt"
+            )
+        if processes > 1:
+            raise UserError(
+                f"backend 'unsloth' trains on one GPU only, but {processes} processes were launched; "
+                "use --backend transformers under accelerate launch"
+            )
+        return "unsloth"
+    if requested != "auto":
+        raise UserError(f"unknown backend '{requested}'; choose auto, unsloth or transformers")
+    return "unsloth" if cuda and unsloth_installed and processes == 1 else "transformers"
+
+
+# --------------------------------------------------------------------------- names and paths
+
+
+def looks_like_path(name: str) -> bool:
+    """A name the user meant as a local path (not a hub id like ``org/model``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
+def resolve_model_path(name: str) -> str:
+    """Turn a model name into something ``from_pretrained`` can load without surprises.
+
+    Embedded names become their converted checkpoint, local paths are checked, and hub
+    names are looked up in the local cache first, then (if reachable) on the hub.
+    """
+    if not name:
+        raise UserError("no model given: set model.name in the config or pass --model")
+    if is_embedded(name):
+        return str(embedded_checkpoint(name))
+    if looks_like_path(name):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise UserError(f"model path not found: {name}")
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise UserError(
+                f"{name} holds neither a model (config.json) nor a LoRA adapter (adapter_config.json)"
+            )
+        return str(path)
+    if not _in_hub_cache(name):
+        require_hub(f"model '{name}'")
+    return name
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def adapter_base(path: str) -> str | None:
+    """The base model a LoRA adapter directory was trained on, or ``None`` for a full model."""
+    adapter_config = Path(path) / "adapter_config.json"
+    if not adapter_config.is_file():
+        return None
+    base = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{adapter_config} names no base_model_name_or_path")
+    return str(base)
+
+
+def torch_dtype(name: str, *, cuda: bool) -> Any:
+    """The torch dtype for a config ``dtype`` string (``auto``: bf16 on GPU, fp32 on CPU)."""
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if cuda else torch.float32
+    table = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+    if name not in table:
+        raise UserError(f"model.dtype must be auto, bfloat16, float16 or float32, got {name!r}")
+    return table[name]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class TrainingModel:
+    """A model ready for GRPO, with what the trainer setup needs to know about it."""
+
+    model: Any
+    tokenizer: Any
+    backend: str
+    fp8: bool
+    vllm: bool  # rollouts through vLLM (Unsloth's engine or TRL's)
+
+
+def load_tokenizer(path: str) -> Any:
+    """Load a tokenizer and make sure it can pad."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load_pretrained(path: str, **kwargs: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise UserError(f"could not load model '{path}': {exc}") from None
+
+
+def load_training_model(cfg: ModelConfig, backend: str, *, seed: int) -> TrainingModel:
+    """Load the model named in ``cfg`` with ``backend`` and wrap it with LoRA."""
+    path = resolve_model_path(cfg.name)
+    if adapter_base(path):
+        raise UserError(
+            f"{cfg.name} is a LoRA adapter; train from its merged model or its base model"
+        )
+    if backend == "unsloth":
+        return _load_unsloth(cfg, path, seed=seed)
+    return _load_transformers(cfg, path)
+
+
+def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
+    if cfg.fast_inference:
+        os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")  # must precede the import
+    from unsloth import FastLanguageModel
+
+    fast_inference = cfg.fast_inference and package_available("vllm")
+    if cfg.fast_inference and not fast_inference:
+        logger.warning(
+            "fast_inference needs vLLM, which is not installed; generating with transformers"
+        )
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=path,
+        max_seq_length=cfg.max_seq_length,
+        load_in_4bit=False,
+        load_in_fp8=cfg.load_in_fp8,
+        fast_inference=fast_inference,
+        max_lora_rank=cfg.lora_rank,
+        gpu_memory_utilization=cfg.gpu_memory_utilization,
+    )
+    if cfg.load_in_fp8:
+        _disable_inductor_autotuning()
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules),
+        use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
+        random_state=seed,
+    )
+    return TrainingModel(model, tokenizer, "unsloth", fp8=cfg.load_in_fp8, vllm=fast_inference)
+
+
+def _disable_inductor_autotuning() -> None:
+    """Turn off inductor's coordinate-descent tuning, which torchao's FP8 config switches on.
+
+    With it on, compiling Unsloth's FP8 decoder layers sat in autotuning for minutes on an
+    H100 before the first step; with it off the first step finished (see docs/PERFORMANCE.md).
+    """
+    import torch._inductor.config as inductor_config
+
+    inductor_config.coordinate_descent_tuning = False
+    inductor_config.coordinate_descent_check_all_directions = False
+
+
+def _load_transformers(cfg: ModelConfig, path: str) -> TrainingModel:
+    from peft import LoraConfig, get_peft_model
+
+    cuda = cuda_available()
+    use_fp8 = cfg.load_in_fp8 and fp8_capable()
+    if cfg.load_in_fp8 and not use_fp8:
+        where = "a CUDA GPU" if not cuda else "a GPU with compute capability >= 8.9"
+        dtype_name = "fp32" if not cuda else "bf16"
+        logger.warning("FP8 needs %s; training goes on in %s", where, dtype_name)
+    model = _load_pretrained(path, dtype=torch_dtype(cfg.dtype, cuda=cuda))
+    if cuda:
+        model.to("cuda")
+    tokenizer = load_tokenizer(path)
+    lora = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    if use_fp8:
+        from autolearn.fp8 import quantize_frozen_linears
+
+        count = quantize_frozen_linears(model)
+        logger.info("stored %d frozen base linear layers in FP8", count)
+    vllm = cfg.fast_inference and cuda and package_available("vllm")
+    return TrainingModel(model, tokenizer, "transformers", fp8=use_fp8, vllm=vllm)
+
+
+def load_inference_model(
+    name: str, *, dtype: str = "auto", device: str | None = None
+) -> tuple[Any, Any]:
+    """Load a model for generation: a merged dir, a LoRA adapter dir, a hub name or an embedded one."""
+    path = resolve_model_path(name)
+    cuda = cuda_available()
+    kwargs = {"dtype": torch_dtype(dtype, cuda=cuda)}
+    base = adapter_base(path)
+    if base is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(
+            _load_pretrained(resolve_model_path(base), **kwargs), path
+        )
+        model = model.merge_and_unload()
+        tokenizer_path = (
+            path if (Path(path) / "tokenizer_config.json").is_file() else resolve_model_path(base)
+        )
+    else:
+        model = _load_pretrained(path, **kwargs)
+        tokenizer_path = path
+    tokenizer = load_tokenizer(tokenizer_path)
+    if is_embedded(name):
+        fix_tokenizer(tokenizer)
+    model.to(device or ("cuda" if cuda else "cpu"))
+    model.eval()
+    return model, tokenizer

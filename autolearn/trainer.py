@@ -1,0 +1,456 @@
+"""GRPO trainer setup shared by the training scripts: rewards, TRL config, callbacks, saving.
+
+The scripts call :func:`train` with a resolved :class:`~autolearn.config.Config`, a
+dataset and a reward registry; everything about TRL lives here. Outputs in
+``training.output_dir``:
+
+    config.yaml         the resolved config of the run
+    metrics.jsonl       one JSON line per logging step (loss, reward, each reward component)
+    reward_curve.png    reward per step, total and per component (at every save and the end)
+    checkpoint-N/       resumable checkpoints every ``save_steps`` (and on Ctrl-C)
+    adapter/            the final LoRA adapter and tokenizer
+    merged/             the LoRA merged into the base weights, loadable with plain transformers
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import json
+import logging
+import math
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from autolearn.config import Config, parse_reward_spec, save_config
+from autolearn.errors import EXIT_INTERRUPTED, UserError
+from autolearn.models import TrainingModel, cuda_available, world_size
+
+logger = logging.getLogger(__name__)
+
+RewardFn = Callable[..., list[float | None]]
+
+
+# --------------------------------------------------------------------------- rewards
+
+
+def resolve_reward(name: str, registry: Mapping[str, RewardFn]) -> RewardFn:
+    """A built-in reward from ``registry``, or a custom ``module:function``."""
+    custom = parse_reward_spec(name)
+    if custom is None:
+        if name not in registry:
+            raise UserError(f"unknown reward '{name}'; built-in rewards: {', '.join(registry)}")
+        return registry[name]
+    module_name, function_name = custom
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(
+            f"custom reward '{name}': cannot import module '{module_name}' ({exc})"
+        ) from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise UserError(
+            f"custom reward '{name}': module '{module_name}' has no function '{function_name}'"
+        )
+    return function
+
+
+def bind_reward_kwargs(function: RewardFn, kwargs: Mapping[str, Any], name: str) -> RewardFn:
+    """Fix keyword settings of a reward (e.g. the length window of ``reasoning``).
+
+    The wrapper keeps the reward's ``__name__``, which TRL uses to log it.
+    """
+    if not kwargs:
+        return function
+    parameters = inspect.signature(function).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = [k for k in kwargs if k not in parameters]
+    if unknown and not accepts_any:
+        raise UserError(
+            f"reward_kwargs.{name}: reward '{name}' takes no setting(s) {', '.join(unknown)}; "
+            f"it takes {', '.join(p for p in parameters if p not in ('prompts', 'completions', 'kwargs'))}"
+        )
+    bound = functools.partial(function, **kwargs)
+    return functools.update_wrapper(bound, function)
+
+
+def build_rewards(
+    config: Config, registry: Mapping[str, RewardFn]
+) -> tuple[list[RewardFn], list[float]]:
+    """The reward functions and their weights, in config order, for TRL's ``reward_weights``."""
+    unknown_kwargs = [k for k in config.reward_kwargs if k not in config.rewards]
+    if unknown_kwargs:
+        raise UserError(
+            f"reward_kwargs names reward(s) not in rewards: {', '.join(unknown_kwargs)}"
+        )
+    functions: list[RewardFn] = []
+    weights: list[float] = []
+    for name, weight in config.rewards.items():
+        function = resolve_reward(name, registry)
+        functions.append(bind_reward_kwargs(function, config.reward_kwargs.get(name, {}), name))
+        weights.append(float(weight))
+    return functions, weights
+
+
+# --------------------------------------------------------------------------- batch arithmetic
+
+
+def check_batch_shape(config: Config, processes: int | None = None) -> int:
+    """Reject batch settings TRL cannot split into whole groups; return prompts per step.
+
+    TRL generates ``processes * per_device_train_batch_size * gradient_accumulation_steps``
+    completions per optimisation step, in groups of ``num_generations`` per prompt.
+    """
+    t = config.training
+    processes = processes or world_size()
+    completions = processes * t.per_device_train_batch_size * t.gradient_accumulation_steps
+    if completions % t.num_generations:
+        raise UserError(
+            f"{processes} process(es) x per_device_train_batch_size {t.per_device_train_batch_size} x "
+            f"gradient_accumulation_steps {t.gradient_accumulation_steps} = {completions} completions "
+            f"per step, which is not a multiple of num_generations {t.num_generations}; change "
+            "per_device_train_batch_size (--batch_size) or num_generations so that it divides"
+        )
+    return completions // t.num_generations
+
+
+# --------------------------------------------------------------------------- TRL config
+
+
+def grpo_config(config: Config, tm: TrainingModel, weights: list[float]) -> Any:
+    """Build TRL's ``GRPOConfig`` from our config and what the backend loaded."""
+    from trl import GRPOConfig
+
+    t, m = config.training, config.model
+    cuda = cuda_available()
+    half = cuda and m.dtype != "float32"
+    kwargs: dict[str, Any] = {
+        "output_dir": t.output_dir,
+        "num_generations": t.num_generations,
+        "learning_rate": t.learning_rate,
+        "max_steps": t.max_steps if t.max_steps > 0 else -1,
+        "num_train_epochs": t.num_train_epochs,
+        "per_device_train_batch_size": t.per_device_train_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "max_completion_length": t.max_completion_length,
+        "temperature": t.temperature,
+        "top_p": t.top_p,
+        "beta": t.beta,
+        "loss_type": t.loss_type,
+        "mask_truncated_completions": t.mask_truncated_completions,
+        "scale_rewards": t.scale_rewards,
+        "warmup_steps": t.warmup_ratio,  # transformers 5 reads a float < 1 as a ratio
+        "lr_scheduler_type": t.lr_scheduler_type,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "optim": t.optim,
+        "logging_steps": t.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": t.save_steps,
+        "save_total_limit": t.save_total_limit,
+        "report_to": [] if t.report_to in ("none", "") else [t.report_to],
+        "seed": t.seed,
+        "log_completions": t.log_completions,
+        "reward_weights": weights,
+        "bf16": half and m.dtype != "float16",
+        "fp16": half and m.dtype == "float16",
+        "use_cpu": not cuda,
+        "gradient_checkpointing": m.gradient_checkpointing and tm.backend == "transformers",
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+        "remove_unused_columns": False,
+        "disable_tqdm": False,
+    }
+    if tm.vllm:
+        kwargs["use_vllm"] = True
+        if tm.backend == "transformers":
+            kwargs["vllm_mode"] = t.vllm_mode
+            kwargs["vllm_gpu_memory_utilization"] = m.gpu_memory_utilization
+    return GRPOConfig(**kwargs)
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def _trainer_callback_base() -> type:
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+def format_log_line(logs: Mapping[str, Any], step: int, max_steps: int) -> str:
+    """One human line per logging step: reward, its components, loss."""
+    parts = [f"step {step}/{max_steps}"]
+    if "reward" in logs:
+        parts.append(f"reward {logs['reward']:.3f}")
+    components = {
+        key.split("/")[1]: value
+        for key, value in logs.items()
+        if key.startswith("rewards/") and key.endswith("/mean")
+    }
+    if components:
+        parts.append("(" + ", ".join(f"{k} {v:.3f}" for k, v in components.items()) + ")")
+    for key in ("loss", "grad_norm", "completions/mean_length"):
+        if key in logs and isinstance(logs[key], (int, float)):
+            parts.append(f"{key.split('/')[-1]} {logs[key]:.4g}")
+    return "  ".join(parts)
+
+
+def make_callbacks(output_dir: Path, interrupt: InterruptFlag) -> list[Any]:
+    """Our callbacks: progress bar with reward, metrics file, reward plot, Ctrl-C handling."""
+    from transformers.trainer_callback import ProgressCallback
+
+    base = _trainer_callback_base()
+
+    class RewardProgressCallback(ProgressCallback):
+        """TRL's progress bar, with the latest reward in it and one readable line per log."""
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
+        ) -> None:
+            if not state.is_world_process_zero or self.training_bar is None or not logs:
+                return
+            if "reward" in logs:
+                self.training_bar.set_postfix(reward=f"{logs['reward']:.3f}", refresh=False)
+                self.training_bar.write(format_log_line(logs, state.global_step, state.max_steps))
+
+    class MetricsCallback(base):  # type: ignore[misc,valid-type]
+        """Append every log to ``metrics.jsonl`` and redraw the reward curve at each save."""
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
+        ) -> None:
+            if state.is_world_process_zero and logs:
+                record = {"step": state.global_step, **_jsonable(logs)}
+                with (output_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                plot_rewards(output_dir / "metrics.jsonl", output_dir / "reward_curve.png")
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if interrupt.requested:
+                control.should_save = True
+                control.should_training_stop = True
+
+    return [RewardProgressCallback(), MetricsCallback()]
+
+
+def _jsonable(logs: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in logs.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            out[key] = None
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            out[key] = value
+    return out
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Read ``metrics.jsonl`` (missing file: no rows)."""
+    if not path.is_file():
+        return []
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+
+
+def plot_rewards(metrics_path: Path, png_path: Path) -> Path | None:
+    """Draw the total reward and each reward component against the step."""
+    rows = [r for r in read_metrics(metrics_path) if r.get("reward") is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["reward"] for r in rows], label="reward (weighted sum)", linewidth=2.2)
+    components = sorted(
+        {k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")}
+    )
+    for key in components:
+        values = [r.get(key, math.nan) for r in rows]
+        ax.plot(steps, values, label=key.split("/")[1], linewidth=1, alpha=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward")
+    ax.set_title("GRPO reward")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return png_path
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+@dataclass
+class InterruptFlag:
+    """Set by the first Ctrl-C; training then saves a checkpoint and stops after the step."""
+
+    requested: bool = False
+
+
+class GracefulInterrupt:
+    """First Ctrl-C: finish the step, checkpoint, stop. Second Ctrl-C: stop at once."""
+
+    def __init__(self) -> None:
+        self.flag = InterruptFlag()
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.flag.requested:
+            raise KeyboardInterrupt
+        self.flag.requested = True
+        logger.warning(
+            "Ctrl-C: saving a checkpoint after this step, then stopping (Ctrl-C again to abort)"
+        )
+
+    def __enter__(self) -> InterruptFlag:
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self.flag
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+# --------------------------------------------------------------------------- train and save
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest ``checkpoint-N`` directory in ``output_dir``, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not output_dir.is_dir():
+        return None
+    return get_last_checkpoint(str(output_dir))
+
+
+def train(
+    config: Config,
+    tm: TrainingModel,
+    dataset: Any,
+    registry: Mapping[str, RewardFn],
+    *,
+    resume: bool = False,
+) -> Path:
+    """Run GRPO and save the adapter and the merged model; returns the output directory."""
+    from trl import GRPOTrainer
+
+    output_dir = Path(config.training.output_dir)
+    resume_from = last_checkpoint(output_dir) if resume else None
+    if resume and resume_from is None:
+        raise UserError(f"--resume: no checkpoint-N directory in {output_dir}")
+    functions, weights = build_rewards(config, registry)
+    args = grpo_config(config, tm, weights)
+    trainer = GRPOTrainer(
+        model=tm.model,
+        reward_funcs=list[Any](functions),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tm.tokenizer,
+    )
+    primary = trainer.is_world_process_zero()
+    if primary:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, output_dir / "config.yaml")
+        if not resume:
+            (output_dir / "metrics.jsonl").unlink(missing_ok=True)
+    from transformers.trainer_callback import ProgressCallback
+
+    with GracefulInterrupt() as interrupt:
+        trainer.remove_callback(ProgressCallback)
+        for callback in make_callbacks(output_dir, interrupt):
+            trainer.add_callback(callback)
+        log_run_header(config, tm, dataset, weights)
+        trainer.train(resume_from_checkpoint=resume_from)
+    if primary:
+        plot_rewards(output_dir / "metrics.jsonl", output_dir / "reward_curve.png")
+    if interrupt.requested:
+        checkpoint = last_checkpoint(output_dir)
+        logger.warning(
+            "stopped early at step %d; checkpoint kept in %s (continue with --resume)",
+            trainer.state.global_step,
+            checkpoint,
+        )
+        raise SystemExit(EXIT_INTERRUPTED)
+    if primary:
+        save_final_model(trainer, tm, output_dir)
+    trainer.accelerator.wait_for_everyone()
+    return output_dir
+
+
+def log_run_header(config: Config, tm: TrainingModel, dataset: Any, weights: list[float]) -> None:
+    """Say what is about to happen, in a few lines."""
+    t = config.training
+    prompts_per_step = check_batch_shape(config)
+    device = "cuda" if cuda_available() else "cpu"
+    precision = "fp8" if tm.fp8 else ("fp32" if device == "cpu" else "bf16")
+    logger.info(
+        "model %s | backend %s | %s on %s | rollouts via %s",
+        config.model.name,
+        tm.backend,
+        precision,
+        device,
+        "vLLM" if tm.vllm else "transformers generate",
+    )
+    logger.info(
+        "dataset %s: %d prompts | %d prompts x %d generations per step (%d process(es) x "
+        "batch %d x accumulation %d) | %s steps",
+        config.dataset.name,
+        len(dataset),
+        prompts_per_step,
+        t.num_generations,
+        world_size(),
+        t.per_device_train_batch_size,
+        t.gradient_accumulation_steps,
+        t.max_steps if t.max_steps > 0 else f"{t.num_train_epochs} epoch(s) of",
+    )
+    logger.info(
+        "rewards: %s",
+        ", ".join(
+            f"{name} x{weight:g}" for name, weight in zip(config.rewards, weights, strict=True)
+        ),
+    )
+
+
+def save_final_model(trainer: Any, tm: TrainingModel, output_dir: Path) -> Path:
+    """Save the LoRA adapter to ``adapter/`` and the merged model to ``merged/``, with the tokenizer."""
+    adapter_dir, merged_dir = output_dir / "adapter", output_dir / "merged"
+    model = trainer.model
+    model.save_pretrained(adapter_dir)
+    tm.tokenizer.save_pretrained(adapter_dir)
+    if tm.backend == "unsloth":
+        model.save_pretrained_merged(str(merged_dir), tm.tokenizer, save_method="merged_16bit")
+    else:
+        if tm.fp8:
+            from autolearn.fp8 import dequantize_linears
+
+            dequantize_linears(model)
+        merged = model.merge_and_unload()
+        merged.save_pretrained(merged_dir)
+        tm.tokenizer.save_pretrained(merged_dir)
+    logger.info("saved the LoRA adapter to %s and the merged model to %s", adapter_dir, merged_dir)
+    return merged_dir
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Console logging for the scripts: our messages at INFO, libraries' at WARNING."""
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger("autolearn").setLevel(logging.DEBUG if verbose else logging.INFO)
