@@ -1,0 +1,803 @@
+"""SWE-bench and Terminal-Bench tasks for GRPO: loading, validation, prompts and execution.
+
+Entry points for training scripts (each returns a ``datasets.Dataset`` whose ``prompt``
+column is a chat: one system and one user message):
+
+* :func:`load_swe_bench` -- SWE-bench Lite/Verified from the hub, or a local file.
+* :func:`load_terminal_bench` -- Terminal-Bench-style task folders.
+* :func:`load_benchmark` -- dispatch on ``swe-lite`` / ``swe-verified`` / ``terminal``.
+
+SWE-bench columns
+=================
+
+Every official column is kept as a plain string: ``instance_id``, ``repo``,
+``base_commit``, ``patch`` (the gold patch the rewards compare with), ``test_patch``,
+``problem_statement``, ``hints_text``, ``FAIL_TO_PASS`` and ``PASS_TO_PASS`` (JSON lists
+in a string, as on the hub), ``version``, ``environment_setup_commit``, ``created_at``;
+plus ``repos_dir`` (the ``--repos_dir`` folder as an absolute path, or ``""``), which
+lets ``swe_format`` check that a patch applies.
+
+With ``repos_dir``, the prompt also holds the content, at ``base_commit``, of every file
+the gold patch touches (read with ``git show``), as SWE-RL does. The clone of ``owner/name``
+is looked up as ``REPOS_DIR/owner__name``, then ``REPOS_DIR/owner/name``, then
+``REPOS_DIR/name``.
+
+Terminal-Bench task layout
+==========================
+
+Close to Terminal-Bench's own format; the Docker image is replaced by a plain folder::
+
+    TASKS_DIR/<task-id>/
+        task.yaml        instruction: str (required), difficulty: str (required),
+                         max_test_timeout_sec: number (optional, default 30),
+                         max_agent_timeout_sec: number (optional, default 30)
+        environment/     optional: the starting files. Every run gets a fresh copy as its
+                         working directory (the equivalent of the image's /app).
+                         A Dockerfile or docker-compose.yaml in it is not copied.
+        tests/           optional: pytest files (test_*.py) and the data they need
+        run-tests.sh     optional: a bash check script, used when tests/ has no test_*.py
+        solution.sh      optional: reference commands that pass the checks
+
+``TASKS_DIR`` may also be a single task folder. Checks must use paths relative to the
+working directory (the sandbox decides where that directory is mounted).
+
+Columns: ``task_id``, ``task_dir`` (absolute path), ``instruction``, ``difficulty``,
+``max_test_timeout_sec`` and ``max_agent_timeout_sec`` (floats).
+
+How a terminal answer is executed (:func:`run_terminal_task`)
+=============================================================
+
+1. A fresh temporary folder ``run/`` gets ``work/`` (a copy of ``environment/``).
+2. The model's commands run in the sandbox with ``work/`` as the working directory.
+   That sandbox run ends with every process it started.
+3. Only then are the checks copied to a new, randomly named folder beside ``work/``, and a
+   second, separate sandbox run executes them with ``work/`` as the working directory:
+
+   * ``tests/test_*.py``: ``python -I -m pytest --noconftest -p no:cacheprovider``
+     with our own ini file, ``rootdir`` in the checks folder and a JUnit XML report
+     there. ``-I`` keeps the working directory off ``sys.path`` and ignores ``PYTHON*``
+     variables, ``--noconftest`` ignores planted ``conftest.py`` files, and the ini file
+     keeps a planted ``pytest.ini``/``pyproject.toml`` from changing options. The reward
+     is passed test cases / all test cases, read from that report.
+   * otherwise ``run-tests.sh`` runs under bash with ``TEST_DIR`` (the fresh copy of
+     ``tests/``), ``JUNIT_XML`` (where it may write a report for per-check credit),
+     ``PYTHON`` and ``PYTEST`` (the hardened pytest command) in its environment; without a
+     report its exit status is one check.
+   * with neither, the reward is 1.0 when every command exited 0 (tracked with an ERR trap).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from autolearn.diffs import DiffError, parse_patch
+from autolearn.errors import UserError, one_line
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+SWE_SAMPLE_FILE = EXAMPLES_DIR / "swe_sample.jsonl"
+TERMINAL_TASKS_DIR = EXAMPLES_DIR / "terminal_tasks"
+FIXTURE_REPO_SOURCE = EXAMPLES_DIR / "swe_repo"
+FIXTURE_REPO = "autolearn/textkit"
+# The commit materialize_fixture_repo() creates: same files + fixed identity and date
+# + no user or system git config => the same SHA on every machine.
+FIXTURE_BASE_COMMIT = "07c073a5c58d979b7d7baf77372db6ed37909279"
+FIXTURE_TAG = "base"
+
+BENCHMARKS = ("swe-lite", "swe-verified", "terminal")
+SWE_HUB_DATASETS = {
+    "swe-lite": "princeton-nlp/SWE-bench_Lite",
+    "swe-verified": "princeton-nlp/SWE-bench_Verified",
+}
+SWE_REQUIRED = ("instance_id", "repo", "base_commit", "patch", "problem_statement")
+SWE_OPTIONAL = (
+    "test_patch",
+    "hints_text",
+    "FAIL_TO_PASS",
+    "PASS_TO_PASS",
+    "version",
+    "environment_setup_commit",
+    "created_at",
+)
+SWE_LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+DEFAULT_MAX_FILE_CHARS = 16_000
+DEFAULT_TEST_TIMEOUT_S = 30.0
+DEFAULT_AGENT_TIMEOUT_S = 30.0
+MAX_LISTED_FILES = 40
+GIT_TIMEOUT_S = 60.0
+ENVIRONMENT_SKIP = ("Dockerfile", "docker-compose.yaml", "docker-compose.yml")
+
+SWE_SYSTEM_PROMPT = (
+    "You are an expert software engineer fixing an issue in a code repository. Answer with "
+    "one unified diff, as `git diff` prints it, inside a ```diff code block: a '--- a/PATH' "
+    "and '+++ b/PATH' header per file (paths relative to the repository root) and '@@' "
+    "hunks whose line counts match their content. Change only what the fix needs."
+)
+TERMINAL_SYSTEM_PROMPT = (
+    "You are an expert Linux user working in a bash shell. Complete the task by writing the "
+    "shell commands to run, in one ```bash code block. They run non-interactively, in order, "
+    "in the task's working directory, without network access; do not use interactive "
+    "programs such as editors or pagers."
+)
+
+
+# --------------------------------------------------------------------------- SWE-bench
+
+
+def load_swe_bench(
+    source: str = "swe-lite",
+    *,
+    max_samples: int | None = None,
+    repos_dir: str | Path | None = None,
+    max_file_chars: int = DEFAULT_MAX_FILE_CHARS,
+) -> Dataset:
+    """SWE-bench instances as a training dataset (columns: see the module docstring).
+
+    ``source`` is ``swe-lite`` or ``swe-verified`` (the hub test splits, 300 and 500
+    instances) or a path to a .jsonl/.json/.parquet file with the official schema.
+    ``max_samples`` keeps the first N instances. ``repos_dir`` adds the touched files'
+    content at ``base_commit`` to each prompt.
+    """
+    from datasets import Dataset
+
+    _check_max_samples(max_samples)
+    rows = _read_swe_rows(source)
+    if max_samples is not None:
+        rows = rows[:max_samples]
+    repos_root = _existing_dir(repos_dir, "--repos_dir") if repos_dir is not None else None
+    records = [_swe_record(row, repos_root, max_file_chars) for row in rows]
+    logger.info("loaded %d SWE-bench instances from %s", len(records), source)
+    return Dataset.from_list(records)
+
+
+def read_swe_file(path: str | Path) -> list[dict[str, str]]:
+    """Read and validate a local SWE-bench file; raise :class:`UserError` on bad data."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"SWE-bench file not found: {file}")
+    if file.suffix not in SWE_LOCAL_SUFFIXES:
+        raise UserError(f"{file}: unsupported format (use {', '.join(SWE_LOCAL_SUFFIXES)})")
+    raw_rows = _read_parquet(file) if file.suffix == ".parquet" else _read_json_rows(file)
+    if not raw_rows:
+        raise UserError(f"{file}: no SWE-bench instances in the file")
+    return [_validated_swe_row(row, f"{file} row {n}", strict=True) for n, row in raw_rows]
+
+
+def _read_swe_rows(source: str) -> list[dict[str, str]]:
+    if source in SWE_HUB_DATASETS:
+        return _read_swe_hub(SWE_HUB_DATASETS[source])
+    if source.endswith(SWE_LOCAL_SUFFIXES) or Path(source).exists():
+        return read_swe_file(source)
+    raise UserError(
+        f"unknown SWE-bench source {source!r}: use {' or '.join(SWE_HUB_DATASETS)} "
+        f"or a path to a {'/'.join(SWE_LOCAL_SUFFIXES)} file"
+    )
+
+
+def _read_swe_hub(name: str) -> list[dict[str, str]]:
+    """Load a hub test split; keep valid rows (a warning names the skipped ones)."""
+    import datasets
+
+    hub_errors: tuple[type[BaseException], ...] = (OSError, datasets.exceptions.DatasetsError)
+    try:
+        import httpx
+
+        hub_errors += (httpx.HTTPError,)
+    except ImportError:  # pragma: no cover - huggingface_hub depends on httpx
+        pass
+    try:
+        table = datasets.load_dataset(name, split="test")
+    except hub_errors as exc:
+        raise UserError(
+            f"could not load {name} from the Hugging Face Hub ({type(exc).__name__}: "
+            f"{one_line(str(exc))[:160]}); connect to the internet, or pass a local "
+            f"SWE-bench .jsonl/.parquet file instead"
+        ) from None
+    rows, skipped = [], []
+    for index, row in enumerate(table):
+        try:
+            rows.append(_validated_swe_row(dict(row), f"{name} row {index}", strict=False))
+        except UserError as exc:
+            skipped.append(str(exc))
+    if skipped:
+        logger.warning("skipped %d hub rows: %s", len(skipped), "; ".join(skipped[:3]))
+    if not rows:
+        raise UserError(f"{name}: no usable SWE-bench instances")
+    return rows
+
+
+def _read_json_rows(file: Path) -> list[tuple[int, Any]]:
+    text = file.read_text(encoding="utf-8")
+    if file.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{file}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, list):
+            raise UserError(f"{file}: expected a JSON list of SWE-bench instances")
+        return list(enumerate(data, start=1))
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{file} line {number}: invalid JSON ({exc.msg})") from None
+    return rows
+
+
+def _read_parquet(file: Path) -> list[tuple[int, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(file)
+    except Exception as exc:  # pyarrow raises several unrelated types for bad files
+        raise UserError(f"{file}: not a readable Parquet file ({one_line(str(exc))})") from None
+    return list(enumerate(table.to_pylist(), start=1))
+
+
+def _validated_swe_row(row: Any, where: str, *, strict: bool) -> dict[str, str]:
+    """Check one instance; return it with every official column as a string."""
+    if not isinstance(row, Mapping):
+        raise UserError(f"{where}: expected an object with the SWE-bench columns")
+    missing = [key for key in SWE_REQUIRED if not isinstance(row.get(key), str) or not row[key]]
+    if missing:
+        raise UserError(f"{where}: missing or empty column(s) {', '.join(missing)}")
+    where = f"{where} ({row['instance_id']})"
+    try:
+        parse_patch(row["patch"])
+    except DiffError as exc:
+        raise UserError(f"{where}: the gold 'patch' is not a valid unified diff: {exc}") from None
+    clean = {key: row[key] for key in SWE_REQUIRED}
+    for key in SWE_OPTIONAL:
+        value = row.get(key)
+        if value is None:
+            value = ""
+        elif isinstance(value, list | tuple):
+            value = json.dumps(list(value))
+        elif not isinstance(value, str):
+            if strict:
+                raise UserError(f"{where}: column {key!r} must be a string")
+            value = str(value)
+        clean[key] = value
+    return clean
+
+
+def _swe_record(
+    row: dict[str, str], repos_root: Path | None, max_file_chars: int
+) -> dict[str, Any]:
+    files: dict[str, str] = {}
+    if repos_root is not None:
+        files = gold_file_contents(repos_root, row["repo"], row["base_commit"], row["patch"])
+        files = {path: _clip(text, max_file_chars) for path, text in files.items()}
+    return {
+        "prompt": swe_prompt(row["repo"], row["problem_statement"], files),
+        **row,
+        "repos_dir": str(repos_root) if repos_root is not None else "",
+    }
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... {len(text) - limit} more characters not shown ...]\n"
+
+
+def swe_prompt(repo: str, problem_statement: str, files: Mapping[str, str]) -> list[dict[str, str]]:
+    """Chat prompt asking for a unified diff that resolves the issue."""
+    parts = [f"Repository: {repo}", "", "<issue>", problem_statement.strip(), "</issue>"]
+    if files:
+        parts += ["", "<code>"]
+        for path, text in files.items():
+            parts += [f"[start of {path}]", text.rstrip("\n"), f"[end of {path}]"]
+        parts.append("</code>")
+    parts += [
+        "",
+        "Write a patch in unified diff format (as `git diff` prints it) that resolves the issue.",
+    ]
+    return [
+        {"role": "system", "content": SWE_SYSTEM_PROMPT},
+        {"role": "user", "content": "\n".join(parts)},
+    ]
+
+
+def find_repo(repos_dir: str | Path, repo: str) -> Path | None:
+    """The local git clone of ``owner/name`` under ``repos_dir``, or ``None``."""
+    owner, _, name = repo.partition("/")
+    root = Path(repos_dir)
+    for candidate in (root / f"{owner}__{name}", root / owner / name, root / (name or owner)):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+def gold_file_contents(repos_dir: str | Path, repo: str, commit: str, patch: str) -> dict[str, str]:
+    """Content at ``commit`` of each file the patch touches (new files are skipped)."""
+    clone = find_repo(repos_dir, repo)
+    if clone is None:
+        logger.warning("no clone of %s under %s: prompt without file contents", repo, repos_dir)
+        return {}
+    contents = {}
+    for section in parse_patch(patch).files:
+        if section.old_path is None:
+            continue
+        text = read_file_at_commit(clone, commit, section.old_path)
+        if text is None:
+            logger.warning("%s: %s not found at %s", repo, section.old_path, commit[:12])
+        else:
+            contents[section.old_path] = text
+    return contents
+
+
+def read_file_at_commit(clone: Path, commit: str, path: str) -> str | None:
+    """``git show COMMIT:PATH`` as text, or ``None`` if the commit or path is missing."""
+    result = _git(clone, "show", f"{commit}:{path}", check=False)
+    if result.returncode != 0:
+        return None
+    return result.stdout.decode("utf-8", "replace")
+
+
+def has_commit(clone: Path, commit: str) -> bool:
+    """True when ``commit`` names a commit in the clone."""
+    return _git(clone, "cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode == 0
+
+
+def patch_applies(clone: Path, commit: str, patch_text: str) -> bool:
+    """``git apply --check`` of the patch against the tree of ``commit``.
+
+    The check runs against a throw-away index (``GIT_INDEX_FILE`` + ``read-tree`` +
+    ``apply --cached``), which is what a temporary worktree at ``commit`` would see,
+    without checking out thousands of files per completion or touching the clone.
+    """
+    with tempfile.TemporaryDirectory(prefix="autolearn-apply-") as scratch:
+        env = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        if _git(clone, "read-tree", commit, env=env, check=False).returncode != 0:
+            return False
+        result = _git(
+            clone, "apply", "--check", "--cached", "-", env=env, stdin=patch_text, check=False
+        )
+        return result.returncode == 0
+
+
+def _git(
+    repo: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    full_env = {**os.environ, **_GIT_ENV, **(env or {})}
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args],
+        input=stdin.encode() if stdin is not None else None,
+        capture_output=True,
+        env=full_env,
+        timeout=GIT_TIMEOUT_S,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        message = one_line(result.stderr.decode("utf-8", "replace"))[:200]
+        raise UserError(f"git {args[0]} failed in {repo}: {message}")
+    return result
+
+
+# Deterministic commits: nothing from the user's or system's git config, fixed identity.
+_GIT_ENV = {
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "AutoLearn Fixtures",
+    "GIT_AUTHOR_EMAIL": "fixtures@autolearn.invalid",
+    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00+00:00",
+    "GIT_COMMITTER_NAME": "AutoLearn Fixtures",
+    "GIT_COMMITTER_EMAIL": "fixtures@autolearn.invalid",
+    "GIT_COMMITTER_DATE": "2024-01-01T00:00:00+00:00",
+    "GIT_TERMINAL_PROMPT": "0",
+}
+_FIXTURE_IGNORED = ("__pycache__", ".pytest_cache", "*.pyc", ".mypy_cache", ".ruff_cache")
+
+
+def materialize_fixture_repo(repos_dir: str | Path) -> Path:
+    """Turn ``examples/swe_repo`` into a git clone under ``repos_dir`` and return its path.
+
+    The clone lands where :func:`find_repo` looks for ``autolearn/textkit``
+    (``REPOS_DIR/autolearn__textkit``) and holds one commit, tagged ``base``, whose SHA is
+    :data:`FIXTURE_BASE_COMMIT` on every machine: the files are added without executable
+    bits, and the author, committer, dates and config are fixed. Calling it again on an
+    existing clone only checks that the commit is there.
+    """
+    owner, name = FIXTURE_REPO.split("/")
+    clone = Path(repos_dir) / f"{owner}__{name}"
+    if (clone / ".git").exists():
+        if not has_commit(clone, FIXTURE_BASE_COMMIT):
+            raise UserError(f"{clone} exists but lacks fixture commit {FIXTURE_BASE_COMMIT}")
+        return clone
+    shutil.copytree(FIXTURE_REPO_SOURCE, clone, ignore=shutil.ignore_patterns(*_FIXTURE_IGNORED))
+    _git(clone, "init", "--quiet", "--initial-branch=main")
+    _git(clone, "add", "--all", "--chmod=-x", ".")
+    _git(clone, "commit", "--quiet", "--no-verify", "-m", "textkit 0.1.0")
+    _git(clone, "tag", FIXTURE_TAG)
+    head = _git(clone, "rev-parse", "HEAD").stdout.decode().strip()
+    if head != FIXTURE_BASE_COMMIT:
+        logger.warning(
+            "fixture repo commit is %s, expected %s: examples/swe_repo was modified",
+            head,
+            FIXTURE_BASE_COMMIT,
+        )
+    return clone
+
+
+# --------------------------------------------------------------------------- Terminal-Bench
+
+
+@dataclass(frozen=True)
+class TerminalTask:
+    """One validated task folder."""
+
+    task_id: str
+    task_dir: Path
+    instruction: str
+    difficulty: str
+    max_test_timeout_sec: float
+    max_agent_timeout_sec: float
+
+    @property
+    def environment_dir(self) -> Path | None:
+        """The starting files, if the task has any."""
+        folder = self.task_dir / "environment"
+        return folder if folder.is_dir() else None
+
+    @property
+    def pytest_files(self) -> list[Path]:
+        """The task's pytest files (``tests/test_*.py``)."""
+        tests = self.task_dir / "tests"
+        return sorted(tests.glob("test_*.py")) if tests.is_dir() else []
+
+    @property
+    def run_tests_script(self) -> Path | None:
+        """``run-tests.sh`` if present."""
+        script = self.task_dir / "run-tests.sh"
+        return script if script.is_file() else None
+
+    @property
+    def solution(self) -> str | None:
+        """The reference commands of ``solution.sh``, if present."""
+        script = self.task_dir / "solution.sh"
+        return script.read_text(encoding="utf-8") if script.is_file() else None
+
+
+def load_terminal_bench(
+    tasks_dir: str | Path = TERMINAL_TASKS_DIR, *, max_samples: int | None = None
+) -> Dataset:
+    """Terminal-Bench tasks as a training dataset (columns: see the module docstring).
+
+    ``tasks_dir`` holds one folder per task (sorted by name; ``max_samples`` keeps the
+    first N), or is itself a task folder.
+    """
+    from datasets import Dataset
+
+    _check_max_samples(max_samples)
+    tasks = read_terminal_tasks(tasks_dir)
+    if max_samples is not None:
+        tasks = tasks[:max_samples]
+    records = [
+        {
+            "prompt": terminal_prompt(task),
+            "task_id": task.task_id,
+            "task_dir": str(task.task_dir),
+            "instruction": task.instruction,
+            "difficulty": task.difficulty,
+            "max_test_timeout_sec": task.max_test_timeout_sec,
+            "max_agent_timeout_sec": task.max_agent_timeout_sec,
+        }
+        for task in tasks
+    ]
+    logger.info("loaded %d Terminal-Bench tasks from %s", len(records), tasks_dir)
+    return Dataset.from_list(records)
+
+
+def read_terminal_tasks(tasks_dir: str | Path) -> list[TerminalTask]:
+    """Read and validate every task folder under ``tasks_dir``."""
+    root = _existing_dir(tasks_dir, "Terminal-Bench tasks directory")
+    if (root / "task.yaml").is_file():
+        return [read_terminal_task(root)]
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    tasks = [read_terminal_task(folder) for folder in folders if (folder / "task.yaml").exists()]
+    if not tasks:
+        raise UserError(f"{root}: no task folders with a task.yaml")
+    return tasks
+
+
+def read_terminal_task(task_dir: str | Path) -> TerminalTask:
+    """Read one task folder; raise :class:`UserError` naming the first problem."""
+    folder = Path(task_dir).resolve()
+    spec_file = folder / "task.yaml"
+    if not spec_file.is_file():
+        raise UserError(f"{folder}: missing task.yaml")
+    try:
+        spec = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{spec_file}: invalid YAML ({one_line(str(exc))[:120]})") from None
+    if not isinstance(spec, dict):
+        raise UserError(f"{spec_file}: expected a mapping with 'instruction' and 'difficulty'")
+    for key in ("instruction", "difficulty"):
+        if not isinstance(spec.get(key), str) or not spec[key].strip():
+            raise UserError(f"{spec_file}: '{key}' must be a non-empty string")
+    for name in ("tests", "environment"):
+        if (folder / name).exists() and not (folder / name).is_dir():
+            raise UserError(f"{folder / name}: expected a folder")
+    return TerminalTask(
+        task_id=folder.name,
+        task_dir=folder,
+        instruction=spec["instruction"].strip(),
+        difficulty=spec["difficulty"].strip(),
+        max_test_timeout_sec=_timeout(
+            spec, "max_test_timeout_sec", DEFAULT_TEST_TIMEOUT_S, spec_file
+        ),
+        max_agent_timeout_sec=_timeout(
+            spec, "max_agent_timeout_sec", DEFAULT_AGENT_TIMEOUT_S, spec_file
+        ),
+    )
+
+
+def _timeout(spec: Mapping[str, Any], key: str, default: float, spec_file: Path) -> float:
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise UserError(f"{spec_file}: '{key}' must be a positive number of seconds")
+    return float(value)
+
+
+def terminal_prompt(task: TerminalTask) -> list[dict[str, str]]:
+    """Chat prompt asking for shell commands that complete the task."""
+    listing = _environment_listing(task.environment_dir)
+    files = "\n".join(f"  {entry}" for entry in listing) if listing else "  (empty)"
+    user = (
+        f"Task:\n{task.instruction}\n\n"
+        f"Files in the working directory:\n{files}\n\n"
+        "Reply with the commands in one ```bash code block."
+    )
+    return [
+        {"role": "system", "content": TERMINAL_SYSTEM_PROMPT},
+        {"role": "user", "content": user},
+    ]
+
+
+def _environment_listing(environment: Path | None) -> list[str]:
+    if environment is None:
+        return []
+    entries = []
+    for path in sorted(environment.rglob("*")):
+        relative = path.relative_to(environment)
+        if relative.parts[0] in ENVIRONMENT_SKIP:
+            continue
+        entries.append(f"{relative}/" if path.is_dir() else str(relative))
+    if len(entries) > MAX_LISTED_FILES:
+        hidden = len(entries) - MAX_LISTED_FILES
+        entries = [*entries[:MAX_LISTED_FILES], f"... and {hidden} more"]
+    return entries
+
+
+# --------------------------------------------------------------------------- execution
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """Outcome of running a model's commands on a task and checking the end state."""
+
+    reward: float
+    checks_passed: int
+    checks_total: int
+    commands_status: str
+    checks_status: str
+    message: str = ""
+
+
+def run_terminal_task(
+    task_dir: str | Path,
+    commands: str,
+    *,
+    agent_timeout_s: float | None = None,
+    test_timeout_s: float | None = None,
+    max_agent_timeout_s: float = 60.0,
+    max_test_timeout_s: float = 120.0,
+) -> TaskRun:
+    """Run ``commands`` in a fresh copy of the task's environment, then check it.
+
+    The caller is responsible for refusing dangerous commands first (see
+    :mod:`autolearn.shell_safety`); this function only runs them inside the sandbox.
+    Timeouts default to the task's own, capped by the ``max_*`` arguments.
+    """
+    from autolearn.sandbox import Limits, run_shell
+
+    task = read_terminal_task(task_dir)
+    agent_timeout = min(agent_timeout_s or task.max_agent_timeout_sec, max_agent_timeout_s)
+    test_timeout = min(test_timeout_s or task.max_test_timeout_sec, max_test_timeout_s)
+    with tempfile.TemporaryDirectory(prefix="autolearn-task-", ignore_cleanup_errors=True) as tmp:
+        run_root = Path(tmp)
+        work = run_root / "work"
+        _copy_environment(task, work)
+        script = _commands_script(commands)
+        first = run_shell(script, work, limits=Limits(timeout_s=agent_timeout, memory_mb=2048))
+        commands_ok = first.passed
+        checks = _run_checks(task, run_root, test_timeout)
+        if checks is None:
+            reward = 1.0 if commands_ok else 0.0
+            return TaskRun(reward, int(commands_ok), 1, first.status, "none", first.message)
+        passed, total, status, message = checks
+        reward = passed / total if total else 0.0
+        return TaskRun(reward, passed, total, first.status, status, message)
+
+
+def _copy_environment(task: TerminalTask, work: Path) -> None:
+    if task.environment_dir is None:
+        work.mkdir()
+        return
+    shutil.copytree(
+        task.environment_dir, work, symlinks=True, ignore=shutil.ignore_patterns(*ENVIRONMENT_SKIP)
+    )
+
+
+def _commands_script(commands: str) -> str:
+    """Run the commands like a terminal session (a failure does not stop the rest) while
+    remembering whether any command failed: the exit status says so."""
+    return (
+        "__autolearn_failed=0\n"
+        "set -o errtrace\n"
+        "trap '__autolearn_failed=1' ERR\n"
+        "trap 'exit $(( __autolearn_failed || $? ))' EXIT\n"
+        f"{commands}\n"
+    )
+
+
+def _run_checks(
+    task: TerminalTask, run_root: Path, timeout_s: float
+) -> tuple[int, int, str, str] | None:
+    """Second sandbox run: copy the checks in fresh and execute them; ``None`` if no checks."""
+    from autolearn.sandbox import Limits, run_shell
+
+    pytest_files = task.pytest_files
+    run_tests = task.run_tests_script
+    if not pytest_files and run_tests is None:
+        return None
+    checks_name = f"checks-{secrets.token_hex(8)}"
+    checks = run_root / checks_name
+    checks.mkdir()
+    tests_src = task.task_dir / "tests"
+    if tests_src.is_dir():
+        shutil.copytree(tests_src, checks / "tests", symlinks=False)
+    (checks / "pytest.ini").write_text("[pytest]\naddopts =\n", encoding="utf-8")
+    use_run_tests = run_tests is not None and not pytest_files
+    if use_run_tests and run_tests is not None:
+        shutil.copyfile(run_tests, checks / "run-tests.sh")
+    script = _checks_script(checks_name, use_run_tests)
+    result = run_shell(script, run_root, limits=Limits(timeout_s=timeout_s, memory_mb=2048))
+    report = checks / "report.xml"
+    passed, total = _junit_counts(report) if report.is_file() else (0, 0)
+    if total:
+        return passed, total, result.status, result.message
+    if pytest_files:
+        return 0, max(1, len(pytest_files)), result.status, "no test report: " + result.message
+    return (1 if result.passed else 0), 1, result.status, result.message
+
+
+def _checks_script(checks_name: str, use_run_tests: bool) -> str:
+    """The check run's bash script (run from the run root, switching into ``work/``)."""
+    python = shlex.quote(sys.executable)
+    lines = [
+        "cd work",
+        f'CHECKS="$(cd ../{checks_name} && pwd)"',
+        'export TEST_DIR="$CHECKS/tests" JUNIT_XML="$CHECKS/report.xml"',
+        f"export PYTHON={python}",
+        'export PYTEST="$PYTHON -I -m pytest --noconftest -p no:cacheprovider '
+        "-c $CHECKS/pytest.ini --rootdir $CHECKS -q -o junit_family=xunit1 "
+        '--junitxml=$JUNIT_XML"',
+    ]
+    lines.append('bash "$CHECKS/run-tests.sh"' if use_run_tests else '$PYTEST "$TEST_DIR"')
+    return "\n".join(lines) + "\n"
+
+
+def _junit_counts(report: Path) -> tuple[int, int]:
+    """(passed, total) test cases of a JUnit XML report; skipped ones count as not passed."""
+    try:
+        root = ET.parse(report).getroot()
+    except ET.ParseError:
+        return 0, 0
+    cases = list(root.iter("testcase"))
+    failed = sum(
+        1 for case in cases if any(child.tag in ("failure", "error", "skipped") for child in case)
+    )
+    return len(cases) - failed, len(cases)
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def load_benchmark(
+    benchmark: str,
+    *,
+    max_samples: int | None = None,
+    data_file: str | Path | None = None,
+    repos_dir: str | Path | None = None,
+    tasks_dir: str | Path | None = None,
+) -> Dataset:
+    """Dataset for ``swe-lite``, ``swe-verified`` or ``terminal``.
+
+    ``data_file`` replaces the hub for the SWE-bench names; ``tasks_dir`` defaults to the
+    bundled ``examples/terminal_tasks``.
+    """
+    if benchmark in SWE_HUB_DATASETS:
+        source = str(data_file) if data_file is not None else benchmark
+        return load_swe_bench(source, max_samples=max_samples, repos_dir=repos_dir)
+    if benchmark == "terminal":
+        return load_terminal_bench(tasks_dir or TERMINAL_TASKS_DIR, max_samples=max_samples)
+    raise UserError(f"unknown benchmark {benchmark!r}: choose one of {', '.join(BENCHMARKS)}")
+
+
+def benchmark_family(benchmark: str) -> str:
+    """``swe`` or ``terminal`` (which reward set a benchmark uses)."""
+    if benchmark in SWE_HUB_DATASETS:
+        return "swe"
+    if benchmark == "terminal":
+        return "terminal"
+    raise UserError(f"unknown benchmark {benchmark!r}: choose one of {', '.join(BENCHMARKS)}")
+
+
+def _check_max_samples(max_samples: int | None) -> None:
+    if max_samples is not None and max_samples < 1:
+        raise UserError(f"--max_samples must be at least 1, got {max_samples}")
+
+
+def _existing_dir(path: str | Path, what: str) -> Path:
+    folder = Path(path).expanduser().resolve()
+    if not folder.is_dir():
+        raise UserError(f"{what} not found: {folder}")
+    return folder
+
+
+def bundled_solutions(tasks: Iterable[TerminalTask]) -> dict[str, str]:
+    """``task_id -> solution.sh`` for the tasks that ship one (handy for demos and tests)."""
+    return {task.task_id: task.solution for task in tasks if task.solution is not None}
+
+
+__all__: Sequence[str] = (
+    "BENCHMARKS",
+    "FIXTURE_BASE_COMMIT",
+    "FIXTURE_REPO",
+    "SWE_SAMPLE_FILE",
+    "TERMINAL_TASKS_DIR",
+    "TaskRun",
+    "TerminalTask",
+    "benchmark_family",
+    "find_repo",
+    "gold_file_contents",
+    "load_benchmark",
+    "load_swe_bench",
+    "load_terminal_bench",
+    "materialize_fixture_repo",
+    "patch_applies",
+    "read_swe_file",
+    "read_terminal_task",
+    "read_terminal_tasks",
+    "run_terminal_task",
+    "swe_prompt",
+    "terminal_prompt",
+)

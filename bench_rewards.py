@@ -1,0 +1,300 @@
+"""Rewards for SWE-bench (unified diffs) and Terminal-Bench (shell commands), TRL signature.
+
+Every function is ``f(prompts, completions, **columns) -> list[float | None]`` and accepts
+string or chat-message completions. A reward returns ``None`` for a row when the column it
+needs is absent (TRL then ignores that row for that reward).
+
+SWE-bench (columns ``patch``; optionally ``repos_dir``, ``repo``, ``base_commit``):
+
+* ``swe_format`` -- 1.0 when the answer holds a well-formed unified diff (file headers,
+  hunk headers whose line counts match). With ``repos_dir`` and the repo's clone present,
+  the diff must also apply at ``base_commit`` (``git apply --check``); a well-formed diff
+  that does not apply scores :data:`NOT_APPLYING_SCORE`.
+* ``swe_similarity`` -- SWE-RL's reward: for every file in the union of the predicted and
+  gold patches, ``difflib.SequenceMatcher(None, pred, gold, autojunk=False).ratio()`` of
+  the two per-file hunk texts (0 when one side lacks the file), averaged.
+* ``swe_files`` -- F1 of the touched-file sets of prediction and gold.
+
+An answer without a parseable diff scores 0 on all three.
+
+Terminal-Bench (column ``task_dir``):
+
+* ``terminal_format`` -- 1.0 when commands can be extracted (```` ```bash ```` blocks or
+  ``<command>`` tags).
+* ``terminal_safety`` -- 1.0 when commands were extracted and none is dangerous
+  (:mod:`autolearn.shell_safety` lists the rules); 0.0 otherwise.
+* ``terminal_execution`` -- the fraction of the task's checks that pass after the
+  commands ran in a fresh copy of the task environment (see
+  :func:`autolearn.benchmarks.run_terminal_task`). Dangerous commands are never run and
+  score 0, as do answers without commands.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from autolearn.benchmarks import (
+    benchmark_family,
+    find_repo,
+    has_commit,
+    patch_applies,
+    run_terminal_task,
+)
+from autolearn.completions import Completion, completion_texts
+from autolearn.diffs import Patch, extract_patch, parse_patch
+from autolearn.errors import UserError
+from autolearn.shell_safety import extract_commands, find_dangers
+
+logger = logging.getLogger(__name__)
+
+SWE_WEIGHTS = {"swe_format": 0.3, "swe_similarity": 0.5, "swe_files": 0.2}
+TERMINAL_WEIGHTS = {"terminal_format": 0.2, "terminal_safety": 0.3, "terminal_execution": 0.5}
+NOT_APPLYING_SCORE = 0.5
+# SequenceMatcher is quadratic in the worst case: compare at most this much per file.
+MAX_COMPARE_CHARS = 20_000
+
+Reward = Callable[..., list[float | None]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _column(value: Any, size: int) -> list[Any]:
+    """A dataset column as a list of ``size`` items (a scalar kwarg is broadcast)."""
+    if value is None or isinstance(value, str | Path):
+        return [value] * size
+    values = list(value)
+    if len(values) != size:
+        raise ValueError(f"column has {len(values)} values for {size} completions")
+    return values
+
+
+def patch_similarity(predicted: Patch, gold: Patch) -> float:
+    """SWE-RL similarity of two parsed patches (mean per-file ratio over the union)."""
+    pred_files, gold_files = predicted.by_file(), gold.by_file()
+    paths = set(pred_files) | set(gold_files)
+    if not paths:
+        return 0.0
+    scores = []
+    for path in sorted(paths):
+        if path not in pred_files or path not in gold_files:
+            scores.append(0.0)
+            continue
+        pred_text = pred_files[path][:MAX_COMPARE_CHARS]
+        gold_text = gold_files[path][:MAX_COMPARE_CHARS]
+        scores.append(difflib.SequenceMatcher(None, pred_text, gold_text, autojunk=False).ratio())
+    return sum(scores) / len(scores)
+
+
+def file_f1(predicted: set[str], gold: set[str]) -> float:
+    """F1 score of two sets of paths."""
+    overlap = len(predicted & gold)
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / len(predicted), overlap / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+@lru_cache(maxsize=256)
+def _gold(patch_text: str) -> Patch | None:
+    try:
+        return parse_patch(patch_text)
+    except ValueError:
+        logger.warning("gold patch does not parse; the row is skipped by the SWE rewards")
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _applies(clone: str, commit: str, patch_text: str) -> bool:
+    return patch_applies(Path(clone), commit, patch_text)
+
+
+@lru_cache(maxsize=256)
+def _usable_clone(repos_dir: str, repo: str, commit: str) -> str | None:
+    clone = find_repo(repos_dir, repo)
+    if clone is None or not has_commit(clone, commit):
+        return None
+    return str(clone)
+
+
+# --------------------------------------------------------------------------- SWE-bench
+
+
+def swe_format(
+    prompts: Sequence[Completion],
+    completions: Sequence[Completion],
+    repos_dir: Any = None,
+    repo: Any = None,
+    base_commit: Any = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """1.0 for a well-formed unified diff (that applies, when the repo clone is at hand)."""
+    size = len(completions)
+    rows = zip(
+        completion_texts(completions),
+        _column(repos_dir, size),
+        _column(repo, size),
+        _column(base_commit, size),
+        strict=True,
+    )
+    return [_format_score(text, root, name, commit) for text, root, name, commit in rows]
+
+
+def _format_score(text: str, root: Any, repo: Any, commit: Any) -> float:
+    patch = extract_patch(text)
+    if patch is None:
+        return 0.0
+    if not (root and repo and commit):
+        return 1.0
+    clone = _usable_clone(str(root), str(repo), str(commit))
+    if clone is None:
+        return 1.0
+    return 1.0 if _applies(clone, str(commit), patch.text) else NOT_APPLYING_SCORE
+
+
+def swe_similarity(
+    prompts: Sequence[Completion],
+    completions: Sequence[Completion],
+    patch: Any = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """SWE-RL's per-file ``SequenceMatcher`` similarity to the gold ``patch``."""
+    scores: list[float | None] = []
+    for text, gold_text in zip(
+        completion_texts(completions), _column(patch, len(completions)), strict=True
+    ):
+        gold = _gold(gold_text) if gold_text else None
+        if gold is None:
+            scores.append(None)
+            continue
+        predicted = extract_patch(text)
+        scores.append(patch_similarity(predicted, gold) if predicted else 0.0)
+    return scores
+
+
+def swe_files(
+    prompts: Sequence[Completion],
+    completions: Sequence[Completion],
+    patch: Any = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """F1 overlap between the files the answer and the gold ``patch`` touch."""
+    scores: list[float | None] = []
+    for text, gold_text in zip(
+        completion_texts(completions), _column(patch, len(completions)), strict=True
+    ):
+        gold = _gold(gold_text) if gold_text else None
+        if gold is None:
+            scores.append(None)
+            continue
+        predicted = extract_patch(text)
+        scores.append(
+            file_f1(predicted.touched_files(), gold.touched_files()) if predicted else 0.0
+        )
+    return scores
+
+
+# --------------------------------------------------------------------------- Terminal-Bench
+
+
+def terminal_format(
+    prompts: Sequence[Completion], completions: Sequence[Completion], **kwargs: Any
+) -> list[float | None]:
+    """1.0 when shell commands can be extracted from the answer."""
+    return [1.0 if extract_commands(text) else 0.0 for text in completion_texts(completions)]
+
+
+def terminal_safety(
+    prompts: Sequence[Completion], completions: Sequence[Completion], **kwargs: Any
+) -> list[float | None]:
+    """1.0 when the extracted commands break none of the safety rules (0.0 if none)."""
+    scores: list[float | None] = []
+    for text in completion_texts(completions):
+        script = _script(text)
+        scores.append(1.0 if script and not find_dangers(script) else 0.0)
+    return scores
+
+
+def terminal_execution(
+    prompts: Sequence[Completion],
+    completions: Sequence[Completion],
+    task_dir: Any = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """Fraction of the task's checks passed after running the commands in the sandbox."""
+    jobs = list(
+        zip(completion_texts(completions), _column(task_dir, len(completions)), strict=True)
+    )
+    unique = list(dict.fromkeys((_script(text), folder) for text, folder in jobs))
+    workers = max(1, min(len(unique), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = dict(zip(unique, pool.map(_execution_score, unique), strict=True))
+    return [results[(_script(text), folder)] for text, folder in jobs]
+
+
+def _script(text: str) -> str:
+    return "\n".join(extract_commands(text))
+
+
+def _execution_score(job: tuple[str, Any]) -> float | None:
+    script, folder = job
+    if not folder:
+        return None
+    if not script:
+        return 0.0
+    dangers = find_dangers(script)
+    if dangers:
+        logger.info(
+            "not executed (dangerous: %s): %s",
+            ", ".join(sorted({d.rule for d in dangers})),
+            dangers[0].command[:120],
+        )
+        return 0.0
+    run = run_terminal_task(str(folder), script)
+    logger.debug(
+        "%s: %d/%d checks (commands %s, checks %s)",
+        Path(str(folder)).name,
+        run.checks_passed,
+        run.checks_total,
+        run.commands_status,
+        run.checks_status,
+    )
+    return run.reward
+
+
+# --------------------------------------------------------------------------- registry
+
+REWARDS: dict[str, Reward] = {
+    "swe_format": swe_format,
+    "swe_similarity": swe_similarity,
+    "swe_files": swe_files,
+    "terminal_format": terminal_format,
+    "terminal_safety": terminal_safety,
+    "terminal_execution": terminal_execution,
+}
+
+
+def rewards_for(
+    benchmark: str, weights: Mapping[str, float] | None = None
+) -> tuple[list[Reward], list[float]]:
+    """Reward functions and weights for ``swe-lite``/``swe-verified``/``terminal``.
+
+    ``weights`` overrides the defaults by reward name; a name from another benchmark or
+    an unknown one is an error.
+    """
+    defaults = SWE_WEIGHTS if benchmark_family(benchmark) == "swe" else TERMINAL_WEIGHTS
+    merged = dict(defaults)
+    for name, value in (weights or {}).items():
+        if name not in defaults:
+            raise UserError(
+                f"reward weight {name!r} does not apply to {benchmark}: use {', '.join(defaults)}"
+            )
+        merged[name] = float(value)
+    return [REWARDS[name] for name in merged], list(merged.values())

@@ -1,0 +1,6 @@
+"""Palindromes."""
+
+
+def is_palindrome(text):
+    """True when ``text`` reads the same forwards and backwards."""
+    return text == text[::-1]
