@@ -1,0 +1,325 @@
+"""Execution-based code rewards for GRPO: the candidate code really runs against the task's tests.
+
+Every function follows TRL's reward signature ``f(prompts, completions, **columns)`` and returns
+one score in [0, 1] per completion (``None`` where a component does not apply to a row, which
+TRL leaves out of the sum). Completions may be strings or chat-message lists.
+
+Dataset columns read (TRL passes them as keyword lists, one value per completion):
+
+* ``test_code`` - Python source that raises on failure; it runs after the candidate's code.
+* ``entry_point`` - optional name of the function under test.
+* ``code_prompt`` - optional code the completion may continue (a HumanEval signature and
+  docstring); without it the code is taken from the prompt's last fenced block, or from the
+  prompt itself when it is plain Python.
+* ``reference_solution`` - optional program solving the task; only ``performance`` uses it.
+
+Components (``REWARDS``; TRL logs each under its function name):
+
+============  =========================================================================
+test_pass     fraction of test units that pass (each assert counts on its own); 0 on timeout
+execution     1.0 when the code's imports and definitions run without error, timeout or crash
+syntax        1.0 when the assembled program is valid Python (it compiles; nothing runs)
+lint          1.0 minus 0.1 per ruff finding on the model's lines (one ruff run per batch)
+complexity    radon rank of the most complex function: A 1.0, B 0.8 ... F 0.0
+type_safety   1.0 minus 0.25 per mypy error on the model's lines (one mypy run per batch)
+performance   reference run time / candidate run time, capped at 1.0, for code that passes
+              every test; ``None`` without a reference solution
+============  =========================================================================
+
+``test_pass``, ``execution`` and ``performance`` share one sandbox run per completion (cached).
+A completion without code scores 0.0 on every component.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from autolearn import code_exec
+from autolearn.code_exec import Candidate
+from autolearn.completions import completion_text, prompt_text
+from autolearn.errors import UserError
+from autolearn.sandbox import ExecResult, Limits
+
+logger = logging.getLogger(__name__)
+
+RewardFn = Callable[..., list[float | None]]
+
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "test_pass": 0.5,
+    "execution": 0.2,
+    "syntax": 0.15,
+    "lint": 0.1,
+    "complexity": 0.05,
+    "type_safety": 0.0,
+    "performance": 0.0,
+}
+DEFAULT_LIMITS = Limits(timeout_s=5.0, memory_mb=1024)
+FAILED_RUN_STATUSES = frozenset({"timeout", "memory", "crashed", "output_limit"})
+
+
+# --------------------------------------------------------------------------- batch preparation
+
+
+def _column(columns: Mapping[str, Any], name: str, size: int) -> list[Any]:
+    """A dataset column as a list aligned with the completions (``None`` values when absent)."""
+    values = columns.get(name)
+    if values is None:
+        return [None] * size
+    values = list(values)
+    if len(values) != size:
+        raise ValueError(f"column {name!r} has {len(values)} values for {size} completions")
+    return values
+
+
+def prepare_batch(
+    prompts: Sequence[Any] | None, completions: Sequence[Any], columns: Mapping[str, Any]
+) -> list[Candidate]:
+    """Extract and assemble the program of every completion of a batch."""
+    size = len(completions)
+    prompt_list = list(prompts) if prompts is not None else [None] * size
+    code_prompts = _column(columns, "code_prompt", size)
+    entry_points = _column(columns, "entry_point", size)
+    candidates = []
+    for prompt, completion, given_code_prompt, entry_point in zip(
+        prompt_list, completions, code_prompts, entry_points, strict=True
+    ):
+        code_prompt = given_code_prompt
+        if code_prompt is None:
+            code_prompt = code_exec.prompt_code(prompt_text(prompt)) if prompt is not None else ""
+        text = completion_text(completion)
+        candidates.append(code_exec.prepare_candidate(text, code_prompt, entry_point or None))
+    return candidates
+
+
+def _tests_of(columns: Mapping[str, Any], size: int) -> list[str | None]:
+    return [
+        t if isinstance(t, str) and t.strip() else None for t in _column(columns, "test_code", size)
+    ]
+
+
+def _warn_sandbox_errors(results: Sequence[ExecResult | None]) -> None:
+    errors = [r for r in results if r is not None and r.status == "error"]
+    if errors:
+        logger.warning(
+            "sandbox could not run %d of %d programs (scored None): %s",
+            len(errors),
+            len(results),
+            errors[0].message,
+        )
+
+
+def _run_batch(
+    prompts: Sequence[Any] | None,
+    completions: Sequence[Any],
+    columns: Mapping[str, Any],
+    limits: Limits,
+) -> tuple[list[Candidate], list[str | None], list[ExecResult | None]]:
+    candidates = prepare_batch(prompts, completions, columns)
+    tests = _tests_of(columns, len(completions))
+    results = code_exec.run_candidates(candidates, tests, limits)
+    _warn_sandbox_errors(results)
+    return candidates, tests, results
+
+
+# --------------------------------------------------------------------------- scoring rules
+
+
+def score_test_pass(
+    candidate: Candidate, tests: str | None, result: ExecResult | None
+) -> float | None:
+    """Fraction of passing test units; 0.0 for missing code or a run that timed out or crashed."""
+    if not candidate.runnable or result is None:
+        return 0.0
+    if tests is None or result.status == "error":
+        return None
+    if result.status in FAILED_RUN_STATUSES:
+        return 0.0
+    return result.fraction
+
+
+def score_execution(candidate: Candidate, result: ExecResult | None) -> float | None:
+    """1.0 when the program part ran to completion and the run did not time out or crash."""
+    if not candidate.runnable or result is None:
+        return 0.0
+    if result.status == "error":
+        return None
+    if result.status in FAILED_RUN_STATUSES:
+        return 0.0
+    return 1.0 if result.setup_ok else 0.0
+
+
+def score_performance(
+    candidate: Candidate, result: ExecResult | None, reference: ExecResult | None
+) -> float | None:
+    """Reference time over candidate time (capped at 1.0) for code passing every test, else 0.0.
+
+    ``None`` when there is no usable reference run. The times include the sandbox's interpreter
+    start-up, so only real slow-downs (say an exponential algorithm) move the score.
+    """
+    if not candidate.runnable or result is None:
+        return 0.0
+    if reference is None or not reference.passed or result.status == "error":
+        return None
+    if not result.passed:
+        return 0.0
+    return min(1.0, reference.duration_s / max(result.duration_s, 1e-6))
+
+
+# --------------------------------------------------------------------------- reward functions
+
+
+def _named(name: str, func: RewardFn) -> RewardFn:
+    func.__name__ = name
+    func.__qualname__ = name
+    return func
+
+
+def build_rewards(limits: Limits | None = None) -> dict[str, RewardFn]:
+    """The seven reward components, running code under ``limits`` (default ``DEFAULT_LIMITS``).
+
+    Each function is named after its component, which is the name TRL logs it under.
+    """
+    run_limits = limits or DEFAULT_LIMITS
+
+    def test_pass(
+        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+    ) -> list[float | None]:
+        candidates, tests, results = _run_batch(prompts, completions, columns, run_limits)
+        return [
+            score_test_pass(c, t, r) for c, t, r in zip(candidates, tests, results, strict=True)
+        ]
+
+    def execution(
+        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+    ) -> list[float | None]:
+        candidates, _, results = _run_batch(prompts, completions, columns, run_limits)
+        return [score_execution(c, r) for c, r in zip(candidates, results, strict=True)]
+
+    def performance(
+        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+    ) -> list[float | None]:
+        candidates, tests, results = _run_batch(prompts, completions, columns, run_limits)
+        references = _reference_results(prompts, columns, tests, len(completions), run_limits)
+        return [
+            score_performance(c, r, ref)
+            for c, r, ref in zip(candidates, results, references, strict=True)
+        ]
+
+    def syntax(
+        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+    ) -> list[float | None]:
+        return [1.0 if c.runnable else 0.0 for c in prepare_batch(prompts, completions, columns)]
+
+    def lint(
+        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+    ) -> list[float | None]:
+        return list(code_exec.lint_scores(prepare_batch(prompts, completions, columns)))
+
+    def complexity(
+        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+    ) -> list[float | None]:
+        return list(code_exec.complexity_scores(prepare_batch(prompts, completions, columns)))
+
+    def type_safety(
+        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+    ) -> list[float | None]:
+        return list(code_exec.type_scores(prepare_batch(prompts, completions, columns)))
+
+    functions: dict[str, RewardFn] = {
+        "test_pass": test_pass,
+        "execution": execution,
+        "syntax": syntax,
+        "lint": lint,
+        "complexity": complexity,
+        "type_safety": type_safety,
+        "performance": performance,
+    }
+    return {name: _named(name, func) for name, func in functions.items()}
+
+
+def _reference_results(
+    prompts: Sequence[Any] | None,
+    columns: Mapping[str, Any],
+    tests: list[str | None],
+    size: int,
+    limits: Limits,
+) -> list[ExecResult | None]:
+    """Run (or fetch from the cache) each row's reference solution against the same tests."""
+    references = _column(columns, "reference_solution", size)
+    present = [isinstance(r, str) and bool(r.strip()) for r in references]
+    if not any(present):
+        return [None] * size
+    reference_columns = {**columns, "reference_solution": None}
+    candidates = prepare_batch(
+        prompts,
+        [r if ok else "" for r, ok in zip(references, present, strict=True)],
+        reference_columns,
+    )
+    results = code_exec.run_candidates(candidates, tests, limits)
+    broken = sum(
+        1 for ok, r in zip(present, results, strict=True) if ok and (r is None or not r.passed)
+    )
+    if broken:
+        logger.warning(
+            "%d reference solution(s) fail their own tests; performance is None there", broken
+        )
+    return [r if ok else None for r, ok in zip(results, present, strict=True)]
+
+
+REWARDS: dict[str, RewardFn] = build_rewards()
+
+
+# --------------------------------------------------------------------------- combination
+
+
+def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """Validate component weights (names from ``REWARDS``, numeric values); missing ones are 0."""
+    unknown = sorted(set(weights) - set(DEFAULT_WEIGHTS))
+    if unknown:
+        raise UserError(
+            f"unknown code reward {unknown[0]!r}; choose from {', '.join(DEFAULT_WEIGHTS)}"
+        )
+    checked = dict.fromkeys(DEFAULT_WEIGHTS, 0.0)
+    for name, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"code reward weight {name!r} must be a number, got {value!r}")
+        checked[name] = float(value)
+    return checked
+
+
+def select_rewards(
+    weights: Mapping[str, float] | None = None,
+    *,
+    limits: Limits | None = None,
+    include_zero: bool = False,
+) -> tuple[list[RewardFn], list[float]]:
+    """Reward functions and their weights for TRL's ``reward_funcs`` and ``reward_weights``.
+
+    Components with weight 0 are left out unless ``include_zero`` (then they are logged but cost
+    their run time: mypy is the slowest).
+    """
+    checked = check_weights(DEFAULT_WEIGHTS if weights is None else weights)
+    functions = REWARDS if limits is None else build_rewards(limits)
+    chosen = [name for name, weight in checked.items() if include_zero or weight != 0.0]
+    return [functions[name] for name in chosen], [checked[name] for name in chosen]
+
+
+def make_weighted_reward(
+    weights: Mapping[str, float] | None = None, *, limits: Limits | None = None
+) -> RewardFn:
+    """One reward function: the weighted sum of the components (``None`` components add 0)."""
+    functions, function_weights = select_rewards(weights, limits=limits)
+
+    def code_reward(
+        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+    ) -> list[float | None]:
+        totals = [0.0] * len(completions)
+        for func, weight in zip(functions, function_weights, strict=True):
+            for index, score in enumerate(func(prompts, completions, **columns)):
+                if score is not None:
+                    totals[index] += weight * score
+        return list(totals)
+
+    return code_reward
