@@ -5,7 +5,8 @@ dataset and a reward registry; everything about TRL lives here. Outputs in
 ``training.output_dir``:
 
     config.yaml         the resolved config of the run
-    metrics.jsonl       one JSON line per logging step (loss, reward, each reward component)
+    metrics.jsonl       one JSON line per logging step (loss, reward, each reward component,
+                        and the wall time of the step)
     reward_curve.png    reward per step, total and per component (at every save and the end)
     checkpoint-N/       resumable checkpoints every ``save_steps`` (and on Ctrl-C)
     adapter/            the final LoRA adapter and tokenizer
@@ -22,6 +23,7 @@ import logging
 import math
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,11 +225,19 @@ def make_callbacks(output_dir: Path, interrupt: InterruptFlag) -> list[Any]:
     class MetricsCallback(base):  # type: ignore[misc,valid-type]
         """Append every log to ``metrics.jsonl`` and redraw the reward curve at each save."""
 
+        step_started = 0.0
+        step_seconds: float | None = None
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.step_started = time.perf_counter()
+
         def on_log(
             self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
         ) -> None:
             if state.is_world_process_zero and logs:
                 record = {"step": state.global_step, **_jsonable(logs)}
+                if self.step_seconds is not None and "reward" in logs:
+                    record["step_seconds"] = round(self.step_seconds, 3)
                 with (output_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
 
@@ -236,6 +246,7 @@ def make_callbacks(output_dir: Path, interrupt: InterruptFlag) -> list[Any]:
                 plot_rewards(output_dir / "metrics.jsonl", output_dir / "reward_curve.png")
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.step_seconds = time.perf_counter() - self.step_started
             if interrupt.requested:
                 control.should_save = True
                 control.should_training_stop = True
