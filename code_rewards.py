@@ -22,8 +22,8 @@ syntax        1.0 when the assembled program is valid Python (it compiles; nothi
 lint          1.0 minus 0.1 per ruff finding on the model's lines (one ruff run per batch)
 complexity    radon rank of the most complex function: A 1.0, B 0.8 ... F 0.0
 type_safety   1.0 minus 0.25 per mypy error on the model's lines (one mypy run per batch)
-performance   reference run time / candidate run time, capped at 1.0, for code that passes
-              every test; ``None`` without a reference solution
+performance   for code passing every test: 1.0 up to 1.5x the reference's run time, less when
+              slower; 0 when tests fail; ``None`` without a reference solution
 ============  =========================================================================
 
 ``test_pass``, ``execution`` and ``performance`` share one sandbox run per completion (cached).
@@ -56,6 +56,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "performance": 0.0,
 }
 DEFAULT_LIMITS = Limits(timeout_s=5.0, memory_mb=1024)
+PERFORMANCE_ALLOWANCE = 1.5  # run-time ratio to the reference that still scores 1.0
 FAILED_RUN_STATUSES = frozenset({"timeout", "memory", "crashed", "output_limit"})
 
 
@@ -153,10 +154,12 @@ def score_execution(candidate: Candidate, result: ExecResult | None) -> float | 
 def score_performance(
     candidate: Candidate, result: ExecResult | None, reference: ExecResult | None
 ) -> float | None:
-    """Reference time over candidate time (capped at 1.0) for code passing every test, else 0.0.
+    """For code passing every test: 1.0 up to 1.5x the reference's run time, then falling as
+    ``1.5 * reference / candidate``; 0.0 for code that fails; ``None`` without a usable reference.
 
-    ``None`` when there is no usable reference run. The times include the sandbox's interpreter
-    start-up, so only real slow-downs (say an exponential algorithm) move the score.
+    The times include the sandbox's interpreter start-up and vary by some 20% between identical
+    runs (hence the 1.5x allowance), so only real slow-downs, such as an exponential algorithm
+    or a needless sleep, move the score.
     """
     if not candidate.runnable or result is None:
         return 0.0
@@ -164,7 +167,7 @@ def score_performance(
         return None
     if not result.passed:
         return 0.0
-    return min(1.0, reference.duration_s / max(result.duration_s, 1e-6))
+    return min(1.0, PERFORMANCE_ALLOWANCE * reference.duration_s / max(result.duration_s, 1e-6))
 
 
 # --------------------------------------------------------------------------- reward functions

@@ -8,9 +8,11 @@ completions cycling through four kinds, so that a batch looks like GRPO groups o
 * a body that returns ``None`` (runs, fails the tests),
 * a body with a syntax error (does not compile).
 
-All seven components run, in the order TRL calls them, with cold caches for every repeat (the
-mypy incremental cache on disk is warmed once first, as it is after a training run's first
-step; ``--cold-mypy`` measures the very first batch instead). Prints a table and writes JSON.
+Every completion carries a unique comment, so each repeat scores new programs, as in training.
+All seven components run, in the order TRL calls them, with cleared caches for every repeat;
+mypy's disk cache of the standard library is warmed once first, as it is after a training run's
+first step (``--cold-mypy`` starts without it). The reference solutions (for ``performance``)
+run in the sandbox too. Prints a table and writes JSON.
 
     python bench/code_rewards.py --out bench/code_rewards.json
 """
@@ -59,23 +61,30 @@ class Batch:
     kinds: list[str]
 
 
-def make_completion(problem: CodeProblem, kind: str) -> str:
-    """One completion of the given kind for a HumanEval problem."""
+def make_completion(problem: CodeProblem, kind: str, nonce: str) -> str:
+    """One completion of the given kind for a HumanEval problem.
+
+    The nonce comment makes every completion of every repeat a new program, as in training,
+    so that neither the sandbox nor mypy's disk cache can reuse an earlier result.
+    """
     stub = problem.code_prompt
     body = (problem.reference_solution or "")[len(stub) :]
+    note = f"# attempt {nonce}\n"
     if kind == "continuation":
-        return body
+        return f"    {note}{body}"
     if kind == "fenced":
-        return f"Here is the function:\n\n```python\n{stub}{body}```\n"
+        return f"Here is the function:\n\n```python\n{note}{stub}{body}```\n"
     if kind == "wrong":
-        return "    return None\n"
-    return "    return (\n"
+        return f"    {note}    return None\n"
+    return f"    {note}    return (\n"
 
 
-def make_batch(problem_count: int, per_problem: int) -> Batch:
+def make_batch(problem_count: int, per_problem: int, repeat: int = 0) -> Batch:
     """A batch of ``problem_count * per_problem`` completions over the first HumanEval problems."""
     problems = load_humaneval()[:problem_count]
-    prompts, completions, kinds = [], [], []
+    prompts: list[str] = []
+    completions: list[str] = []
+    kinds: list[str] = []
     columns: dict[str, list[Any]] = {
         "test_code": [],
         "entry_point": [],
@@ -86,7 +95,7 @@ def make_batch(problem_count: int, per_problem: int) -> Batch:
         for index in range(per_problem):
             kind = KINDS[index % len(KINDS)]
             prompts.append(problem.completion_prompt)
-            completions.append(make_completion(problem, kind))
+            completions.append(make_completion(problem, kind, f"{repeat}-{len(completions)}"))
             kinds.append(kind)
             columns["test_code"].append(problem.test_code)
             columns["entry_point"].append(problem.entry_point)
@@ -136,15 +145,16 @@ def versions() -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark and return its report."""
-    batch = make_batch(args.problems, args.per_problem)
+    batch = make_batch(args.problems, args.per_problem, repeat=-1)
     rewards = code_rewards.build_rewards(Limits(timeout_s=args.timeout))
     if args.cold_mypy:
         shutil.rmtree(code_exec.mypy_cache_dir(), ignore_errors=True)
-    else:
-        code_rewards.REWARDS["type_safety"](batch.prompts, batch.completions, **batch.columns)
+    else:  # typeshed parsed once, as after a training run's first step
+        rewards["type_safety"](batch.prompts, batch.completions, **batch.columns)
     runs = []
     scores: dict[str, list[Any]] = {}
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
+        batch = make_batch(args.problems, args.per_problem, repeat)
         code_exec.clear_caches()
         seconds, scores = time_components(batch, rewards)
         runs.append(seconds)

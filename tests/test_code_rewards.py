@@ -62,7 +62,7 @@ def sum_doubled(values: List[int]) -> int:
     return sum(helper_double(v) for v in values)
 ```
 """
-BODY_WRONG = "    return len(values) + 1\n"
+BODY_WRONG = "    return -1\n"
 BODY_PARTIAL = (
     "    return sum(values) * 2 if len(values) < 2 else 0\n"  # passes [] and [1] and [-5, 5]
 )
