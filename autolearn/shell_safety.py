@@ -977,19 +977,20 @@ def _fork_bombs(pipelines: list[list[SimpleCommand]]) -> list[Finding]:
     pending: str | None = None
     for pipeline in pipelines:
         for command in pipeline:
-            words = command.argv
-            if words and words[0] == "}":
+            words = list(command.argv)
+            if words[:1] == ["}"]:
                 if groups:
                     groups.pop()
                 words = words[1:]
-            if words and words[0] == "{":
+            if words[:1] == ["function"] and len(words) >= 2:
+                pending = words[1]
+                words = words[2:]
+            if words[:1] == ["{"]:
                 groups.append(pending)
                 pending = None
                 words = words[1:]
             if len(words) == 1 and command.terminator == "(":
                 pending = words[0]
-            elif len(words) >= 2 and words[0] == "function":
-                pending = words[1]
             spawns = len(pipeline) > 1 or command.terminator == "&"
             if words and spawns and words[0] in groups:
                 findings.append(Finding("fork-bomb", _display(words)))
