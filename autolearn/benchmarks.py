@@ -100,7 +100,7 @@ FIXTURE_REPO_SOURCE = EXAMPLES_DIR / "swe_repo"
 FIXTURE_REPO = "autolearn/textkit"
 # The commit materialize_fixture_repo() creates: same files + fixed identity and date
 # + no user or system git config => the same SHA on every machine.
-FIXTURE_BASE_COMMIT = "07c073a5c58d979b7d7baf77372db6ed37909279"
+FIXTURE_BASE_COMMIT = "aa047b36cefb05b8398b862660809177deeaca76"
 FIXTURE_TAG = "base"
 
 BENCHMARKS = ("swe-lite", "swe-verified", "terminal")
