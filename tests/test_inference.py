@@ -1,0 +1,219 @@
+"""inference.py: the REPL driven in a real pseudo-terminal, benchmark mode, errors, statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from autolearn.chat import (
+    BenchmarkPrompt,
+    Measurement,
+    load_benchmark_prompts,
+    percentile,
+    summarize,
+)
+from autolearn.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = str(ROOT / "inference.py")
+
+
+def script_env(home: Path) -> dict[str, str]:
+    """The environment for the script: offline, and a private HOME for the readline history."""
+    env = dict(os.environ)
+    env.update(HOME=str(home), HF_HUB_OFFLINE="1", TERM="xterm", PYTHONUNBUFFERED="1")
+    return env
+
+
+def spawn_repl(model_dir: Path, home: Path) -> pexpect.spawn:
+    child = pexpect.spawn(
+        sys.executable,
+        [SCRIPT, "--model", str(model_dir), "--mode", "interactive", "--seed", "0"],
+        cwd=str(ROOT),
+        env=script_env(home),
+        encoding="utf-8",
+        timeout=90,
+        dimensions=(40, 200),
+    )
+    child.expect_exact("you> ")
+    return child
+
+
+def test_repl_streams_interrupts_resets_and_exits(tiny_model_dir: Path, tmp_path: Path) -> None:
+    child = spawn_repl(tiny_model_dir, tmp_path)
+    try:
+        child.sendline("/help")
+        child.expect_exact("/system TEXT")
+        child.expect_exact("you> ")
+
+        # A short reply streams back and the prompt returns.
+        child.sendline("/max 12")
+        child.expect_exact("at most 12 new tokens")
+        child.expect_exact("you> ")
+        child.sendline("Hello there")
+        child.expect_exact("model> ")
+        child.expect(r"\S")  # some streamed text
+        child.expect_exact("you> ")
+
+        # A very long reply: Ctrl-C stops it, the program lives on and prompts again.
+        child.sendline("/max 100000")
+        child.expect_exact("you> ")
+        child.sendline("Tell me a very long story")
+        child.expect_exact("model> ")
+        child.expect(r"\S+\s+\S+")  # text is arriving
+        started = time.monotonic()
+        child.sendintr()
+        child.expect_exact("[interrupted]", timeout=20)
+        child.expect_exact("you> ")
+        assert time.monotonic() - started < 20
+        assert child.isalive()
+
+        # Settings commands validate their argument.
+        child.sendline("/temp hot")
+        child.expect_exact("/temp needs a number")
+        child.sendline("/temp 0")
+        child.expect_exact("temperature 0 (greedy)")
+        child.sendline("/system Answer in one word.")
+        child.expect_exact("system prompt set")
+        child.sendline("/nope")
+        child.expect_exact("unknown command /nope")
+
+        child.sendline("/reset")
+        child.expect_exact("conversation cleared")
+        child.expect_exact("you> ")
+        child.sendline("/exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert (tmp_path / ".cache" / "autolearn" / "chat_history").is_file()  # readline history
+
+
+def test_repl_ctrl_c_at_prompt_and_ctrl_d_exit(tiny_model_dir: Path, tmp_path: Path) -> None:
+    child = spawn_repl(tiny_model_dir, tmp_path)
+    try:
+        child.send("half a line")
+        child.sendintr()  # discards the line, like a shell
+        child.expect_exact("you> ")
+        assert child.isalive()
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+
+
+def test_benchmark_mode_prints_table_and_writes_json(tiny_model_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable, SCRIPT, "--model", str(tiny_model_dir), "--mode", "benchmark",
+            "--limit", "3", "--max_new_tokens", "8", "--output", str(output), "--no_progress",
+        ],
+        cwd=ROOT, env=script_env(tmp_path), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for row in ("accuracy", "latency p50", "latency p95", "time to first token", "tokens/s"):
+        assert row in done.stdout
+    assert "peak memory" in done.stdout
+    report = json.loads(output.read_text())
+    summary = report["summary"]
+    assert summary["prompts"] == 3 and summary["graded"] == 3
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    assert summary["latency_p50_s"] <= summary["latency_p95_s"]
+    assert 0 < summary["ttft_mean_s"] <= summary["latency_mean_s"]
+    assert 0 < summary["generated_tokens"] <= 3 * 8
+    assert summary["tokens_per_s"] > 0 and summary["peak_memory_mb"] > 0
+    assert summary["memory_kind"] == "process_rss" and summary["model"] == str(tiny_model_dir)
+    assert len(report["requests"]) == 3
+    assert report["requests"][0]["label"].startswith("Mia has 8 pencils")
+    assert all(r["correct"] in (True, False) for r in report["requests"])
+
+
+def test_benchmark_prompts_without_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Say hi."}\n{"prompt": [{"role": "user", "content": "Hi?"}]}\n')
+    output = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable, SCRIPT, "--model", str(tiny_model_dir), "--mode", "benchmark",
+            "--prompts", str(prompts), "--max_new_tokens", "4", "--warmup", "0",
+            "--output", str(output), "--no_progress",
+        ],
+        cwd=ROOT, env=script_env(tmp_path), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "n/a (no answers)" in done.stdout
+    assert json.loads(output.read_text())["summary"]["accuracy"] is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model", "./no/such/model"], "error: model path not found: ./no/such/model"),
+        (["--mode", "benchmark", "--prompts", "missing.jsonl"], "error: prompts file not found"),
+        (["--max_new_tokens", "0"], "error: --max_new_tokens must be at least 1"),
+    ],
+)
+def test_bad_input_gives_one_error_line(extra: list[str], message: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, SCRIPT, *extra],
+        cwd=ROOT, env=script_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(message)
+    assert len(done.stderr.strip().splitlines()) == 1  # no log noise, no traceback
+
+
+def test_percentile_interpolates_like_numpy() -> None:
+    import numpy as np
+
+    values = [0.3, 0.1, 0.9, 0.5, 0.2, 1.7, 0.4]
+    for q in (0, 5, 50, 90, 95, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    assert percentile([2.0], 95) == 2.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_summarize_aggregates_requests() -> None:
+    rows = [
+        Measurement("a", "the answer is 4", latency_s=1.0, ttft_s=0.1, new_tokens=10, answer="4",
+                    correct=True),
+        Measurement("b", "5", latency_s=3.0, ttft_s=0.3, new_tokens=30, answer="6", correct=False),
+        Measurement("c", "hi", latency_s=2.0, ttft_s=0.2, new_tokens=20),
+    ]  # fmt: skip
+    summary = summarize(rows, 512.0, "process_rss")
+    assert summary["accuracy"] == 0.5 and summary["graded"] == 2
+    assert summary["latency_mean_s"] == pytest.approx(2.0)
+    assert summary["latency_p50_s"] == pytest.approx(2.0)
+    assert summary["latency_p95_s"] == pytest.approx(2.9)
+    assert summary["ttft_mean_s"] == pytest.approx(0.2)
+    assert summary["tokens_per_s"] == pytest.approx(60 / 6.0)
+
+
+def test_default_prompts_are_the_bundled_math_problems() -> None:
+    prompts = load_benchmark_prompts(limit=2)
+    assert len(prompts) == 2
+    first = prompts[0]
+    assert isinstance(first, BenchmarkPrompt)
+    assert first.answer is not None and first.answer.endswith("#### 13")
+    assert first.messages[0]["role"] == "system" and first.messages[-1]["role"] == "user"
+
+
+def test_malformed_prompt_rows_are_user_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "ok?"}\n{"text": "no prompt key"}\n')
+    with pytest.raises(UserError, match="row 2 needs a 'question'"):
+        load_benchmark_prompts(bad)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question": \n')
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_benchmark_prompts(broken)
