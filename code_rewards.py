@@ -124,6 +124,34 @@ def _run_batch(
     return candidates, tests, results
 
 
+def run_status(candidate: Candidate, result: ExecResult | None) -> str:
+    """One word per completion for the logs: ``no_code``, ``syntax_error`` or the run's status."""
+    if candidate.program is None:
+        return "no_code"
+    if not candidate.parses or result is None:
+        return "syntax_error"
+    return result.status
+
+
+def _report_to_trainer(
+    columns: Mapping[str, Any],
+    candidates: Sequence[Candidate],
+    results: Sequence[ExecResult | None],
+) -> None:
+    """Hand TRL (which passes ``log_metric`` and ``log_extra``) the batch's run outcomes.
+
+    Metrics ``code/<status>`` give the share of completions per outcome (watch ``code/no_code``
+    and ``code/timeout`` for reward hacking); the completions table gets a ``run_status`` column.
+    """
+    statuses = [run_status(c, r) for c, r in zip(candidates, results, strict=True)]
+    log_metric, log_extra = columns.get("log_metric"), columns.get("log_extra")
+    if callable(log_metric) and statuses:
+        for status in ("no_code", "syntax_error", "passed", "failed", "timeout", "error"):
+            log_metric(f"code/{status}", statuses.count(status) / len(statuses))
+    if callable(log_extra):
+        log_extra("run_status", statuses)
+
+
 # --------------------------------------------------------------------------- scoring rules
 
 
@@ -190,6 +218,7 @@ def build_rewards(limits: Limits | None = None) -> dict[str, RewardFn]:
         prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
     ) -> list[float | None]:
         candidates, tests, results = _run_batch(prompts, completions, columns, run_limits)
+        _report_to_trainer(columns, candidates, results)
         return [
             score_test_pass(c, t, r) for c, t, r in zip(candidates, tests, results, strict=True)
         ]

@@ -15,6 +15,7 @@ from autolearn.code_exec import (
     prepare_candidate,
     prompt_code,
     split_test_units,
+    truncate_continuation,
 )
 from autolearn.errors import UserError
 from autolearn.sandbox import Limits, PythonJob, run_python
@@ -412,3 +413,34 @@ def test_cache_is_fast_for_repeated_batches() -> None:
     start = time.perf_counter()
     REWARDS["execution"]([STUB], [BODY_WRONG], **columns)
     assert time.perf_counter() - start < 0.05
+
+
+def test_truncate_continuation_stops_where_the_body_ends() -> None:
+    text = "    return x + 1\n\n\ndef main():\n    print(f(1))\n"
+    assert truncate_continuation(text) == "    return x + 1\n\n\n"
+    assert truncate_continuation("def f(x):\n    return x\n\nprint(1)\n").startswith("def f(x)")
+    assert truncate_continuation("```python\ndef f(x):\n    return x\n```").startswith("```")
+
+
+def test_trainer_gets_run_status_metrics_and_column() -> None:
+    metrics: dict[str, float] = {}
+    extra: dict[str, list[Any]] = {}
+    REWARDS["test_pass"](
+        [STUB] * 3,
+        [BODY_CORRECT, EMPTY, FENCED_BROKEN],
+        code_prompt=[STUB] * 3,
+        test_code=[TESTS] * 3,
+        entry_point=[ENTRY] * 3,
+        log_metric=metrics.__setitem__,
+        log_extra=extra.__setitem__,
+        trainer_state=None,
+        completion_ids=[[1], [2], [3]],
+    )
+    assert extra["run_status"] == ["passed", "no_code", "syntax_error"]
+    assert metrics["code/passed"] == pytest.approx(1 / 3)
+    assert metrics["code/timeout"] == 0.0
+
+
+def test_warm_up_analysis_runs_every_analyser() -> None:
+    code_exec.warm_up_analysis()
+    assert code_exec.mypy_cache_dir().is_dir()
