@@ -63,7 +63,13 @@ How a terminal answer is executed (:func:`run_terminal_task`)
      ``tests/``), ``JUNIT_XML`` (where it may write a report for per-check credit),
      ``PYTHON`` and ``PYTEST`` (the hardened pytest command) in its environment; without a
      report its exit status is one check.
-   * with neither, the reward is 1.0 when every command exited 0 (tracked with an ERR trap).
+   * with neither, the reward is 1.0 when every command exited 0 (tracked with an ERR trap;
+     a weak signal by nature, since ``cmd || true`` always "succeeds").
+
+   Pytest files win over ``run-tests.sh`` because Terminal-Bench's ``run-tests.sh`` mostly
+   installs pytest with uv or pip, which an offline sandbox cannot do.
+
+Timeouts are the task's own, capped at 60 s for the commands and 120 s for the checks.
 """
 
 from __future__ import annotations
@@ -78,7 +84,7 @@ import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -771,11 +777,6 @@ def _existing_dir(path: str | Path, what: str) -> Path:
     if not folder.is_dir():
         raise UserError(f"{what} not found: {folder}")
     return folder
-
-
-def bundled_solutions(tasks: Iterable[TerminalTask]) -> dict[str, str]:
-    """``task_id -> solution.sh`` for the tasks that ship one (handy for demos and tests)."""
-    return {task.task_id: task.solution for task in tasks if task.solution is not None}
 
 
 __all__: Sequence[str] = (

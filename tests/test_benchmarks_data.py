@@ -98,6 +98,7 @@ def test_swe_sample_has_the_official_schema() -> None:
         assert set(row) >= OFFICIAL_COLUMNS
         assert all(isinstance(row[key], str) for key in OFFICIAL_COLUMNS)
         assert row["repo"] == FIXTURE_REPO and row["base_commit"] == FIXTURE_BASE_COMMIT
+        assert row["environment_setup_commit"] == FIXTURE_BASE_COMMIT
         assert json.loads(row["FAIL_TO_PASS"]) and json.loads(row["PASS_TO_PASS"])
     assert any(len(json.loads(r["FAIL_TO_PASS"])) > 1 for r in ROWS)
 
