@@ -1,0 +1,1398 @@
+"""Execution sandbox for model-written Python and shell commands.
+
+Every code reward, Terminal-Bench reward and ``eval_code.py`` runs untrusted text through this
+module. Public API: `run_python`, `run_shell`, `run_python_batch`, `isolation_level`, and the
+`Limits`, `ExecResult` and `PythonJob` dataclasses.
+
+Isolation levels (strongest first; the one used is in every `ExecResult.isolation`, and a single
+warning is logged the first time a level weaker than bubblewrap is used):
+
+``bwrap``
+    bubblewrap with new user, mount, PID, network, IPC, UTS and cgroup namespaces;
+    ``--die-with-parent`` and ``--new-session``; the host filesystem bound read-only, with
+    ``/root``, ``/home`` and ``/run`` hidden behind empty tmpfs (only the Python installation is
+    re-bound from them); a private size-capped tmpfs ``/tmp`` that holds the working directory
+    (``/tmp/work`` = cwd = ``HOME`` for Python); no ``/proc`` for Python runs (a private one for
+    shell runs); nested user namespaces disabled; a seccomp filter returning EPERM for ptrace,
+    process_vm_readv/writev, pidfd_getfd, perf_event_open, bpf, userfaultfd, io_uring, the keyring
+    calls, unshare and setns. `run_shell` binds the caller's working directory read-write at the
+    same path and makes it the cwd; ``HOME`` is ``/tmp/home``.
+``namespaces``
+    ``unshare`` with new PID (and private ``/proc``), network, IPC, UTS and mount namespaces (plus
+    a user namespace when not root). The host filesystem stays writable at this level; the
+    working directory is a fresh host temp dir that is deleted afterwards.
+``rlimits``
+    Resource limits only, plus process-group and cgroup killing. No filesystem or network
+    isolation: use it only for trusted code.
+
+Force a weaker level with ``AUTOLEARN_SANDBOX_ISOLATION=namespaces|rlimits`` (asking for a level
+the machine lacks raises `UserError`).
+
+Limits: wall clock (the whole tree is SIGKILLed: the PID namespace dies with its init; at the
+rlimits level the process group and the run's cgroup are killed), RLIMIT_CPU/AS/FSIZE/NOFILE, no
+core dumps, stdout/stderr tails capped at ``output_bytes`` and the run killed with
+``output_limit`` once a stream passes 32 times that. Processes and threads are bounded by a
+per-run cgroup ``pids.max`` (cgroup v1 or v2 ``pids`` controller), which binds root too;
+RLIMIT_NPROC does not bind root, so it is only added when the sandbox runs as a non-root user in
+its own user namespace (where it counts per sandbox). On a root machine where no pids cgroup is
+writable, only the PID namespace, the CPU limit and the wall clock contain a fork bomb; this is
+logged once.
+
+Python runs: the same interpreter (``sys.executable -I -S -B``: isolated mode, no site
+processing, no bytecode writes); the venv's site-packages directories are appended to
+``sys.path`` without running ``.pth`` files. The environment is scrubbed to a fixed set of
+variables and stdin is ``/dev/null``. The program runs as module ``solution`` (so
+``if __name__ == "__main__"`` blocks are skipped, as in human-eval); the test units then run in
+order in a copy of its namespace with pristine builtins, so names the tests define are invisible
+to the candidate and rebinding builtins does not change what the tests call.
+
+Verdicts (anti-tamper): a unit counts only when the in-sandbox runner proves it completed,
+through a pipe that only the runner holds, with lines authenticated by keyed BLAKE2b (a per-run
+random key) and sequence numbers. The exit code and stdout are never trusted. The lines are
+written by an audit hook that cannot be removed and that holds the key in its closure; it emits
+a line only when the runner's own frame (checked by identity) announces it, right after that
+frame executed exactly the code object the hook handed out, and a forked copy of the runner never
+emits. The hook makes ``sys.settrace``/``setprofile``, ``sys._getframe``, ``sys._current_frames``,
+frame/code attributes of tracebacks, generators and coroutines, ``gc.get_objects/referrers/
+referents``, new audit hooks, code-object construction, ctypes and reading ``__code__`` or
+``__defaults__`` of test-defined functions fail. So ``sys.exit(0)``, ``os._exit(0)``,
+``raise SystemExit(0)``, exit-0 atexit/excepthook handlers, trace hooks that jump over asserts,
+closing or hijacking fds, monkeypatching ``os.write``/builtins/``sys.audit`` and printing
+"PASSED" all yield no credit; a forged or garbled verdict line zeroes the run.
+
+Residual threats (honest list): the candidate runs in the same interpreter as the tests, so a
+determined adversary can still (1) corrupt interpreter memory with a hand-crafted ``.pyc`` (CPython
+does not verify bytecode; ``marshal.loads`` must stay allowed for imports) and from there forge
+anything in-process; (2) read the interrupted frame handed to a signal handler and walk to the
+test's local variables; (3) reach the tests' namespace through ``__globals__`` of a function or
+instance that a test passes to it; (4) beat weak tests, e.g. by returning an object whose
+``__eq__`` is always true, shadowing a name the tests look up in the program namespace, or
+replacing a module in ``sys.modules`` before the tests import it; (5) read world-readable host
+files outside the hidden directories (read-only) and connect to filesystem Unix sockets outside
+``/run`` and ``/tmp``. Tests that compare exact types and values close (4). The namespaces and
+rlimits levels add the weaknesses noted above; as root they do not protect the host filesystem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import hashlib
+import hmac
+import logging
+import marshal
+import math
+import os
+import platform
+import resource
+import secrets
+import selectors
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autolearn.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+ISOLATION_ENV = "AUTOLEARN_SANDBOX_ISOLATION"
+SITE_PACKAGES_ENV = "AUTOLEARN_SANDBOX_SITE_PACKAGES"
+ISOLATION_LEVELS = ("rlimits", "namespaces", "bwrap")  # weakest first
+STATUSES = ("passed", "failed", "timeout", "memory", "crashed", "output_limit", "error")
+
+_HARNESS_PATH = Path(__file__).with_name("_sandbox_harness.py")
+_HARNESS_CODE = compile(_HARNESS_PATH.read_text(encoding="utf-8"), str(_HARNESS_PATH), "exec")
+# Runs in the sandbox: read marshal.dumps((harness code, job)) from argv[1], run the harness.
+_BOOTSTRAP = (
+    "import sys,posix,marshal\n"
+    "f=int(sys.argv[1]);d=[]\n"
+    "while 1:\n b=posix.read(f,1<<20)\n if not b:break\n d.append(b)\n"
+    "posix.close(f);c,j=marshal.loads(b''.join(d));del d,b\n"
+    "exec(c,{'__name__':'__sandbox__','JOB':j})\n"
+)
+_HARNESS_INTERNAL_ERROR = 70
+_OUTPUT_KILL_FACTOR = 32  # a stream may produce this many times output_bytes before the kill
+_VERDICT_LIMIT = 4 << 20  # bytes of verdict lines accepted before the run counts as tampering
+_DRAIN_SECONDS = 0.5  # after the kill, how long leftover pipe writers may keep us waiting
+_HIDDEN_DIRS = ("/root", "/home", "/run")
+_SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one sandboxed run."""
+
+    timeout_s: float = 3.0
+    memory_mb: int = 1024
+    cpu_s: float | None = None
+    file_size_mb: int = 32
+    open_files: int = 256
+    max_pids: int = 64
+    output_bytes: int = 32_768
+
+    def __post_init__(self) -> None:
+        """Reject limits that cannot describe a run."""
+        positive = {
+            "timeout_s": self.timeout_s,
+            "memory_mb": self.memory_mb,
+            "file_size_mb": self.file_size_mb,
+            "open_files": self.open_files,
+            "max_pids": self.max_pids,
+            "output_bytes": self.output_bytes,
+        }
+        if self.cpu_s is not None:
+            positive["cpu_s"] = self.cpu_s
+        for name, value in positive.items():
+            if not value > 0:
+                raise UserError(f"sandbox limit {name} must be positive, got {value!r}")
+
+    @property
+    def cpu_seconds(self) -> int:
+        """RLIMIT_CPU soft limit: `cpu_s` rounded up, default ceil(timeout_s) + 1."""
+        if self.cpu_s is not None:
+            return math.ceil(self.cpu_s)
+        return math.ceil(self.timeout_s) + 1
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """Outcome of one sandboxed run; verdict fields come only from the authenticated channel."""
+
+    status: str
+    tests_total: int
+    tests_passed: int
+    setup_ok: bool
+    exit_code: int | None
+    duration_s: float
+    stdout: str
+    stderr: str
+    isolation: str
+    message: str = ""
+
+    @property
+    def passed(self) -> bool:
+        """True iff the setup and every test unit were proven complete."""
+        return self.status == "passed"
+
+    @property
+    def fraction(self) -> float:
+        """Share of proven test units; 0.0 without setup, setup_ok as 1.0/0.0 without tests."""
+        if not self.setup_ok:
+            return 0.0
+        if self.tests_total == 0:
+            return 1.0
+        return self.tests_passed / self.tests_total
+
+
+@dataclass(frozen=True)
+class PythonJob:
+    """One `run_python` call for `run_python_batch`."""
+
+    program: str
+    tests: tuple[str, ...] = ()
+    limits: Limits | None = None
+
+
+# --------------------------------------------------------------------------- public entry points
+
+
+def run_python(
+    program: str, tests: Sequence[str] = (), *, limits: Limits | None = None
+) -> ExecResult:
+    """Run `program`, then each test unit (Python source) in order, in one fresh sandbox process.
+
+    A unit that raises counts as failed and the next unit still runs; a timeout ends the run.
+    ``status == "passed"`` iff the setup and every unit are proven complete.
+    """
+    units = _check_python_input(program, tests)
+    return _run_python_checked(program, units, limits or Limits())
+
+
+def run_shell(
+    script: str,
+    workdir: Path,
+    *,
+    limits: Limits | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ExecResult:
+    """Run a bash script with cwd = `workdir`, bound read-write at the same path.
+
+    `workdir` is the only writable host path besides a private ``/tmp``. ``tests_total`` is 0;
+    ``status == "passed"`` iff bash exits 0 within the limits. `env` adds variables to the
+    scrubbed environment.
+    """
+    if not isinstance(script, str):
+        raise UserError(f"run_shell script must be a string, got {type(script).__name__}")
+    workdir = Path(workdir).resolve()
+    if not workdir.is_dir():
+        raise UserError(f"run_shell working directory does not exist: {workdir}")
+    extra_env = dict(env or {})
+    for name, value in extra_env.items():
+        if not isinstance(name, str) or not isinstance(value, str) or "=" in name or not name:
+            raise UserError(f"run_shell env entries must be NAME=str pairs, got {name!r}")
+    limits = limits or Limits()
+    level = _effective_level()
+    job = {"mode": "shell", "script": script, "shell": shutil.which("bash") or "/bin/bash"}
+    outcome = _execute(job, limits, level, workdir=workdir, extra_env=extra_env)
+    return _shell_result(outcome, limits, level)
+
+
+def run_python_batch(
+    jobs: Sequence[PythonJob], *, max_workers: int | None = None, progress: bool = False
+) -> list[ExecResult]:
+    """Run jobs in parallel and return results in input order.
+
+    Identical jobs run once. The pool is bounded (default: usable CPUs divided by
+    ``LOCAL_WORLD_SIZE``), every run is bounded by its own timeout, and every child is reaped.
+    Safe to call from any thread: no signals are used on the host side.
+    """
+    unique: dict[PythonJob, int] = {}
+    for job in jobs:
+        if not isinstance(job, PythonJob):
+            raise UserError(f"run_python_batch expects PythonJob items, got {type(job).__name__}")
+        _check_python_input(job.program, job.tests)
+        unique.setdefault(job, len(unique))
+    if not unique:
+        return []
+    workers = max(1, min(max_workers or default_workers(), len(unique)))
+    order = list(unique)
+    results: list[ExecResult | None] = [None] * len(order)
+    reporter = _Progress(len(order), enabled=progress)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
+        futures = {
+            pool.submit(_run_python_checked, j.program, j.tests, j.limits or Limits()): i
+            for i, j in enumerate(order)
+        }
+        for future in as_completed(futures):
+            results[futures[future]] = future.result()
+            reporter.step()
+    return [results[unique[job]] for job in jobs]  # type: ignore[misc]
+
+
+def isolation_level() -> str:
+    """Strongest isolation this machine supports: "bwrap", "namespaces" or "rlimits" (cached)."""
+    with _DETECT_LOCK:
+        if "level" not in _DETECTED:
+            _DETECTED["level"] = _detect_level()
+        return _DETECTED["level"]
+
+
+def default_workers() -> int:
+    """Default pool size: usable CPUs // LOCAL_WORLD_SIZE (processes sharing this host), >= 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return max(1, cpus // local)
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _check_python_input(program: object, tests: object) -> tuple[str, ...]:
+    if not isinstance(program, str):
+        raise UserError(f"sandbox program must be a string, got {type(program).__name__}")
+    if isinstance(tests, str) or not isinstance(tests, Sequence):
+        raise UserError("sandbox tests must be a sequence of Python source strings")
+    units = tuple(tests)
+    for unit in units:
+        if not isinstance(unit, str):
+            raise UserError(f"sandbox test units must be strings, got {type(unit).__name__}")
+    return units
+
+
+def _run_python_checked(program: str, tests: tuple[str, ...], limits: Limits) -> ExecResult:
+    level = _effective_level()
+    key = secrets.token_bytes(32)
+    job = {"mode": "python", "key": key, "program": program, "tests": tests}
+    outcome = _execute(job, limits, level)
+    verdicts = _parse_verdicts(outcome.verdict_bytes, key, len(tests))
+    if outcome.verdict_flood and not verdicts.tamper:
+        verdicts.tamper = "verdict channel flooded"
+    status, message = _python_status(outcome, verdicts, tests, program, limits)
+    setup_ok = verdicts.setup_ok and not verdicts.tamper
+    return _result(
+        outcome,
+        status=status,
+        message=message,
+        tests_total=len(tests),
+        tests_passed=verdicts.passed if setup_ok else 0,
+        setup_ok=setup_ok,
+        isolation=level,
+    )
+
+
+# --------------------------------------------------------------------------- isolation detection
+
+_DETECT_LOCK = threading.Lock()
+_DETECTED: dict[str, str] = {}
+_WARNED_LEVELS: set[str] = set()
+_WARN_LOCK = threading.Lock()
+
+
+@dataclass
+class _BwrapFeatures:
+    disable_userns: bool = True
+
+
+_BWRAP = _BwrapFeatures()
+
+
+def _detect_level() -> str:
+    if shutil.which("bwrap"):
+        for disable_userns in (True, False):
+            _BWRAP.disable_userns = disable_userns
+            if _probe("bwrap"):
+                return "bwrap"
+    if shutil.which("unshare") and _probe("namespaces"):
+        return "namespaces"
+    return "rlimits"
+
+
+def _probe(level: str) -> bool:
+    """Run a trivial Python program at `level` and report whether it really ran there."""
+    try:
+        outcome = _execute(
+            {"mode": "python", "key": b"probe", "program": "", "tests": ()},
+            Limits(timeout_s=20),
+            level,
+            cgroup_ok=False,
+        )
+    except OSError as exc:
+        logger.debug("sandbox probe for %s failed: %s", level, exc)
+        return False
+    ok = bool(outcome.verdict_bytes) and not outcome.timed_out
+    if not ok:
+        logger.debug("sandbox probe for %s failed: %s", level, outcome.stderr_tail[-500:])
+    return ok
+
+
+def _effective_level() -> str:
+    supported = isolation_level()
+    forced = os.environ.get(ISOLATION_ENV, "").strip().lower()
+    level = supported
+    if forced:
+        if forced not in ISOLATION_LEVELS:
+            raise UserError(f"{ISOLATION_ENV} must be one of {', '.join(ISOLATION_LEVELS)}")
+        if ISOLATION_LEVELS.index(forced) > ISOLATION_LEVELS.index(supported):
+            raise UserError(f"{ISOLATION_ENV}={forced} but this machine supports only {supported}")
+        level = forced
+    _warn_once(level)
+    return level
+
+
+def _warn_once(level: str) -> None:
+    with _WARN_LOCK:
+        if level in _WARNED_LEVELS:
+            return
+        _WARNED_LEVELS.add(level)
+    if level != "bwrap":
+        logger.warning(
+            "sandbox isolation is %r, not bubblewrap: %s (install the bubblewrap package)",
+            level,
+            "no filesystem isolation"
+            if level == "namespaces"
+            else "no filesystem, network or PID isolation",
+        )
+    if _CGROUPS.parent() is None and os.geteuid() == 0:
+        logger.warning(
+            "no writable pids cgroup: max_pids is enforced only by the PID namespace, "
+            "the CPU limit and the timeout"
+        )
+
+
+# --------------------------------------------------------------------------- cgroups (pids)
+
+
+class _PidsCgroups:
+    """Per-run cgroups with ``pids.max`` under a parent created for this process (v1 or v2)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parent: Path | None = None
+        self._tried = False
+        self._counter = 0
+
+    def parent(self) -> Path | None:
+        """The parent cgroup of this process's runs, created on first use; None if unavailable."""
+        with self._lock:
+            if not self._tried:
+                self._tried = True
+                if os.environ.get("AUTOLEARN_SANDBOX_CGROUP", "1") != "0":
+                    self._parent = self._create_parent()
+            return self._parent
+
+    def create(self, max_tasks: int) -> Path | None:
+        """A fresh cgroup limited to `max_tasks` tasks, or None when cgroups are unavailable."""
+        parent = self.parent()
+        if parent is None:
+            return None
+        with self._lock:
+            self._counter += 1
+            path = parent / f"run-{self._counter}"
+        try:
+            path.mkdir()
+            (path / "pids.max").write_text(str(max_tasks))
+        except OSError as exc:
+            logger.debug("cannot create sandbox cgroup %s: %s", path, exc)
+            with contextlib.suppress(OSError):
+                path.rmdir()
+            return None
+        return path
+
+    def destroy(self, path: Path) -> None:
+        """SIGKILL every task in `path` until it is empty, then remove it."""
+        for attempt in range(400):
+            pids = _read_pids(path / "cgroup.procs")
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            if not pids:
+                try:
+                    path.rmdir()
+                    return
+                except OSError as exc:
+                    if exc.errno == errno.ENOENT:
+                        return
+            time.sleep(0.001 if attempt < 50 else 0.01)
+        logger.warning("sandbox cgroup %s could not be emptied", path)
+
+    def _create_parent(self) -> Path | None:
+        base = _own_pids_cgroup()
+        if base is None:
+            return None
+        _remove_stale_parents(base)
+        parent = base / f"autolearn-sandbox-{os.getpid()}"
+        try:
+            parent.mkdir(exist_ok=True)
+            subtree = parent / "cgroup.subtree_control"
+            if subtree.exists():  # cgroup v2: children need the controller enabled here
+                subtree.write_text("+pids")
+            probe = parent / "probe"
+            probe.mkdir(exist_ok=True)
+            ok = (probe / "pids.max").exists()
+            probe.rmdir()
+        except OSError as exc:
+            logger.debug("no writable pids cgroup under %s: %s", base, exc)
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+            return None
+        if not ok:
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+            return None
+        import atexit
+
+        atexit.register(_remove_quietly, parent)
+        return parent
+
+
+def _own_pids_cgroup() -> Path | None:
+    """Directory of this process's cgroup in a hierarchy that has the pids controller."""
+    try:
+        membership = Path("/proc/self/cgroup").read_text().splitlines()
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in membership:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, cgpath = rest.partition(":")
+        v2 = hierarchy == "0" and controllers == ""
+        if not v2 and "pids" not in controllers.split(","):
+            continue
+        for mount in mounts:
+            fields = mount.split()
+            if " - " not in mount:
+                continue
+            fstype = mount.split(" - ", 1)[1].split()
+            if v2 and fstype[0] != "cgroup2":
+                continue
+            if not v2 and (fstype[0] != "cgroup" or "pids" not in fstype[2].split(",")):
+                continue
+            root, mountpoint = fields[3], fields[4]
+            relative = os.path.relpath(cgpath, root) if cgpath.startswith(root) else None
+            if relative is None or relative.startswith(".."):
+                continue
+            base = Path(mountpoint) / relative if relative != "." else Path(mountpoint)
+            if v2 and "pids" not in _read_text(base / "cgroup.controllers").split():
+                continue
+            return base
+    return None
+
+
+def _remove_stale_parents(base: Path) -> None:
+    """Remove parents left by dead processes (they are named after the owner pid)."""
+    with contextlib.suppress(OSError):
+        for entry in base.glob("autolearn-sandbox-*"):
+            pid = entry.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or _pid_alive(int(pid)):
+                continue
+            for child in entry.iterdir():
+                if child.is_dir():
+                    _CGROUPS.destroy(child)
+            _remove_quietly(entry)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def _read_pids(path: Path) -> list[int]:
+    return [int(p) for p in _read_text(path).split() if p.isdigit()]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+_CGROUPS = _PidsCgroups()
+
+
+# --------------------------------------------------------------------------- seccomp filter
+
+# x86-64 / aarch64 syscall numbers answered with EPERM inside bubblewrap. ptrace and the
+# process_vm/pidfd_getfd calls would let a helper process read the runner's memory (and key).
+_DENIED_SYSCALLS = {
+    "x86_64": (
+        0xC000003E,
+        (101, 310, 311, 438, 298, 321, 323, 425, 426, 427, 248, 249, 250, 272, 308),
+    ),
+    "aarch64": (
+        0xC00000B7,
+        (117, 270, 271, 438, 241, 280, 282, 425, 426, 427, 217, 218, 219, 97, 268),
+    ),
+}
+_X32_SYSCALL_BIT = 0x40000000
+
+
+def _seccomp_program() -> bytes | None:
+    """Classic-BPF seccomp program (struct sock_filter[]) for bwrap --seccomp, or None."""
+    spec = _DENIED_SYSCALLS.get(platform.machine())
+    if spec is None:
+        return None
+    arch, denied = spec
+    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, deny = 0x7FFF0000, 0x00050000 | errno.EPERM
+    checks = [(jge, _X32_SYSCALL_BIT)] if arch == 0xC000003E else []
+    checks += [(jeq, nr) for nr in denied]
+    program: list[tuple[int, int, int, int]] = [
+        (ld_abs, 0, 0, 4),  # seccomp_data.arch
+        (jeq, 1, 0, arch),  # the expected arch skips the deny below
+        (ret, 0, 0, deny),
+        (ld_abs, 0, 0, 0),  # seccomp_data.nr
+    ]
+    deny_index = len(program) + len(checks) + 1  # after the checks and the final allow
+    for op, value in checks:
+        program.append((op, deny_index - len(program) - 1, 0, value))  # jt is relative
+    program.append((ret, 0, 0, allow))
+    program.append((ret, 0, 0, deny))
+    assert len(program) == deny_index + 1
+    return b"".join(struct.pack("=HBBI", code, jt, jf, k) for code, jt, jf, k in program)
+
+
+_SECCOMP = _seccomp_program()
+
+
+# --------------------------------------------------------------------------- spawning
+
+
+@dataclass
+class _Outcome:
+    """Raw facts about one finished run, before any verdict is drawn."""
+
+    returncode: int | None = None
+    cpu_s: float = 0.0
+    duration_s: float = 0.0
+    stdout_tail: bytes = b""
+    stderr_tail: bytes = b""
+    stdout_total: int = 0
+    stderr_total: int = 0
+    verdict_bytes: bytes = b""
+    timed_out: bool = False
+    output_killed: str = ""
+    verdict_flood: bool = False
+    spawn_error: str = ""
+
+
+@dataclass
+class _Pipes:
+    """Host ends and child ends of the pipes of one run."""
+
+    job_r: int
+    job_w: int | None
+    verdict_r: int | None = None
+    verdict_w: int | None = None
+    seccomp_r: int | None = None
+    child_ends: list[int] = field(default_factory=list)
+
+    def close_child_ends(self) -> None:
+        """Close the ends the child inherited (after spawning)."""
+        for fd in self.child_ends:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.child_ends = []
+
+    def close_job_writer(self) -> None:
+        """Close the host end of the job pipe once (fd numbers are reused by other threads)."""
+        if self.job_w is not None:
+            fd, self.job_w = self.job_w, None
+            os.close(fd)
+
+    def close_all(self) -> None:
+        """Close every fd of this run that is still open."""
+        self.close_child_ends()
+        self.close_job_writer()
+        if self.verdict_r is not None:
+            fd, self.verdict_r = self.verdict_r, None
+            os.close(fd)
+
+
+def _execute(
+    job: dict,
+    limits: Limits,
+    level: str,
+    *,
+    workdir: Path | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    cgroup_ok: bool = True,
+) -> _Outcome:
+    """Spawn the runner at `level`, feed it `job`, supervise it and clean up everything."""
+    mode = job["mode"]
+    host_dir = None if level == "bwrap" else Path(tempfile.mkdtemp(prefix="autolearn-sbx-"))
+    pipes = _open_pipes(mode, level)
+    cgroup = _CGROUPS.create(limits.max_pids + _TASK_OVERHEAD[level]) if cgroup_ok else None
+    try:
+        job = dict(job)
+        job["limits"] = _rlimits(limits, level)
+        paths = _sandbox_paths(mode, level, host_dir, workdir)
+        job["path"] = _site_dirs() if os.environ.get(SITE_PACKAGES_ENV) == "1" else ()
+        job["script_path"] = paths["script"]
+        argv = _wrapper_argv(cgroup, level) + _isolation_argv(level, mode, limits, pipes, workdir)
+        argv += _runner_argv(pipes, mode)
+        launch = _Launch(argv, _sandbox_env(paths["home"], paths["tmp"], extra_env), paths["cwd"])
+        return _spawn_and_supervise(
+            launch, pipes, marshal.dumps((_HARNESS_CODE, job)), limits, cgroup
+        )
+    finally:
+        pipes.close_all()
+        if cgroup is not None:
+            _CGROUPS.destroy(cgroup)
+        if host_dir is not None:
+            _remove_tree(host_dir)
+
+
+_TASK_OVERHEAD = {"bwrap": 2, "namespaces": 1, "rlimits": 1}  # supervisor tasks inside the cgroup
+
+
+def _open_pipes(mode: str, level: str) -> _Pipes:
+    job_r, job_w = os.pipe()
+    pipes = _Pipes(job_r=job_r, job_w=job_w, child_ends=[job_r])
+    if mode == "python":
+        pipes.verdict_r, pipes.verdict_w = os.pipe()
+        pipes.child_ends.append(pipes.verdict_w)
+    if level == "bwrap" and _SECCOMP is not None:
+        seccomp_r, seccomp_w = os.pipe()
+        os.write(seccomp_w, _SECCOMP)  # a few hundred bytes: fits in the pipe buffer
+        os.close(seccomp_w)
+        pipes.seccomp_r = seccomp_r
+        pipes.child_ends.append(seccomp_r)
+    return pipes
+
+
+def _rlimits(limits: Limits, level: str) -> tuple[tuple[int, int], ...]:
+    cpu = limits.cpu_seconds
+    nproc = -1
+    if os.geteuid() != 0 and level != "rlimits":
+        nproc = limits.max_pids + 1  # counted per user namespace; +1 for the namespace init
+    return (
+        (limits.memory_mb * _MIB, limits.memory_mb * _MIB),
+        (cpu, cpu + 1),
+        (limits.file_size_mb * _MIB, limits.file_size_mb * _MIB),
+        (limits.open_files, limits.open_files),
+        (nproc, nproc),
+    )
+
+
+def _sandbox_paths(
+    mode: str, level: str, host_dir: Path | None, workdir: Path | None
+) -> dict[str, str]:
+    """cwd, HOME, TMPDIR and the shell script path, as seen inside the sandbox."""
+    if host_dir is None:  # bwrap: everything lives in the private tmpfs /tmp; bwrap sets the cwd
+        home = "/tmp/work" if mode == "python" else "/tmp/home"
+        return {"cwd": "/", "home": home, "tmp": "/tmp", "script": "/tmp/.sandbox-script.sh"}
+    for name in ("work", "tmp", "home"):
+        (host_dir / name).mkdir()
+    cwd = str(host_dir / "work") if workdir is None else str(workdir)
+    home = str(host_dir / ("work" if mode == "python" else "home"))
+    script = str(host_dir / "tmp" / ".sandbox-script.sh")
+    return {"cwd": cwd, "home": home, "tmp": str(host_dir / "tmp"), "script": script}
+
+
+@functools.cache
+def _site_dirs() -> tuple[str, ...]:
+    import site
+
+    dirs = [d for d in site.getsitepackages() if os.path.isdir(d)]
+    return tuple(dict.fromkeys(dirs))
+
+
+def _wrapper_argv(cgroup: Path | None, level: str) -> list[str]:
+    """/bin/sh that joins the run's cgroup before anything else runs.
+
+    At the rlimits level the shell also stays as the runner's parent, so that
+    ``os.kill(os.getppid(), SIGKILL)`` hits the shell rather than the trainer.
+    """
+    keep_parent = level == "rlimits"
+    if cgroup is None and not keep_parent:
+        return []
+    join = 'echo $$ > "$1" || exit 125; ' if cgroup is not None else ""
+    run = '"$@"; exit $?' if keep_parent else 'exec "$@"'
+    procs = str(cgroup / "cgroup.procs") if cgroup is not None else "-"
+    return ["/bin/sh", "-c", f"{join}shift; {run}", "sh", procs]
+
+
+def _isolation_argv(
+    level: str, mode: str, limits: Limits, pipes: _Pipes, workdir: Path | None
+) -> list[str]:
+    if level == "bwrap":
+        return _bwrap_argv(mode, limits, pipes.seccomp_r, workdir)
+    if level == "namespaces":
+        argv = ["unshare", "--fork", "--pid", "--kill-child", "--mount-proc"]
+        argv += ["--net", "--ipc", "--uts"]
+        if os.geteuid() != 0:
+            argv += ["--user", "--map-root-user"]
+        return [*argv, "--"]
+    return []
+
+
+def _bwrap_argv(
+    mode: str, limits: Limits, seccomp_fd: int | None, workdir: Path | None
+) -> list[str]:
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
+    argv += ["--hostname", "sandbox", "--unshare-user"]
+    if _BWRAP.disable_userns:
+        argv.append("--disable-userns")
+    argv += ["--ro-bind", "/", "/", "--dev", "/dev"]
+    argv += ["--proc", "/proc"] if mode == "shell" else ["--tmpfs", "/proc"]
+    hidden = [d for d in _HIDDEN_DIRS if os.path.isdir(d) and not os.path.islink(d)]
+    for directory in hidden:
+        argv += ["--tmpfs", directory]
+    tmp_bytes = 4 * limits.file_size_mb * _MIB
+    argv += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    for path in _paths_to_rebind(tuple(hidden)):
+        argv += ["--ro-bind", path, path]
+    if mode == "python":
+        argv += ["--dir", "/tmp/work", "--chdir", "/tmp/work"]
+    else:
+        assert workdir is not None
+        argv += [
+            "--dir",
+            "/tmp/home",
+            "--bind",
+            str(workdir),
+            str(workdir),
+            "--chdir",
+            str(workdir),
+        ]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
+    return [*argv, "--"]
+
+
+@functools.cache
+def _paths_to_rebind(hidden: tuple[str, ...]) -> list[str]:
+    """Python installation paths that live under a hidden directory (bound read-only again)."""
+    exe = os.path.realpath(sys.executable)
+    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(exe)}
+    candidates.update(_site_dirs())
+    needed = []
+    for path in sorted(candidates):
+        inside = any(path == d or path.startswith(d + "/") for d in hidden)
+        if inside and os.path.exists(path):
+            needed.append(path)
+    # a path nested in another one on the list is already covered
+    return [p for p in needed if not any(p != q and p.startswith(q + "/") for q in needed)]
+
+
+def _runner_argv(pipes: _Pipes, mode: str) -> list[str]:
+    argv = [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, str(pipes.job_r)]
+    if mode == "python":
+        argv.append(str(pipes.verdict_w))
+    return argv
+
+
+def _sandbox_env(home: str, tmp: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = {
+        "PATH": _SANDBOX_PATH,
+        "HOME": home,
+        "TMPDIR": tmp,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TERM": "dumb",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "MALLOC_ARENA_MAX": "2",
+    }
+    env.update(extra or {})
+    return env
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """Command line, environment and host-side cwd of the sandbox's outer process."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+
+
+def _spawn_and_supervise(
+    launch: _Launch, pipes: _Pipes, job_bytes: bytes, limits: Limits, cgroup: Path | None
+) -> _Outcome:
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            launch.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=tuple(pipes.child_ends),
+            env=launch.env,
+            cwd=launch.cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as exc:
+        return _Outcome(spawn_error=f"cannot start the sandbox: {exc}")
+    pipes.close_child_ends()
+    supervisor = _Supervisor(proc, pipes, job_bytes, limits, started)
+    try:
+        supervisor.run()
+    finally:
+        supervisor.finish(cgroup)
+    return supervisor.outcome
+
+
+class _Supervisor:
+    """Feeds the job, collects capped output and verdict bytes, enforces the wall clock."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        pipes: _Pipes,
+        job_bytes: bytes,
+        limits: Limits,
+        started: float,
+    ) -> None:
+        self.proc = proc
+        self.limits = limits
+        self.started = started
+        self.deadline = started + limits.timeout_s
+        self.outcome = _Outcome()
+        self.pending_job = memoryview(job_bytes)
+        self.pipes = pipes
+        assert proc.stdout is not None and proc.stderr is not None
+        self.buffers: dict[int, bytearray] = {
+            proc.stdout.fileno(): bytearray(),
+            proc.stderr.fileno(): bytearray(),
+        }
+        self.totals = dict.fromkeys(self.buffers, 0)
+        self.names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+        self.verdict_fd = pipes.verdict_r
+        self.verdicts = bytearray()
+        self.selector = selectors.DefaultSelector()
+        self.open_reads: set[int] = set()
+        self.pidfd = _pidfd_open(proc.pid)
+        self.exited = False
+
+    def run(self) -> None:
+        """Pump pipes until the main process exits, the deadline passes or output overflows."""
+        for fd in [*self.buffers, *([self.verdict_fd] if self.verdict_fd is not None else [])]:
+            os.set_blocking(fd, False)
+            self.selector.register(fd, selectors.EVENT_READ)
+            self.open_reads.add(fd)
+        if self.pipes.job_w is not None:
+            os.set_blocking(self.pipes.job_w, False)
+            self.selector.register(self.pipes.job_w, selectors.EVENT_WRITE)
+        if self.pidfd is not None:
+            self.selector.register(self.pidfd, selectors.EVENT_READ)
+        while not self.exited:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                self.outcome.timed_out = True
+                return
+            wait = remaining if self.pidfd is not None else min(remaining, 0.02)
+            for key, _ in self.selector.select(wait):
+                self._handle(key.fd)
+                if self.outcome.output_killed or self.outcome.verdict_flood:
+                    return
+            if self.pidfd is None:
+                self.exited = _has_exited(self.proc.pid)
+
+    def _handle(self, fd: int) -> None:
+        if fd == self.pidfd:
+            self.exited = True
+        elif fd == self.pipes.job_w:
+            self._feed_job()
+        else:
+            self._read(fd)
+
+    def _feed_job(self) -> None:
+        assert self.pipes.job_w is not None
+        try:
+            written = os.write(self.pipes.job_w, self.pending_job[: 1 << 16])
+            self.pending_job = self.pending_job[written:]
+        except BlockingIOError:
+            return
+        except OSError:  # the child went away before reading its job
+            self.pending_job = self.pending_job[:0]
+        if not self.pending_job:
+            self.selector.unregister(self.pipes.job_w)
+            self.pipes.close_job_writer()
+
+    def _read(self, fd: int) -> bool:
+        """Read one chunk from `fd`; False at EOF (the fd is then unregistered)."""
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return True
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.selector.unregister(fd)
+            self.open_reads.discard(fd)
+            return False
+        if fd == self.verdict_fd:
+            self.verdicts += chunk
+            if len(self.verdicts) > _VERDICT_LIMIT:
+                self.outcome.verdict_flood = True
+            return True
+        buffer = self.buffers[fd]
+        buffer += chunk
+        cap = self.limits.output_bytes
+        if len(buffer) > 2 * cap:
+            del buffer[:-cap]
+        self.totals[fd] += len(chunk)
+        if self.totals[fd] > _OUTPUT_KILL_FACTOR * cap:
+            self.outcome.output_killed = self.names[fd]
+        return True
+
+    def finish(self, cgroup: Path | None) -> None:
+        """Kill whatever is left of the tree, drain the pipes, reap the child, close fds."""
+        _kill_group(self.proc.pid)
+        if cgroup is not None:
+            _CGROUPS.destroy(cgroup)
+        self._drain()
+        _, status, usage = _wait4(self.proc)
+        outcome = self.outcome
+        outcome.returncode = os.waitstatus_to_exitcode(status) if status is not None else None
+        outcome.cpu_s = usage.ru_utime + usage.ru_stime if usage is not None else 0.0
+        outcome.duration_s = time.monotonic() - self.started
+        outcome.stdout_tail = bytes(self.buffers[self._fd("stdout")][-self.limits.output_bytes :])
+        outcome.stderr_tail = bytes(self.buffers[self._fd("stderr")][-self.limits.output_bytes :])
+        outcome.stdout_total = self.totals[self._fd("stdout")]
+        outcome.stderr_total = self.totals[self._fd("stderr")]
+        outcome.verdict_bytes = bytes(self.verdicts)
+        self.selector.close()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+
+    def _fd(self, name: str) -> int:
+        return next(fd for fd, n in self.names.items() if n == name)
+
+    def _drain(self) -> None:
+        """Collect output still in flight; writers are dead unless they escaped the kill."""
+        if self.pidfd is not None and self.pidfd in self.selector.get_map():
+            self.selector.unregister(self.pidfd)
+        if self.pipes.job_w is not None:
+            self.selector.unregister(self.pipes.job_w)
+            self.pipes.close_job_writer()
+        give_up = time.monotonic() + _DRAIN_SECONDS
+        while self.open_reads and time.monotonic() < give_up:
+            for key, _ in self.selector.select(max(0.0, give_up - time.monotonic())):
+                while self._read(key.fd) and key.fd in self.open_reads:
+                    if len(self.verdicts) > _VERDICT_LIMIT:
+                        break
+        for fd in list(self.open_reads):
+            self.selector.unregister(fd)
+            self.open_reads.discard(fd)
+
+
+def _pidfd_open(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _has_exited(pid: int) -> bool:
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group of the sandbox's outer process (its session leader)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _wait4(
+    proc: subprocess.Popen[bytes],
+) -> tuple[int, int | None, resource.struct_rusage | None]:
+    """Reap `proc` with its rusage (CPU of the whole waited-for tree) and tell Popen."""
+    while True:
+        try:
+            pid, status, usage = os.wait4(proc.pid, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            proc.returncode = proc.returncode if proc.returncode is not None else -1
+            return proc.pid, None, None
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return pid, status, usage
+
+
+def _remove_tree(path: Path) -> None:
+    def make_writable_and_retry(func: Callable[[str], object], target: str, _info: object) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(target), 0o700)
+            os.chmod(target, 0o700)
+            func(target)
+
+    shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+@dataclass
+class _Verdicts:
+    """What the authenticated channel proved."""
+
+    armed: bool = False
+    setup_ok: bool = False
+    setup_failure: tuple[str, int, str] | None = None
+    passed: int = 0
+    failures: dict[int, tuple[str, int, str]] = field(default_factory=dict)
+    reported: int = 0  # units with a verdict (passed or failed)
+    ended: bool = False
+    tamper: str = ""
+
+
+def _parse_verdicts(data: bytes, key: bytes, total: int) -> _Verdicts:
+    """Check every line's MAC and sequence number and replay the runner's state machine."""
+    verdicts = _Verdicts()
+    lines = data.split(b"\n")
+    for seq, line in enumerate(lines[:-1]):  # the runner ends every line; a tail is torn
+        problem = _apply_line(verdicts, line, seq, key, total)
+        if problem:
+            verdicts.tamper = verdicts.tamper or problem
+            break
+    if lines[-1] and not verdicts.tamper:
+        verdicts.tamper = "unterminated verdict line"
+    return verdicts
+
+
+def _apply_line(verdicts: _Verdicts, line: bytes, seq: int, key: bytes, total: int) -> str:
+    parts = line.split(b" ")
+    if len(parts) != 5:
+        return "malformed verdict line"
+    body = b" ".join(parts[:4])
+    expected = hashlib.blake2b(body, key=key, digest_size=16).hexdigest().encode("ascii")
+    if not hmac.compare_digest(expected, parts[4]):
+        return "verdict line with a bad MAC"
+    try:
+        number, index = int(parts[0]), int(parts[2])
+        payload = bytes.fromhex(parts[3].decode("ascii")).decode("utf-8", "replace")
+    except ValueError:
+        return "malformed verdict line"
+    if number != seq:
+        return "verdict lines out of sequence"
+    return _advance(verdicts, parts[1], index, payload, total)
+
+
+def _advance(verdicts: _Verdicts, kind: bytes, index: int, payload: str, total: int) -> str:
+    """Apply one authenticated event; return a problem description if it breaks the protocol."""
+    if kind in (b"T", b"A"):
+        return _advance_marker(verdicts, kind, payload)
+    if not verdicts.armed or verdicts.ended:
+        return "verdict outside the run"
+    if kind == b"E":
+        verdicts.ended = True
+        return ""
+    if kind not in (b"P", b"F"):
+        return "unknown verdict kind"
+    if index == -1:
+        return _advance_setup(verdicts, kind, payload)
+    return _advance_unit(verdicts, kind, index, payload, total)
+
+
+def _advance_marker(verdicts: _Verdicts, kind: bytes, payload: str) -> str:
+    """T: the runner saw tampering; A: the runner is about to run candidate code."""
+    if kind == b"T":
+        verdicts.tamper = payload or "tampering detected by the runner"
+        return ""
+    problem = "runner armed twice" if verdicts.armed else ""
+    verdicts.armed = True
+    return problem
+
+
+def _advance_setup(verdicts: _Verdicts, kind: bytes, payload: str) -> str:
+    if verdicts.setup_ok or verdicts.setup_failure:
+        return "setup reported twice"
+    if kind == b"P":
+        verdicts.setup_ok = True
+    else:
+        verdicts.setup_failure = _split_failure(payload)
+    return ""
+
+
+def _advance_unit(verdicts: _Verdicts, kind: bytes, index: int, payload: str, total: int) -> str:
+    if not verdicts.setup_ok or index != verdicts.reported or index >= total:
+        return "unit verdict out of order"
+    verdicts.reported += 1
+    if kind == b"P":
+        verdicts.passed += 1
+    else:
+        verdicts.failures[index] = _split_failure(payload)
+    return ""
+
+
+def _split_failure(payload: str) -> tuple[str, int, str]:
+    name, _, rest = payload.partition("|")
+    lineno, _, detail = rest.partition("|")
+    return name, int(lineno) if lineno.lstrip("-").isdigit() else 0, detail
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _result(
+    outcome: _Outcome,
+    *,
+    status: str,
+    message: str,
+    tests_total: int,
+    tests_passed: int,
+    setup_ok: bool,
+    isolation: str,
+) -> ExecResult:
+    """ExecResult from the verdict fields plus what every run reports (exit, time, output)."""
+    return ExecResult(
+        status=status,
+        tests_total=tests_total,
+        tests_passed=tests_passed,
+        setup_ok=setup_ok,
+        exit_code=_exit_code(outcome),
+        duration_s=round(outcome.duration_s, 4),
+        stdout=_text(outcome.stdout_tail),
+        stderr=_text(outcome.stderr_tail),
+        isolation=isolation,
+        message=message,
+    )
+
+
+def _python_status(
+    outcome: _Outcome,
+    verdicts: _Verdicts,
+    tests: tuple[str, ...],
+    program: str,
+    limits: Limits,
+) -> tuple[str, str]:
+    """(status, message) of a Python run. Only authenticated verdicts can make it "passed"."""
+    where = _current_step(verdicts, len(tests))
+    if verdicts.tamper:
+        return "failed", f"verdict channel tampered with ({verdicts.tamper}); no credit"
+    if verdicts.setup_ok and verdicts.passed == len(tests):
+        return "passed", ""
+    return _killed_status(outcome, limits, where) or _unfinished_status(
+        outcome, verdicts, tests, program, limits
+    )
+
+
+def _unfinished_status(
+    outcome: _Outcome,
+    verdicts: _Verdicts,
+    tests: tuple[str, ...],
+    program: str,
+    limits: Limits,
+) -> tuple[str, str]:
+    """Status of a run that ended by itself without proving every unit."""
+    where = _current_step(verdicts, len(tests))
+    if not verdicts.armed:  # nothing the candidate wrote ran yet: an infrastructure problem
+        detail = _text(outcome.stderr_tail).strip().splitlines()[-1:] or ["no output"]
+        return "error", f"sandbox runner failed before the program ran: {detail[0]}"
+    failure = _first_failure(verdicts, tests, program)
+    if failure and failure[0] == "MemoryError":
+        return "memory", failure[1]
+    if failure:
+        return "failed", failure[1]
+    return _exit_status(outcome, limits, where)
+
+
+def _killed_status(outcome: _Outcome, limits: Limits, where: str) -> tuple[str, str] | None:
+    """Status when the host stopped the run (spawn failure, wall clock, output flood)."""
+    if outcome.spawn_error:
+        return "error", outcome.spawn_error
+    if outcome.timed_out:
+        return "timeout", f"timed out after {limits.timeout_s:g} s (wall clock) {where}".strip()
+    if outcome.output_killed:
+        limit = _OUTPUT_KILL_FACTOR * limits.output_bytes
+        return "output_limit", f"{outcome.output_killed} exceeded {limit} bytes {where}".strip()
+    return None
+
+
+def _exit_status(outcome: _Outcome, limits: Limits, where: str) -> tuple[str, str]:
+    """Status from how the process ended when no verdict explains it."""
+    signal_name = _death_signal(outcome)
+    if _cpu_exhausted(outcome, limits, signal_name):
+        return "timeout", f"CPU time limit ({limits.cpu_seconds} s) reached {where}".strip()
+    if signal_name:
+        return "crashed", f"killed by {signal_name} {where}".strip()
+    return "failed", f"process exited with code {_exit_code(outcome)} {where}".strip()
+
+
+def _current_step(verdicts: _Verdicts, total: int) -> str:
+    if not verdicts.setup_ok:
+        return "while running the program"
+    if verdicts.reported >= total:
+        return "after the last test"
+    return f"in test {verdicts.reported + 1}"
+
+
+def _first_failure(
+    verdicts: _Verdicts, tests: tuple[str, ...], program: str
+) -> tuple[str, str] | None:
+    if verdicts.setup_failure:
+        name, lineno, detail = verdicts.setup_failure
+        line = _source_line(program, lineno)
+        where = f" (line {lineno}: {line})" if line else ""
+        return name, _join(f"{name} in program{where}", detail)
+    if not verdicts.failures:
+        return None
+    index = min(verdicts.failures)
+    name, lineno, detail = verdicts.failures[index]
+    line = _source_line(tests[index], lineno) or tests[index].strip().splitlines()[0][:200]
+    return name, _join(f"{name} in test {index + 1}: {line}", detail)
+
+
+def _join(head: str, detail: str) -> str:
+    return f"{head} ({detail})" if detail else head
+
+
+def _source_line(source: str, lineno: int) -> str:
+    lines = source.splitlines()
+    if 1 <= lineno <= len(lines):
+        return lines[lineno - 1].strip()[:200]
+    return ""
+
+
+def _death_signal(outcome: _Outcome) -> str:
+    code = _exit_code(outcome)
+    if code is None or code <= 128 or code > 128 + 64:
+        return ""
+    try:
+        return signal.Signals(code - 128).name
+    except ValueError:
+        return f"signal {code - 128}"
+
+
+def _cpu_exhausted(outcome: _Outcome, limits: Limits, signal_name: str) -> bool:
+    if signal_name == "SIGXCPU":
+        return True
+    return signal_name == "SIGKILL" and outcome.cpu_s >= limits.cpu_seconds - 0.05
+
+
+def _exit_code(outcome: _Outcome) -> int | None:
+    code = outcome.returncode
+    if code is None:
+        return None
+    return 128 - code if code < 0 else code
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _shell_result(outcome: _Outcome, limits: Limits, level: str) -> ExecResult:
+    status, message = _killed_status(outcome, limits, "") or _shell_status(outcome, limits)
+    return _result(
+        outcome,
+        status=status,
+        message=message,
+        tests_total=0,
+        tests_passed=0,
+        setup_ok=status == "passed",
+        isolation=level,
+    )
+
+
+def _shell_status(outcome: _Outcome, limits: Limits) -> tuple[str, str]:
+    stderr = _text(outcome.stderr_tail)
+    if outcome.returncode == _HARNESS_INTERNAL_ERROR and "sandbox harness error" in stderr:
+        return "error", stderr.strip().splitlines()[-1]
+    if outcome.returncode == 0:
+        return "passed", ""
+    status, message = _exit_status(outcome, limits, "")
+    if status == "failed":
+        message = f"exit code {_exit_code(outcome)}"
+    return status, message
+
+
+# --------------------------------------------------------------------------- batch helpers
+
+
+class _Progress:
+    """Logs batch progress at roughly every 10 %."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.done = 0
+        self.next_report = max(1, total // 10)
+        self.started = time.monotonic()
+
+    def step(self) -> None:
+        """Count one finished job and log if a reporting point was reached."""
+        self.done += 1
+        if not self.enabled or (self.done < self.next_report and self.done != self.total):
+            return
+        self.next_report += max(1, self.total // 10)
+        rate = self.done / max(1e-9, time.monotonic() - self.started)
+        logger.info("sandbox batch: %d/%d done (%.1f runs/s)", self.done, self.total, rate)

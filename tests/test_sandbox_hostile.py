@@ -1,0 +1,343 @@
+"""Hostile programs against autolearn.sandbox: each is judged not passed, the host stays unchanged,
+nothing keeps running and the next run still works. Runs at the strongest level (bubblewrap in CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autolearn import sandbox as sb
+
+pytestmark = pytest.mark.skipif(
+    sb.isolation_level() != "bwrap", reason="hostile programs need the bubblewrap level"
+)
+
+TESTS = ("assert add(1, 2) == 3", "assert add(2, 2) == 4")
+WRONG = "def add(a, b):\n    return a - b\n"
+RIGHT = "def add(a, b):\n    return a + b\n"
+FAST = sb.Limits(timeout_s=1.0)
+
+
+def leftover_processes(marker: str) -> list[int]:
+    """Pids of live (non-zombie) processes whose command line carries `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+class Host:
+    """Things a hostile program must not be able to change or reach."""
+
+    def __init__(self, root: Path) -> None:
+        self.marker = "SBXMARK" + os.urandom(6).hex()
+        self.canary = root / "canary.txt"
+        self.canary.write_text("intact")
+        self.leak = root / "leak.txt"
+        self.secret = "secret-" + self.marker
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.1)
+        self.port = self.server.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        """Stop the TCP server."""
+        self._stop.set()
+        self._thread.join()
+        self.server.close()
+
+    def assert_unchanged(self) -> None:
+        """Canary intact, no secret on disk, no connection, no leftover process."""
+        assert self.canary.read_text() == "intact"
+        assert not self.leak.exists()
+        assert self.connections == 0
+        deadline = time.monotonic() + 2
+        while leftover_processes(self.marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leftover_processes(self.marker) == []
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[Host]:
+    # /var/tmp, not /tmp: the sandbox has a private /tmp, so a canary there would be invisible
+    root = Path(tempfile.mkdtemp(prefix="sandbox-host-", dir="/var/tmp"))
+    os.environ["SANDBOX_TEST_SECRET"] = "placeholder"
+    host = Host(root)
+    os.environ["SANDBOX_TEST_SECRET"] = host.secret
+    try:
+        yield host
+    finally:
+        host.close()
+        del os.environ["SANDBOX_TEST_SECRET"]
+        shutil.rmtree(root)
+
+
+def hostile_programs(host: Host) -> dict[str, tuple[str, set[str]]]:
+    """name -> (program, acceptable statuses). Each defines at most a wrong `add`."""
+    m = host.marker
+    sleeper = f"exec -a {m} sleep 1000"
+    return {
+        "loop_ignoring_signals": (
+            f"import signal\n# {m}\n"
+            "for s in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT, signal.SIGXCPU):\n"
+            "    signal.signal(s, signal.SIG_IGN)\n"
+            "while True:\n    pass\n",
+            {"timeout"},
+        ),
+        "sleep_forever": (f"import time\n# {m}\ntime.sleep(10**6)\n", {"timeout"}),
+        "memory_bomb": ("x = bytearray(6 * 2**30)\n", {"memory"}),
+        "fork_bomb": (
+            f"import os\n# {m}\nwhile True:\n    try:\n        os.fork()\n"
+            "    except OSError:\n        pass\n",
+            {"timeout"},
+        ),
+        "outliving_children": (
+            "import subprocess\nfor _ in range(3):\n"
+            "    subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
+            f"    subprocess.Popen(['bash', '-c', 'trap \"\" TERM HUP; {sleeper}'],"
+            " start_new_session=True)\n" + WRONG,
+            {"failed"},
+        ),
+        "huge_output": (
+            "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n",
+            {"output_limit"},
+        ),
+        "fill_disk": (
+            "i = 0\nwhile True:\n    open(f'f{i}', 'wb').write(b'0' * 2**20)\n    i += 1\n",
+            {"failed"},
+        ),
+        "fill_tmp": (
+            "i = 0\nwhile True:\n    open(f'/tmp/f{i}', 'wb').write(b'0' * 2**20)\n    i += 1\n",
+            {"failed"},
+        ),
+        "write_canary": (f"open({str(host.canary)!r}, 'w').write('pwned')\n" + WRONG, {"failed"}),
+        "delete_canary": (f"import os\nos.remove({str(host.canary)!r})\n" + WRONG, {"failed"}),
+        "leak_secret": (
+            f"import os\nopen({str(host.leak)!r}, 'w')"
+            ".write(os.environ.get('SANDBOX_TEST_SECRET', 'none'))\n" + WRONG,
+            {"failed"},
+        ),
+        "tcp_connect": (
+            f"import socket\nsocket.create_connection(('127.0.0.1', {host.port}), timeout=1)\n"
+            + WRONG,
+            {"failed"},
+        ),
+        "kill_parent": (
+            "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n" + WRONG,
+            {"failed"},
+        ),
+    }
+
+
+HOSTILE_NAMES = [
+    "loop_ignoring_signals",
+    "sleep_forever",
+    "memory_bomb",
+    "fork_bomb",
+    "outliving_children",
+    "huge_output",
+    "fill_disk",
+    "fill_tmp",
+    "write_canary",
+    "delete_canary",
+    "leak_secret",
+    "tcp_connect",
+    "kill_parent",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_hostile_program_fails_and_host_is_unchanged(host: Host, name: str) -> None:
+    program, statuses = hostile_programs(host)[name]
+    result = sb.run_python(program, TESTS, limits=FAST)
+    assert not result.passed
+    assert result.tests_passed == 0
+    assert result.status in statuses, result
+    assert result.isolation == "bwrap"
+    assert result.duration_s < FAST.timeout_s + 1.5
+    host.assert_unchanged()
+    follow_up = sb.run_python(RIGHT, TESTS)
+    assert follow_up.passed, follow_up
+
+
+def test_memory_bomb_fails_fast() -> None:
+    result = sb.run_python("x = bytearray(8 * 2**30)\n", TESTS)
+    assert result.status == "memory"
+    assert result.duration_s < 1.5
+    assert "MemoryError" in result.message
+
+
+def test_secret_and_host_environment_do_not_leak(host: Host) -> None:
+    result = sb.run_python(
+        "import os\nprint(sorted(os.environ))\n"
+        "print(os.environ.get('SANDBOX_TEST_SECRET'), os.environ['HOME'], os.getcwd())\n"
+    )
+    assert result.passed
+    assert host.secret not in result.stdout
+    assert "None /tmp/work /tmp/work" in result.stdout
+
+
+def test_output_is_capped_to_the_tail() -> None:
+    limits = sb.Limits(output_bytes=1000)
+    result = sb.run_python("print('a' * 5000 + 'END')", limits=limits)
+    assert result.passed
+    assert len(result.stdout) <= 1000
+    assert result.stdout.endswith("END\n")
+
+
+def test_process_count_is_bounded_even_as_root() -> None:
+    if sb._CGROUPS.parent() is None:
+        pytest.skip("no writable pids cgroup on this machine")
+    program = (
+        "import threading, time\nstarted = 0\ntry:\n    for _ in range(500):\n"
+        "        threading.Thread(target=time.sleep, args=(5,), daemon=True).start()\n"
+        "        started += 1\nexcept RuntimeError:\n    pass\nprint(started)\n"
+    )
+    result = sb.run_python(program, limits=sb.Limits(max_pids=20))
+    assert result.passed, result
+    assert 10 <= int(result.stdout) < 20
+
+
+def test_helper_processes_cannot_ptrace_the_runner() -> None:
+    probe = (
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "rc = libc.ptrace(16, os.getppid(), 0, 0)\nprint(rc, ctypes.get_errno())\n"
+    )
+    program = (
+        "import subprocess, sys, os\n"
+        f"out = subprocess.run([sys.executable, '-I', '-c', {probe!r}],"
+        " capture_output=True, text=True)\n"
+        "print(out.stdout.strip(), os.path.exists('/proc/self'))\n"
+    )
+    result = sb.run_python(program)
+    assert result.passed, result
+    assert result.stdout.split() == ["-1", "1", "False"]  # EPERM, and no /proc at all
+
+
+# --------------------------------------------------------------------------- verdict tampering
+
+TAMPERING = {
+    "sys_exit_in_program": "import sys\nsys.exit(0)\n",
+    "os_exit_in_function": "import os\ndef add(a, b):\n    os._exit(0)\n",
+    "system_exit_in_function": "def add(a, b):\n    raise SystemExit(0)\n",
+    "atexit_exit_0": WRONG + "import atexit, os\natexit.register(lambda: os._exit(0))\n",
+    "excepthook_exit_0": WRONG + "import sys, os\nsys.excepthook = lambda *a: os._exit(0)\n",
+    "settrace_jumps_over_asserts": WRONG
+    + "import sys\n"
+    + "def jump(frame, event, arg):\n"
+    + "    if event == 'line':\n"
+    + "        try:\n            frame.f_lineno += 1\n        except Exception:\n            pass\n"
+    + "    return jump\n"
+    + "try:\n    sys.settrace(lambda f, e, a: jump)\nexcept RuntimeError:\n    pass\n",
+    "close_all_fds": WRONG + "import os\nos.closerange(0, 4096)\n",
+    "print_passed": WRONG + "print('PASSED')\nprint('2 passed, 0 failed')\n",
+    "forge_audit_events": WRONG
+    + "import sys\nfor event in ('autolearn.next', 'autolearn.pass', 'autolearn.end'):\n"
+    + "    try:\n        sys.audit(event, [])\n    except Exception:\n        pass\n",
+    "write_fake_verdicts": WRONG
+    + "import os\nfor fd in range(3, 256):\n    try:\n"
+    + "        os.write(fd, b'0 A -1  00\\n1 P -1  00\\n2 P 0  00\\n3 P 1  00\\n')\n"
+    + "    except OSError:\n        pass\n",
+    "monkeypatch_write_and_builtins": WRONG
+    + "import os, builtins, sys\n"
+    + "os.write = lambda fd, data: len(data)\n"
+    + "builtins.exec = lambda *a, **k: None\n"
+    + "builtins.AssertionError = type('Nope', (Exception,), {})\n"
+    + "sys.audit = lambda *a: None\n",
+    "fork_and_continue_in_child": "import os\ndef add(a, b):\n    if os.fork() == 0:\n"
+    "        return a + b\n    os.wait()\n    return a - b\n",
+    "steal_key_through_frames_and_gc": WRONG
+    + "import sys, gc\nfound = []\n"
+    + "for grab in (lambda: sys._getframe(1).f_back.f_locals, lambda: gc.get_objects(),\n"
+    + "             lambda: sys._current_frames()):\n"
+    + "    try:\n        found.append(grab())\n    except Exception:\n        pass\n"
+    + "assert not found\n",
+    "read_expected_values_from_the_test": "import sys\n"
+    "def add(a, b):\n"
+    "    caller = sys._getframe(1)\n"
+    "    return [c for c in caller.f_code.co_consts if isinstance(c, int)][-1]\n",
+    "builtins_swapped_to_run_inside_the_hook": WRONG
+    + "import builtins, os, sys\n"
+    + "def spy(real):\n"
+    + "    def wrapper(*args):\n"
+    + "        try:\n"
+    + "            frame = sys._getframe(1)\n"
+    + "            while frame is not None:\n"
+    + "                emit = frame.f_locals.get('emit')\n"
+    + "                if emit is not None:\n"
+    + "                    for unit in (0, 1):\n"
+    + "                        emit(b'P', unit, '')\n"
+    + "                    emit(b'E', 2, '')\n"
+    + "                    os._exit(0)\n"
+    + "                frame = frame.f_back\n"
+    + "        except Exception:\n"
+    + "            pass\n"
+    + "        return real(*args)\n"
+    + "    return wrapper\n"
+    + "for name in ('len', 'type', 'RuntimeError', 'ValueError', 'AttributeError', 'str'):\n"
+    + "    setattr(builtins, name, spy(getattr(builtins, name)))\n",
+    "native_code": WRONG
+    + "try:\n    import ctypes\nexcept ImportError:\n    pass\nelse:\n"
+    + "    ctypes.memmove(id(1), id(2), 8)\n",
+}
+
+
+@pytest.mark.parametrize("name", list(TAMPERING))
+def test_verdict_tampering_earns_nothing(name: str) -> None:
+    result = sb.run_python(TAMPERING[name], TESTS, limits=FAST)
+    assert not result.passed, result
+    assert result.tests_passed == 0, result
+    assert result.fraction == 0.0
+
+
+def test_forged_channel_is_reported_as_tampering() -> None:
+    result = sb.run_python(RIGHT + TAMPERING["write_fake_verdicts"].replace(WRONG, ""), TESTS)
+    assert result.status == "failed"
+    assert "tampered" in result.message
+    assert not result.setup_ok
+
+
+def test_native_extension_built_in_the_sandbox_cannot_be_loaded() -> None:
+    if shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    program = (
+        "import subprocess, sys, sysconfig\n"
+        "open('m.c', 'w').write('#include <Python.h>\\n'\n"
+        "    'static struct PyModuleDef d = {PyModuleDef_HEAD_INIT, \"m\", 0, -1, 0};\\n'\n"
+        "    'PyMODINIT_FUNC PyInit_m(void) { return PyModule_Create(&d); }\\n')\n"
+        "include = '-I' + sysconfig.get_paths()['include']\n"
+        "subprocess.run(['gcc', '-shared', '-fPIC', include, 'm.c', '-o', 'm.so'], check=True)\n"
+        "sys.path.insert(0, '.')\nimport m\n"
+    )
+    result = sb.run_python(program, limits=sb.Limits(timeout_s=20))
+    assert result.status == "failed"
+    assert "ImportError" in result.message and "may not be loaded" in result.message
