@@ -8,16 +8,22 @@ dequantized weight. The forward uses the FP8 tensor cores (``torch._scaled_mm`` 
 row-wise scales) on GPUs that have them and a dequantized matmul elsewhere.
 
 PEFT's LoRA layers call ``self.base_layer(x)``, so swapping their ``base_layer`` for an
-:class:`Fp8Linear` keeps the adapters untouched. :func:`dequantize_linears` swaps back to
-ordinary ``nn.Linear`` layers before merging and saving.
+:class:`Fp8Linear` keeps the adapters untouched. PEFT's own ``merge_adapter`` cannot write
+into an FP8 weight, so :func:`merged_fp8_weights` computes the merged weights itself; TRL's
+colocated vLLM receives them through :func:`install_vllm_weight_sync`.
+:func:`dequantize_linears` swaps back to ordinary ``nn.Linear`` layers.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8_DTYPE).max
@@ -36,6 +42,7 @@ def _scaled_mm_supported(x: torch.Tensor, weight_fp8: torch.Tensor) -> bool:
     if torch.cuda.get_device_capability(x.device) < (8, 9):
         return False
     out_features, in_features = weight_fp8.shape
+    # cuBLASLt/CUTLASS need K and N divisible by 16; the row-wise kernel writes bf16 only.
     return in_features % 16 == 0 and out_features % 16 == 0 and x.dtype == torch.bfloat16
 
 
@@ -47,7 +54,7 @@ def _fp8_forward(x2d: torch.Tensor, weight_fp8: torch.Tensor, scale: torch.Tenso
         x_fp8,
         weight_fp8.t(),
         scale_a=x_scale,
-        scale_b=scale.t().contiguous(),
+        scale_b=scale.t(),  # (1, out): contiguous already, since one dimension is 1
         out_dtype=x2d.dtype,
     )
 
@@ -61,7 +68,7 @@ class _Fp8LinearFunction(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.save_for_backward(weight_fp8, scale)
         x2d = x.reshape(-1, x.shape[-1])
-        if _scaled_mm_supported(x2d, weight_fp8) and x2d.shape[0] % 16 == 0:
+        if _scaled_mm_supported(x2d, weight_fp8):
             y = _fp8_forward(x2d, weight_fp8, scale)
         else:
             y = x2d @ dequantize(weight_fp8, scale, x.dtype).t()
@@ -70,34 +77,58 @@ class _Fp8LinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         weight_fp8, scale = ctx.saved_tensors
-        grad_x = grad_out @ dequantize(weight_fp8, scale, grad_out.dtype)
+        grad_x = grad_out @ _dequantize_for_backward(weight_fp8, scale, grad_out.dtype)
         return grad_x, None, None
 
 
 def dequantize(weight_fp8: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The weight back in ``dtype``."""
+    """The weight back in ``dtype``, computed in float32 (for merging and saving)."""
     return (weight_fp8.to(torch.float32) * scale).to(dtype)
+
+
+def _dequantize_for_backward(
+    weight_fp8: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """The weight in ``dtype`` with one temporary of that size instead of two float32 ones.
+
+    Every backward pass of every layer makes this copy, so its size is the layer's share of
+    the peak memory; bf16 keeps the row scales' error (at most 2^-9) far below FP8's own.
+    """
+    if dtype not in (torch.bfloat16, torch.float32):
+        return dequantize(weight_fp8, scale, dtype)  # float16 cannot hold small scales exactly
+    return weight_fp8.to(dtype).mul_(scale.to(dtype))
 
 
 class Fp8Linear(nn.Module):
     """A frozen linear layer whose weight is stored in FP8 with per-row scales."""
 
-    def __init__(self, linear: nn.Linear) -> None:
+    weight_fp8: torch.Tensor
+    weight_scale: torch.Tensor
+
+    def __init__(self, linear: nn.Linear, device: torch.device | str | None = None) -> None:
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.compute_dtype = linear.weight.dtype
-        weight_fp8, scale = quantize_rowwise(linear.weight)
+        weight = linear.weight.detach()
+        if device is not None:
+            weight = weight.to(device)
+        weight_fp8, scale = quantize_rowwise(weight)
         self.register_buffer("weight_fp8", weight_fp8)
         self.register_buffer("weight_scale", scale)
         self.bias: nn.Parameter | None = None
         if linear.bias is not None:
-            self.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+            bias = linear.bias.detach().to(weight.device).clone()
+            self.bias = nn.Parameter(bias, requires_grad=False)
 
     @property
     def weight(self) -> torch.Tensor:
-        """The dequantized weight (for code that inspects ``.weight``; not used in forward)."""
-        return dequantize(self.weight_fp8, self.weight_scale, self.compute_dtype)  # type: ignore[arg-type]
+        """The dequantized weight, a fresh tensor (for code that inspects ``.weight``).
+
+        Writing into it changes nothing: PEFT's ``merge`` is a no-op on this layer, which is
+        why :func:`merged_fp8_weights` exists.
+        """
+        return dequantize(self.weight_fp8, self.weight_scale, self.compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the layer."""
@@ -107,7 +138,7 @@ class Fp8Linear(nn.Module):
         return y
 
     def to_linear(self) -> nn.Linear:
-        """An ordinary ``nn.Linear`` with the dequantized weight (for merging and saving)."""
+        """An ordinary ``nn.Linear`` with the dequantized weight."""
         linear = nn.Linear(
             self.in_features,
             self.out_features,
@@ -133,10 +164,17 @@ def _is_frozen_linear(module: nn.Module) -> bool:
     return type(module) is nn.Linear and not module.weight.requires_grad
 
 
-def quantize_frozen_linears(model: nn.Module, *, skip: tuple[str, ...] = ("lm_head",)) -> int:
+def quantize_frozen_linears(
+    model: nn.Module,
+    *,
+    skip: tuple[str, ...] = ("lm_head",),
+    device: torch.device | str | None = None,
+) -> int:
     """Store every frozen ``nn.Linear`` (LoRA base layers included) in FP8; returns the count.
 
-    Embeddings and the layers named in ``skip`` keep their precision.
+    Embeddings and the layers named in ``skip`` keep their precision. With ``device`` set,
+    each layer is moved there one at a time as it is quantized, so a model loaded on the CPU
+    never has all its 16-bit weights on the GPU at once.
     """
     count = 0
     for name, module in list(model.named_modules()):
@@ -144,7 +182,7 @@ def quantize_frozen_linears(model: nn.Module, *, skip: tuple[str, ...] = ("lm_he
             full = f"{name}.{child_name}" if name else child_name
             if any(part in full for part in skip) or not _is_frozen_linear(child):
                 continue
-            setattr(module, child_name, Fp8Linear(child))
+            setattr(module, child_name, Fp8Linear(child, device=device))
             count += 1
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -160,3 +198,56 @@ def dequantize_linears(model: nn.Module) -> int:
                 setattr(module, child_name, child.to_linear())
                 count += 1
     return count
+
+
+def checkpoint_name(peft_module_name: str) -> str:
+    """The name a PEFT-wrapped module has in the base checkpoint (``base_model.model.`` gone)."""
+    return peft_module_name.removeprefix("base_model.model.").replace(".base_layer", "")
+
+
+@torch.no_grad()
+def merged_fp8_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(checkpoint name, weight)`` for each LoRA layer over an :class:`Fp8Linear`.
+
+    The weight is the dequantized base plus the active adapters' deltas, in the layer's
+    compute dtype: what ``merge_adapter`` would have written, had the base been 16-bit.
+    """
+    from peft.tuners.lora import Linear as LoraLinear
+
+    for name, module in model.named_modules():
+        if not isinstance(module, LoraLinear):
+            continue
+        base = module.get_base_layer()
+        if not isinstance(base, Fp8Linear):
+            continue
+        weight = base.weight
+        for adapter in module.active_adapters:
+            if adapter in module.lora_A:
+                weight += module.get_delta_weight(adapter).to(weight.dtype)
+        yield checkpoint_name(name) + ".weight", weight
+        if base.bias is not None:
+            yield checkpoint_name(name) + ".bias", base.bias
+
+
+def install_vllm_weight_sync(trainer: Any) -> bool:
+    """Make TRL's weight push to its colocated vLLM include the FP8 base layers.
+
+    TRL merges the adapters and sends ``model.named_parameters()``; an FP8 base weight is a
+    buffer that PEFT cannot merge into, so vLLM would keep generating with the weights it
+    loaded at the start. This adds the merged FP8 layers to what TRL sends. Returns whether
+    there was a vLLM engine to hook.
+    """
+    generation = getattr(trainer, "vllm_generation", None)
+    if generation is None or not hasattr(generation, "_iter_named_params"):
+        return False
+    original = generation._iter_named_params
+    model = trainer.accelerator.unwrap_model(trainer.model)
+
+    def iter_named_params() -> Iterator[tuple[str, torch.Tensor]]:
+        yield from original()
+        for name, weight in merged_fp8_weights(model):
+            yield generation._fix_param_name_to_vllm(name), weight
+
+    generation._iter_named_params = iter_named_params
+    logger.info("vLLM weight sync includes the merged FP8 base layers")
+    return True

@@ -160,6 +160,7 @@ class TrainingModel:
     backend: str
     fp8: bool
     vllm: bool  # rollouts through vLLM (Unsloth's engine or TRL's)
+    base_path: str = ""  # the 16-bit checkpoint the model was loaded from (merging goes there)
 
 
 def load_tokenizer(path: str) -> Any:
@@ -223,7 +224,9 @@ def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
         use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing else False,
         random_state=seed,
     )
-    return TrainingModel(model, tokenizer, "unsloth", fp8=cfg.load_in_fp8, vllm=fast_inference)
+    return TrainingModel(
+        model, tokenizer, "unsloth", fp8=cfg.load_in_fp8, vllm=fast_inference, base_path=path
+    )
 
 
 def _disable_inductor_autotuning() -> None:
@@ -248,7 +251,7 @@ def _load_transformers(cfg: ModelConfig, path: str) -> TrainingModel:
         dtype_name = "fp32" if not cuda else "bf16"
         logger.warning("FP8 needs %s; training goes on in %s", where, dtype_name)
     model = _load_pretrained(path, dtype=torch_dtype(cfg.dtype, cuda=cuda))
-    if cuda:
+    if cuda and not use_fp8:
         model.to("cuda")
     tokenizer = load_tokenizer(path)
     lora = LoraConfig(
@@ -262,10 +265,44 @@ def _load_transformers(cfg: ModelConfig, path: str) -> TrainingModel:
     if use_fp8:
         from autolearn.fp8 import quantize_frozen_linears
 
-        count = quantize_frozen_linears(model)
+        # Quantize layer by layer on the way from the CPU to the GPU, so the 16-bit weights
+        # never sit on the GPU all at once: the load peaks near the FP8 size, not the bf16 one.
+        count = quantize_frozen_linears(model, device="cuda")
+        model.to("cuda")
         logger.info("stored %d frozen base linear layers in FP8", count)
     vllm = cfg.fast_inference and cuda and package_available("vllm")
-    return TrainingModel(model, tokenizer, "transformers", fp8=use_fp8, vllm=vllm)
+    return TrainingModel(model, tokenizer, "transformers", fp8=use_fp8, vllm=vllm, base_path=path)
+
+
+def prepare_trainer(trainer: Any, tm: TrainingModel) -> None:
+    """Backend-specific fixes to a constructed ``GRPOTrainer``, before training starts.
+
+    With FP8 base weights and TRL's colocated vLLM, TRL's weight push would skip the FP8
+    layers (they are buffers PEFT cannot merge into), so vLLM would keep sampling from the
+    initial model; :func:`autolearn.fp8.install_vllm_weight_sync` adds them.
+    """
+    if tm.backend == "transformers" and tm.fp8 and tm.vllm:
+        from autolearn.fp8 import install_vllm_weight_sync
+
+        install_vllm_weight_sync(trainer)
+
+
+def merge_adapter_into_base(tm: TrainingModel, adapter_dir: Path, merged_dir: Path) -> Path:
+    """Merge a saved LoRA adapter into the 16-bit base checkpoint it was trained on.
+
+    For FP8 training the adapter is merged into the original weights read from
+    ``tm.base_path``, not into the FP8-rounded copy on the GPU, the way QLoRA adapters are
+    merged. The merge runs on the CPU, so it needs no GPU memory beside the training run.
+    """
+    from peft import PeftModel
+
+    if not tm.base_path:
+        raise UserError("cannot merge: the training model does not name its base checkpoint")
+    base = _load_pretrained(tm.base_path, dtype="auto")  # the checkpoint's own dtype
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(merged_dir)
+    tm.tokenizer.save_pretrained(merged_dir)
+    return merged_dir
 
 
 def load_inference_model(
