@@ -32,7 +32,13 @@ from typing import Any
 
 from autolearn.config import Config, parse_reward_spec, save_config
 from autolearn.errors import EXIT_INTERRUPTED, UserError
-from autolearn.models import TrainingModel, cuda_available, world_size
+from autolearn.models import (
+    TrainingModel,
+    cuda_available,
+    merge_adapter_into_base,
+    prepare_trainer,
+    world_size,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -372,6 +378,7 @@ def train(
         train_dataset=dataset,
         processing_class=tm.tokenizer,
     )
+    prepare_trainer(trainer, tm)
     primary = trainer.is_world_process_zero()
     if primary:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -442,13 +449,11 @@ def save_final_model(trainer: Any, tm: TrainingModel, output_dir: Path) -> Path:
     model = trainer.model
     model.save_pretrained(adapter_dir)
     tm.tokenizer.save_pretrained(adapter_dir)
-    if tm.backend == "unsloth":
+    if tm.fp8:  # into the 16-bit checkpoint, not the FP8-rounded weights on the GPU
+        merge_adapter_into_base(tm, adapter_dir, merged_dir)
+    elif tm.backend == "unsloth":
         model.save_pretrained_merged(str(merged_dir), tm.tokenizer, save_method="merged_16bit")
     else:
-        if tm.fp8:
-            from autolearn.fp8 import dequantize_linears
-
-            dequantize_linears(model)
         merged = model.merge_and_unload()
         merged.save_pretrained(merged_dir)
         tm.tokenizer.save_pretrained(merged_dir)
