@@ -1,0 +1,151 @@
+"""GPU smoke tests, skipped without CUDA: FP8 layers on tensor cores, the FP8 backend end to end.
+
+Run them on a GPU machine with ``pytest -q tests/gpu``; ``bench/gpu_grpo.py`` measures the
+same paths at full size.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from autolearn.models import package_available
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+needs_fp8_cores = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+    reason="needs FP8 tensor cores (compute capability >= 8.9)",
+)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm())
+
+
+@needs_fp8_cores
+@pytest.mark.parametrize("rows", [8, 37, 512])
+def test_fp8_linear_matches_bf16_and_gives_input_gradients(rows: int) -> None:
+    from autolearn.fp8 import Fp8Linear, _scaled_mm_supported
+
+    torch.manual_seed(rows)
+    linear = nn.Linear(1024, 768, bias=False, device="cuda", dtype=torch.bfloat16)
+    linear.requires_grad_(False)
+    layer = Fp8Linear(linear)
+    assert layer.weight_fp8.dtype == torch.float8_e4m3fn
+    assert layer.weight_fp8.nbytes * 2 == linear.weight.nbytes  # half the bytes of bf16
+
+    x = torch.randn(rows, 1024, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    assert _scaled_mm_supported(x, layer.weight_fp8)  # the tensor-core path, any row count
+    y = layer(x)
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    reference = x.detach().double() @ linear.weight.double().t()
+    assert relative_error(y, reference) < 0.08  # activations and weights both in e4m3
+
+    grad_out = torch.randn_like(y)
+    y.backward(grad_out)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    expected = grad_out.double() @ layer.weight.double()
+    assert relative_error(x.grad, expected) < 1e-2  # bf16 matmul with the dequantized weight
+
+
+def train_tiny(model_dir: Path, output_dir: Path, **model_settings: object) -> Path:
+    from autolearn.config import Config, ModelConfig, TrainingConfig, validate
+    from autolearn.pipeline import run_training
+    from bench.gpu_grpo import REWARDS, prompt_dataset
+
+    config = Config(
+        model=ModelConfig(name=str(model_dir), backend="transformers", **model_settings),  # type: ignore[arg-type]
+        training=TrainingConfig(
+            output_dir=str(output_dir),
+            num_generations=4,
+            per_device_train_batch_size=4,
+            max_completion_length=16,
+            max_steps=2,
+            learning_rate=1e-3,
+            save_steps=100,
+        ),
+        rewards={"letter_fraction": 1.0},
+    )
+    validate(config)
+    return run_training(config, prompt_dataset(8), REWARDS)
+
+
+@needs_fp8_cores
+def test_fp8_backend_loads_fp8_layers_on_the_gpu(tiny_model_dir: Path) -> None:
+    from autolearn.config import ModelConfig
+    from autolearn.fp8 import Fp8Linear
+    from autolearn.models import load_training_model
+
+    tm = load_training_model(
+        ModelConfig(name=str(tiny_model_dir), backend="transformers", load_in_fp8=True),
+        "transformers",
+        seed=0,
+    )
+    assert tm.fp8 and tm.base_path == str(tiny_model_dir)
+    bases = [m.get_base_layer() for m in tm.model.modules() if hasattr(m, "get_delta_weight")]
+    assert bases and all(isinstance(b, Fp8Linear) for b in bases)
+    assert all(b.weight_fp8.is_cuda for b in bases)
+
+
+@needs_fp8_cores
+def test_fp8_backend_trains_and_merges_into_the_16bit_base(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    out = train_tiny(tiny_model_dir, tmp_path / "run", load_in_fp8=True, fast_inference=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert len(steps) == 2 and all(r["grad_norm"] > 0 for r in steps)
+
+    adapter = load_file(out / "adapter" / "adapter_model.safetensors")
+    lora_b = [t for name, t in adapter.items() if "lora_B" in name]
+    assert lora_b and any(t.abs().sum() > 0 for t in lora_b)  # gradients reached the adapters
+
+    base = load_file(tiny_model_dir / "model.safetensors")
+    merged = load_file(out / "merged" / "model.safetensors")
+    key = "model.layers.0.self_attn.q_proj.weight"
+    prefix = "base_model.model." + key.removesuffix(".weight")
+    a, b = adapter[prefix + ".lora_A.weight"], adapter[prefix + ".lora_B.weight"]
+    scaling = 32 / 16  # lora_alpha / lora_rank defaults
+    expected = base[key].double() + scaling * (b.double() @ a.double())
+    assert relative_error(merged[key], expected) < 1e-5  # merged into the exact base weights
+
+
+@pytest.mark.skipif(not package_available("unsloth"), reason="unsloth is not installed")
+def test_unsloth_backend_loads_and_steps(tiny_model_dir: Path) -> None:
+    # In a subprocess: importing Unsloth patches transformers and TRL for the whole process.
+    script = (
+        "import torch\n"
+        "from autolearn.config import ModelConfig\n"
+        "from autolearn.pipeline import choose_backend\n"
+        "from autolearn.config import Config\n"
+        f"cfg = Config(model=ModelConfig(name={str(tiny_model_dir)!r}, backend='unsloth',"
+        " load_in_fp8=False, fast_inference=False))\n"
+        "assert choose_backend(cfg) == 'unsloth'\n"
+        "from autolearn.models import load_training_model\n"
+        "tm = load_training_model(cfg.model, 'unsloth', seed=0)\n"
+        "ids = torch.randint(0, 1000, (2, 24), device='cuda')\n"
+        "loss = tm.model(input_ids=ids, labels=ids).loss\n"
+        "loss.backward()\n"
+        "grads = [p.grad for n, p in tm.model.named_parameters() if 'lora_A' in n]\n"
+        "assert grads and all(g is not None for g in grads), 'no LoRA gradients'\n"
+        "print('UNSLOTH_OK', float(loss))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
+    assert "UNSLOTH_OK" in result.stdout, (result.stdout + result.stderr)[-4000:]
