@@ -89,9 +89,11 @@ def main() -> None:
     ks = evaluation.parse_ks(args.k)
     if args.timeout <= 0:
         raise UserError(f"--timeout must be positive, got {args.timeout}")
-    problems = evaluation.load_benchmark(args.benchmark, args.test_file)
-    if args.limit is not None:
-        problems = problems[: max(0, args.limit)]
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
+    if args.limit is not None and args.samples:
+        raise UserError("--limit picks problems to generate for; a --samples file is scored whole")
+    problems = evaluation.load_benchmark(args.benchmark, args.test_file)[: args.limit]
     limits = evaluation.default_limits(args.timeout)
     progress = not args.no_progress
     if args.samples:

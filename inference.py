@@ -101,12 +101,12 @@ def main() -> None:
         prompts = chat.load_benchmark_prompts(
             args.prompts, prompt_style=args.prompt_style, limit=args.limit
         )
-    from transformers import set_seed
-
     from autolearn.models import load_inference_model, resolve_model_path
 
-    set_seed(args.seed)
     resolve_model_path(args.model)  # a bad name fails here, before anything is logged
+    from transformers import set_seed
+
+    set_seed(args.seed)
     logger.info("loading %s", args.model)
     model, tokenizer = load_inference_model(args.model, dtype=args.dtype)
     default_temperature = 0.7 if args.mode == "interactive" else 0.0

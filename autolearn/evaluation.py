@@ -460,8 +460,11 @@ def generate_vllm(
     problems: Sequence[CodeProblem],
     settings: GenerationSettings,
     benchmark: str,
-) -> list[list[str]]:
-    """``n_samples`` completions per problem with vLLM (GPU only; the CPU tests cannot run it)."""
+) -> tuple[list[list[str]], str]:
+    """``n_samples`` completions per problem with vLLM, and the prompt style used.
+
+    GPU only; the CPU tests cannot run it.
+    """
     from vllm import LLM, SamplingParams
 
     from autolearn.embedded import fix_tokenizer, is_embedded
@@ -488,7 +491,7 @@ def generate_vllm(
     )
     llm = LLM(model=path, tokenizer=path, seed=settings.seed)
     outputs = llm.generate([{"prompt_token_ids": ids} for ids in token_ids], params)
-    return [[choice.text for choice in output.outputs] for output in outputs]
+    return [[choice.text for choice in output.outputs] for output in outputs], style
 
 
 # --------------------------------------------------------------------------- whole runs
@@ -542,8 +545,7 @@ def evaluate_model(
     chosen = choose_backend(backend)
     started = time.perf_counter()
     if chosen == "vllm":
-        completions = generate_vllm(model_name, problems, settings, benchmark)
-        style = settings.prompt_style
+        completions, style = generate_vllm(model_name, problems, settings, benchmark)
     else:
         from autolearn.models import load_inference_model
 

@@ -100,6 +100,9 @@ def test_repl_ctrl_c_at_prompt_and_ctrl_d_exit(tiny_model_dir: Path, tmp_path: P
     child = spawn_repl(tiny_model_dir, tmp_path)
     try:
         child.send("half a line")
+        # Wait for readline's echo: CPython notices a SIGINT at the prompt only while it waits
+        # for input, so a Ctrl-C racing the processing of typed keys would wait for a new key.
+        child.expect_exact("half a line")
         child.sendintr()  # discards the line, like a shell
         child.expect_exact("you> ")
         assert child.isalive()
@@ -217,3 +220,25 @@ def test_malformed_prompt_rows_are_user_errors(tmp_path: Path) -> None:
     broken.write_text('{"question": \n')
     with pytest.raises(UserError, match="not valid JSON"):
         load_benchmark_prompts(broken)
+
+
+def test_long_conversations_are_trimmed_oldest_first(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from autolearn.chat import trim_history
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    system = {"role": "system", "content": "Be brief."}
+    turns = []
+    for index in range(6):
+        turns.append({"role": "user", "content": f"question {index} " + "word " * 40})
+        turns.append({"role": "assistant", "content": f"answer {index} " + "word " * 40})
+    messages = [system, *turns, {"role": "user", "content": "last question"}]
+    trimmed = trim_history(tokenizer, messages, budget=200, keep_system=True)
+    assert trimmed[0] == system and trimmed[-1]["content"] == "last question"
+    assert 1 < len(trimmed) < len(messages)
+    assert trimmed[1]["role"] == "user"  # whole exchanges are dropped
+    kept = [m["content"].split()[1] for m in trimmed[1:-1]]
+    assert kept == sorted(kept)  # the newest exchanges survive, in order
+    assert trimmed[-2]["content"].startswith("answer 5")
+    assert trim_history(tokenizer, messages, budget=10**6, keep_system=True) == messages
