@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union
@@ -87,7 +87,6 @@ class TrainingConfig:
     seed: int = 42
     log_completions: bool = False
     vllm_mode: str = "colocate"  # TRL's vLLM mode for the transformers backend: colocate | server
-    reward_workers: int = 0  # sandbox pool size for execution rewards; 0 = CPUs / local processes
 
 
 @dataclass
@@ -99,6 +98,30 @@ class MathDataConfig:
     split: str = "train"
     max_samples: int = 0  # 0 = all
     prompt_style: str = "one_shot"  # one_shot | zero_shot
+
+
+@dataclass
+class CodeDataConfig:
+    """Code problems with tests: HumanEval, MBPP, a custom JSON file, or a local file."""
+
+    name: str = "humaneval"  # humaneval | mbpp | mbpp-sanitized | custom | path to a file
+    split: str = ""  # "" = the dataset's usual training split
+    max_samples: int = 0  # 0 = all
+    test_file: str = "examples/custom_tests.json"  # problems file for name: custom
+    eval_fraction: float = 0.0  # share of problems held out of training (reported in the log)
+
+
+@dataclass
+class BenchDataConfig:
+    """SWE-bench or Terminal-Bench tasks."""
+
+    name: str = "terminal"  # swe-lite | swe-verified | terminal
+    data_file: str = ""  # local SWE-bench .jsonl/.parquet instead of the hub
+    repos_dir: str = (
+        ""  # local clones: adds the touched files to prompts, checks that patches apply
+    )
+    tasks_dir: str = ""  # Terminal-Bench task folders ("" = the bundled examples/terminal_tasks)
+    max_samples: int = 0  # 0 = all
 
 
 @dataclass
@@ -358,12 +381,21 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return tree
 
 
-def load_config(defaults: Config, args: argparse.Namespace) -> Config:
-    """Resolve the run's config: ``defaults``, then the YAML file, then command-line flags."""
+def load_config(
+    defaults: Config,
+    args: argparse.Namespace,
+    finalize: Callable[[Config], None] | None = None,
+) -> Config:
+    """Resolve the run's config: ``defaults``, then the YAML file, then command-line flags.
+
+    ``finalize`` may fill in settings that depend on others (before validation).
+    """
     config = defaults
     if args.config:
         merge(config, read_yaml(args.config), str(args.config))
     merge(config, cli_overrides(args), "command-line flags")
+    if finalize is not None:
+        finalize(config)
     validate(config)
     return config
 

@@ -1,0 +1,99 @@
+"""End-to-end GRPO runs of train_code_grpo.py and train_bench_grpo.py on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+TINY_RUN = ("--max_completion_length", "24", "--num_generations", "2", "--batch_size", "2")
+
+
+def run_script(script: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+
+
+def logged_steps(output_dir: Path) -> list[dict[str, float]]:
+    rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "reward" in r]
+
+
+def test_code_training_on_a_humaneval_subset(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "code"
+    result = run_script(
+        "train_code_grpo.py",
+        "--model", str(tiny_model_dir),
+        "--dataset", "humaneval",
+        "--max_samples", "4",
+        "--max_steps", "2",
+        "--output_dir", str(out),
+        *TINY_RUN,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "contaminated" in result.stderr  # training on HumanEval says so
+    steps = logged_steps(out)
+    assert len(steps) == 2
+    for name in ("test_pass", "execution", "syntax", "lint", "complexity"):
+        assert f"rewards/{name}/mean" in steps[-1]
+    assert (out / "merged" / "config.json").is_file()
+    assert (out / "reward_curve.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("benchmark", "extra", "components"),
+    [
+        ("terminal", (), ("terminal_format", "terminal_safety", "terminal_execution")),
+        (
+            "swe-lite",
+            ("--data_file", str(ROOT / "examples" / "swe_sample.jsonl")),
+            ("swe_format", "swe_similarity", "swe_files"),
+        ),
+    ],
+)
+def test_bench_training_on_bundled_fixtures(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    benchmark: str,
+    extra: tuple[str, ...],
+    components: tuple[str, ...],
+) -> None:
+    out = tmp_path / benchmark
+    result = run_script(
+        "train_bench_grpo.py",
+        "--benchmark", benchmark,
+        *extra,
+        "--model", str(tiny_model_dir),
+        "--max_samples", "4",
+        "--max_steps", "2",
+        "--output_dir", str(out),
+        *TINY_RUN,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = logged_steps(out)
+    assert len(steps) == 2
+    for name in components:
+        assert f"rewards/{name}/mean" in steps[-1]
+    saved = (out / "config.yaml").read_text()
+    assert f"name: {benchmark}" in saved and components[0] in saved
+
+
+def test_bench_rejects_a_reward_of_the_other_benchmark(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("rewards: {swe_format: 1.0}\n")
+    result = run_script("train_bench_grpo.py", "--benchmark", "terminal", "--config", str(config))
+    assert result.returncode == 2
+    assert "does not apply to terminal" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
