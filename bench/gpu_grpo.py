@@ -838,8 +838,22 @@ def drive(args: argparse.Namespace) -> int:
             result.get("error") or "",
         )
         write_report(out, settings, environment_report(), results)  # partial results survive a kill
+    if args.include_earlier:
+        results = sorted(results + earlier_results(work, cases), key=lambda r: r["case"])
     print(write_report(out, settings, environment_report(), results))
     return 0
+
+
+def earlier_results(work: Path, ran: list[Case]) -> list[dict[str, Any]]:
+    """Results that earlier runs on this machine left in ``work`` for the cases not run now."""
+    found = []
+    for case in CASES:
+        path = work / f"{case.name}.json"
+        if case not in ran and path.is_file():
+            result = json.loads(path.read_text())
+            result["earlier_run"] = True
+            found.append(result)
+    return found
 
 
 def settings_argv(settings: Settings) -> list[str]:
@@ -879,6 +893,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", default="/tmp/gpu_bench", help="models, runs, compile caches")
     parser.add_argument(
         "--tokenizer", default=None, help="tokenizer dir (default: the embedded one)"
+    )
+    parser.add_argument(
+        "--include-earlier",
+        action="store_true",
+        help="also report the results earlier runs left in --workdir for the other cases",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--build-model", action="store_true", help=argparse.SUPPRESS)
