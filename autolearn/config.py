@@ -87,6 +87,9 @@ class TrainingConfig:
     seed: int = 42
     log_completions: bool = False
     vllm_mode: str = "colocate"  # TRL's vLLM mode for the transformers backend: colocate | server
+    vllm_server_host: str = "127.0.0.1"  # with vllm_mode: server (`trl vllm-serve`)
+    vllm_server_port: int = 8000
+    ddp_timeout: int = 600  # seconds a process waits for the others before giving up
 
 
 @dataclass

@@ -27,6 +27,7 @@ EMBEDDED_MODELS = {
 }
 EOS_TOKEN = "<|im_end|>"
 PAD_TOKEN = "<|endoftext|>"
+CACHE_VERSION = 2  # bump when the conversion changes, so old caches are not reused
 
 
 def is_embedded(name: str) -> bool:
@@ -63,6 +64,8 @@ def gguf_location(name: str) -> tuple[Path, str]:
 def fix_tokenizer(tokenizer: Any) -> Any:
     """Set the real end-of-turn token as eos and a distinct pad token."""
     tokenizer.eos_token = EOS_TOKEN
+    # The GGUF asks for the WordPiece space clean-up, which corrupts BPE text (and warns).
+    tokenizer.clean_up_tokenization_spaces = False
     if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
         tokenizer.pad_token = PAD_TOKEN
     return tokenizer
@@ -70,7 +73,7 @@ def fix_tokenizer(tokenizer: Any) -> Any:
 
 def embedded_tokenizer_dir(name: str = "embedded:smollm2-135m") -> Path:
     """A directory holding the embedded model's (fixed) tokenizer, created on first use."""
-    target = cache_dir() / name.removeprefix(EMBEDDED_PREFIX) / "tokenizer"
+    target = cache_dir() / name.removeprefix(EMBEDDED_PREFIX) / f"tokenizer-v{CACHE_VERSION}"
     if (target / "tokenizer_config.json").is_file():
         return target
     from transformers import AutoTokenizer
@@ -83,7 +86,7 @@ def embedded_tokenizer_dir(name: str = "embedded:smollm2-135m") -> Path:
 
 def embedded_checkpoint(name: str = "embedded:smollm2-135m") -> Path:
     """A plain (trainable) checkpoint of the embedded model, converted from GGUF on first use."""
-    target = cache_dir() / name.removeprefix(EMBEDDED_PREFIX) / "checkpoint"
+    target = cache_dir() / name.removeprefix(EMBEDDED_PREFIX) / f"checkpoint-v{CACHE_VERSION}"
     if (target / "config.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -21,6 +21,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -173,13 +174,19 @@ def grpo_config(config: Config, tm: TrainingModel, weights: list[float]) -> Any:
         "gradient_checkpointing": m.gradient_checkpointing and tm.backend == "transformers",
         "gradient_checkpointing_kwargs": {"use_reentrant": False},
         "remove_unused_columns": False,
+        "ddp_find_unused_parameters": False,  # LoRA uses every adapter weight in each step
+        "ddp_timeout": t.ddp_timeout,  # a crashed rank stops the others after this many seconds
         "disable_tqdm": False,
     }
     if tm.vllm:
         kwargs["use_vllm"] = True
         if tm.backend == "transformers":
             kwargs["vllm_mode"] = t.vllm_mode
-            kwargs["vllm_gpu_memory_utilization"] = m.gpu_memory_utilization
+            if t.vllm_mode == "server":  # generation on a `trl vllm-serve` process of its own
+                kwargs["vllm_server_host"] = t.vllm_server_host
+                kwargs["vllm_server_port"] = t.vllm_server_port
+            else:
+                kwargs["vllm_gpu_memory_utilization"] = m.gpu_memory_utilization
     return GRPOConfig(**kwargs)
 
 
@@ -403,9 +410,7 @@ def train(
             checkpoint,
         )
         raise SystemExit(EXIT_INTERRUPTED)
-    if primary:
-        save_final_model(trainer, tm, output_dir)
-    trainer.accelerator.wait_for_everyone()
+    save_final_model(trainer, tm, output_dir)
     return output_dir
 
 
@@ -444,29 +449,45 @@ def log_run_header(config: Config, tm: TrainingModel, dataset: Any, weights: lis
 
 
 def save_final_model(trainer: Any, tm: TrainingModel, output_dir: Path) -> Path:
-    """Save the LoRA adapter to ``adapter/`` and the merged model to ``merged/``, with the tokenizer."""
+    """Save the LoRA adapter to ``adapter/`` and the merged model to ``merged/``, with the tokenizer.
+
+    Every process calls this (gathering sharded FSDP weights is collective); only the main
+    process writes. FP8 and sharded runs merge the adapter into the 16-bit base checkpoint
+    re-read from disk, not into the weights held by the trainer.
+    """
     adapter_dir, merged_dir = output_dir / "adapter", output_dir / "merged"
-    model = trainer.model
-    model.save_pretrained(adapter_dir)
-    tm.tokenizer.save_pretrained(adapter_dir)
-    if tm.fp8:  # into the 16-bit checkpoint, not the FP8-rounded weights on the GPU
-        merge_adapter_into_base(tm, adapter_dir, merged_dir)
-    elif tm.backend == "unsloth":
-        model.save_pretrained_merged(str(merged_dir), tm.tokenizer, save_method="merged_16bit")
-    else:
-        merged = model.merge_and_unload()
-        merged.save_pretrained(merged_dir)
-        tm.tokenizer.save_pretrained(merged_dir)
-    logger.info("saved the LoRA adapter to %s and the merged model to %s", adapter_dir, merged_dir)
+    trainer.save_model(str(adapter_dir))
+    if trainer.is_world_process_zero():
+        tm.tokenizer.save_pretrained(adapter_dir)
+        sharded = "FSDP" in str(trainer.accelerator.distributed_type)
+        if tm.fp8 or sharded:
+            merge_adapter_into_base(tm, adapter_dir, merged_dir)
+        elif tm.backend == "unsloth":
+            trainer.model.save_pretrained_merged(
+                str(merged_dir), tm.tokenizer, save_method="merged_16bit"
+            )
+        else:
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(merged_dir)
+            tm.tokenizer.save_pretrained(merged_dir)
+        logger.info(
+            "saved the LoRA adapter to %s and the merged model to %s", adapter_dir, merged_dir
+        )
+    trainer.accelerator.wait_for_everyone()
     return merged_dir
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Console logging for the scripts: our messages at INFO, libraries' at WARNING."""
+    """Console logging for the scripts: our messages at INFO, libraries' at WARNING, rank 0 only."""
     logging.basicConfig(
         level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    logging.getLogger("autolearn").setLevel(logging.DEBUG if verbose else logging.INFO)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    level = (logging.DEBUG if verbose else logging.INFO) if main_process else logging.ERROR
+    logging.getLogger("autolearn").setLevel(level)
+    if not main_process:  # one console voice under accelerate launch: rank 0's
+        for noisy in ("transformers", "trl", "datasets", "accelerate"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)

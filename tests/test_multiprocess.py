@@ -1,0 +1,68 @@
+"""Two training processes on CPU (gloo) under accelerate launch; only rank 0 writes outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def accelerate_launch(*argv: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(ROOT / "examples" / "accelerate" / "cpu_2proc.yaml"),
+        *argv,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+
+
+def test_two_processes_train_and_only_rank_zero_writes(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ddp"
+    result = accelerate_launch(
+        str(ROOT / "train_fp8_grpo.py"),
+        "--model", str(tiny_model_dir),
+        "--dataset", str(ROOT / "examples" / "math_sample.jsonl"),
+        "--max_samples", "8",
+        "--max_steps", "2",
+        "--max_completion_length", "16",
+        "--num_generations", "2",
+        "--batch_size", "2",
+        "--output_dir", str(out),
+    )  # fmt: skip
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    # The effective batch counts both processes: 2 x 2 completions = 2 prompts x 2 generations.
+    assert "2 prompts x 2 generations per step (2 process(es)" in log
+    assert log.count("autolearn.trainer: model ") == 1  # one console voice
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward" in r] == [1, 2]  # written once, not per rank
+    assert (out / "merged" / "config.json").is_file()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md", "adapter", "checkpoint-2", "config.yaml", "merged", "metrics.jsonl", "reward_curve.png",
+    ]  # fmt: skip
+
+
+def test_batch_that_does_not_split_into_groups_fails_before_loading(tmp_path: Path) -> None:
+    result = accelerate_launch(
+        str(ROOT / "train_fp8_grpo.py"),
+        "--model", "someone/never-loaded",
+        "--dataset", str(ROOT / "examples" / "math_sample.jsonl"),
+        "--num_generations", "3",
+        "--batch_size", "2",
+        "--output_dir", str(tmp_path / "bad"),
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "2 process(es) x per_device_train_batch_size 2" in result.stderr
+    assert "not a multiple of num_generations 3" in result.stderr
+    assert "never-loaded" not in result.stderr  # rejected before any model was looked up
