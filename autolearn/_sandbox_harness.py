@@ -403,14 +403,13 @@ def _run(
     return all_ok
 
 
-def _main(job: dict) -> None:
-    """Entry point inside the sandbox."""
+def _run_job(job: dict, verdict_fd: int) -> None:
+    """Run one job in this process and exit; never returns."""
     import posix
 
     _apply_limits(job["limits"])
     if job["mode"] == "shell":
         _exec_shell(job)
-    verdict_fd = int(sys.argv[2])
     posix.set_inheritable(verdict_fd, False)
     sys.path.extend(job["path"])
     sys.argv[:] = ["solution"]
@@ -428,9 +427,126 @@ def _main(job: dict) -> None:
     posix._exit(0 if ok else 1)
 
 
+# --------------------------------------------------------------------------- zygote
+# A zygote is PID 1 of a long-lived bubblewrap sandbox. For each job it forks a child that runs
+# the job exactly like a fresh runner would; afterwards it kills every other process in the
+# sandbox (kill(-1) from PID 1 reaches all of them, setsid or not), reaps them and wipes the
+# writable directories, so no job sees anything of the previous one. As PID 1 it cannot be
+# signalled from inside its namespace. It never sees a job's key: the child reads the job from
+# the job pipe itself.
+
+_WRITABLE_DIRS = ("/tmp", "/dev/shm")
+_WORKDIR = "/tmp/work"
+
+
+def _zygote_main(control_fd: int) -> None:
+    """Serve jobs sent over the control socket until the host closes it."""
+    import _blake2  # noqa: F401 - loaded once here instead of in every child
+    import marshal
+    import posix
+    import resource  # noqa: F401
+    import socket
+    import types  # noqa: F401
+
+    control = socket.socket(fileno=control_fd)
+    _wipe_writable_dirs()
+    control.send(b"Z")
+    while True:
+        message, fds, _, _ = socket.recv_fds(control, 16, 4)
+        if not message:
+            posix._exit(0)
+        status, cpu_s = _fork_job(fds)
+        _kill_all_but_me()
+        _wipe_writable_dirs()
+        control.send(b"D" + marshal.dumps((status, cpu_s)))
+
+
+def _fork_job(fds: list) -> tuple:
+    """Fork a child that runs the job whose pipes are `fds`; return (wait status, CPU s)."""
+    import posix
+
+    pid = posix.fork()
+    if pid == 0:
+        try:
+            _job_child(fds)
+        finally:
+            posix._exit(_INTERNAL_ERROR_EXIT)
+    for fd in fds:
+        posix.close(fd)
+    _, status, usage = posix.wait4(pid, 0)
+    return status, usage.ru_utime + usage.ru_stime
+
+
+def _job_child(fds: list) -> None:
+    """In the forked child: wire the job's pipes to 0/1/2, drop every other fd, run the job."""
+    import marshal
+    import posix
+
+    if len(fds) != 4:
+        raise ValueError("a job needs four pipes")
+    job_fd, out_fd, err_fd, verdict_fd = fds
+    null = posix.open("/dev/null", posix.O_RDONLY)
+    posix.dup2(null, 0)
+    posix.dup2(out_fd, 1)
+    posix.dup2(err_fd, 2)
+    keep = sorted((job_fd, verdict_fd))
+    posix.closerange(3, keep[0])
+    posix.closerange(keep[0] + 1, keep[1])
+    posix.closerange(keep[1] + 1, 1 << 20)
+    posix.chdir(_WORKDIR)
+    chunks = []
+    while chunk := posix.read(job_fd, 1 << 20):
+        chunks.append(chunk)
+    posix.close(job_fd)
+    _run_job(marshal.loads(b"".join(chunks)), verdict_fd)
+
+
+def _kill_all_but_me() -> None:
+    """SIGKILL and reap every process in the namespace except PID 1 (this zygote)."""
+    import posix
+
+    while True:
+        try:
+            posix.kill(-1, 9)
+        except ProcessLookupError:
+            return
+        try:  # orphans were reparented to PID 1, so all of them are our children now
+            while True:
+                posix.waitpid(-1, 0)
+        except ChildProcessError:
+            pass
+
+
+def _wipe_writable_dirs() -> None:
+    """Empty /tmp and /dev/shm and recreate the working directory."""
+    import posix
+    import shutil
+
+    def unlock_and_retry(func: Callable, path: str, _info: object) -> None:
+        posix.chmod(path.rsplit("/", 1)[0] or "/", 0o700)  # a candidate may have chmod 000'd it
+        posix.chmod(path, 0o700)
+        func(path)
+
+    for directory in _WRITABLE_DIRS:
+        for entry in posix.scandir(directory):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, onerror=unlock_and_retry)
+            else:
+                posix.unlink(entry.path)
+    posix.mkdir(_WORKDIR, 0o755)
+
+
+def _entry(job: dict) -> None:
+    """Dispatch on the job the bootstrap handed over: a zygote, or a single run."""
+    if job["mode"] == "zygote":
+        _zygote_main(int(sys.argv[2]))
+    else:
+        _run_job(job, int(sys.argv[2]) if len(sys.argv) > 2 else -1)
+
+
 if __name__ == "__sandbox__":
     try:
-        _main(globals().pop("JOB"))
+        _entry(globals().pop("JOB"))
     except BaseException as _exc:
         import posix
 

@@ -75,6 +75,7 @@ rlimits levels add the weaknesses noted above; as root they do not protect the h
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import functools
@@ -90,6 +91,7 @@ import secrets
 import selectors
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -107,6 +109,7 @@ logger = logging.getLogger(__name__)
 
 ISOLATION_ENV = "AUTOLEARN_SANDBOX_ISOLATION"
 SITE_PACKAGES_ENV = "AUTOLEARN_SANDBOX_SITE_PACKAGES"
+ZYGOTE_ENV = "AUTOLEARN_SANDBOX_ZYGOTE"
 ISOLATION_LEVELS = ("rlimits", "namespaces", "bwrap")  # weakest first
 STATUSES = ("passed", "failed", "timeout", "memory", "crashed", "output_limit", "error")
 
@@ -282,7 +285,7 @@ def run_python_batch(
 
 def isolation_level() -> str:
     """Strongest isolation this machine supports: "bwrap", "namespaces" or "rlimits" (cached)."""
-    with _DETECT_LOCK:
+    with _LOCKS.detect:
         if "level" not in _DETECTED:
             _DETECTED["level"] = _detect_level()
         return _DETECTED["level"]
@@ -320,7 +323,12 @@ def _run_python_checked(program: str, tests: tuple[str, ...], limits: Limits) ->
     level = _effective_level()
     key = secrets.token_bytes(32)
     job = {"mode": "python", "key": key, "program": program, "tests": tests}
-    outcome = _execute(job, limits, level)
+    outcome = None
+    if level == "bwrap" and _ZYGOTES.usable():
+        zygote_job = {**job, "limits": _rlimits(limits, level), "path": _job_sys_path()}
+        outcome = _ZYGOTES.run(marshal.dumps(zygote_job), limits)
+    if outcome is None:
+        outcome = _execute(job, limits, level)
     verdicts = _parse_verdicts(outcome.verdict_bytes, key, len(tests))
     if outcome.verdict_flood and not verdicts.tamper:
         verdicts.tamper = "verdict channel flooded"
@@ -339,10 +347,18 @@ def _run_python_checked(program: str, tests: tuple[str, ...], limits: Limits) ->
 
 # --------------------------------------------------------------------------- isolation detection
 
-_DETECT_LOCK = threading.Lock()
+
+@dataclass
+class _Locks:
+    """Module locks, replaced in forked children (see `_reset_after_fork`)."""
+
+    detect: threading.Lock = field(default_factory=threading.Lock)
+    warn: threading.Lock = field(default_factory=threading.Lock)
+
+
+_LOCKS = _Locks()
 _DETECTED: dict[str, str] = {}
 _WARNED_LEVELS: set[str] = set()
-_WARN_LOCK = threading.Lock()
 
 
 @dataclass
@@ -397,7 +413,7 @@ def _effective_level() -> str:
 
 
 def _warn_once(level: str) -> None:
-    with _WARN_LOCK:
+    with _LOCKS.warn:
         if level in _WARNED_LEVELS:
             return
         _WARNED_LEVELS.add(level)
@@ -437,6 +453,10 @@ class _PidsCgroups:
                     self._parent = self._create_parent()
             return self._parent
 
+    def reset_lock(self) -> None:
+        """Give a forked child a lock of its own."""
+        self._lock = threading.Lock()
+
     def create(self, max_tasks: int) -> Path | None:
         """A fresh cgroup limited to `max_tasks` tasks, or None when cgroups are unavailable."""
         parent = self.parent()
@@ -444,7 +464,7 @@ class _PidsCgroups:
             return None
         with self._lock:
             self._counter += 1
-            path = parent / f"run-{self._counter}"
+            path = parent / f"run-{os.getpid()}-{self._counter}"  # forked children share it
         try:
             path.mkdir()
             (path / "pids.max").write_text(str(max_tasks))
@@ -496,9 +516,7 @@ class _PidsCgroups:
             with contextlib.suppress(OSError):
                 parent.rmdir()
             return None
-        import atexit
-
-        atexit.register(_remove_quietly, parent)
+        atexit.register(_remove_empty_cgroups, parent)
         return parent
 
 
@@ -558,6 +576,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _remove_empty_cgroups(parent: Path) -> None:
+    """At exit: remove run cgroups left empty (e.g. by forked children) and the parent."""
+    with contextlib.suppress(OSError):
+        for child in parent.iterdir():
+            if child.is_dir():
+                _remove_quietly(child)
+    _remove_quietly(parent)
+
+
 def _remove_quietly(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.rmdir()
@@ -580,15 +607,21 @@ _CGROUPS = _PidsCgroups()
 # --------------------------------------------------------------------------- seccomp filter
 
 # x86-64 / aarch64 syscall numbers answered with EPERM inside bubblewrap. ptrace and the
-# process_vm/pidfd_getfd calls would let a helper process read the runner's memory (and key).
+# process_vm/pidfd_getfd calls would let a helper process read the runner's memory (and key);
+# System V IPC and POSIX message queues outlive processes, so they could carry data from one
+# job to the next in a reused sandbox. Order: ptrace, process_vm_readv/writev, pidfd_getfd,
+# perf_event_open, bpf, userfaultfd, io_uring x3, add_key, request_key, keyctl, unshare,
+# setns, shmget, semget, msgget, mq_open.
 _DENIED_SYSCALLS = {
     "x86_64": (
         0xC000003E,
-        (101, 310, 311, 438, 298, 321, 323, 425, 426, 427, 248, 249, 250, 272, 308),
+        (*(101, 310, 311, 438, 298, 321, 323, 425, 426, 427), *(248, 249, 250, 272, 308)),
+        (29, 64, 68, 240),
     ),
     "aarch64": (
         0xC00000B7,
-        (117, 270, 271, 438, 241, 280, 282, 425, 426, 427, 217, 218, 219, 97, 268),
+        (*(117, 270, 271, 438, 241, 280, 282, 425, 426, 427), *(217, 218, 219, 97, 268)),
+        (194, 190, 186, 180),
     ),
 }
 _X32_SYSCALL_BIT = 0x40000000
@@ -599,7 +632,8 @@ def _seccomp_program() -> bytes | None:
     spec = _DENIED_SYSCALLS.get(platform.machine())
     if spec is None:
         return None
-    arch, denied = spec
+    arch, isolation_calls, ipc_calls = spec
+    denied = (*isolation_calls, *ipc_calls)
     ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
     allow, deny = 0x7FFF0000, 0x00050000 | errno.EPERM
     checks = [(jge, _X32_SYSCALL_BIT)] if arch == 0xC000003E else []
@@ -622,7 +656,7 @@ def _seccomp_program() -> bytes | None:
 _SECCOMP = _seccomp_program()
 
 
-# --------------------------------------------------------------------------- spawning
+# --------------------------------------------------------------------------- running
 
 
 @dataclass
@@ -634,8 +668,6 @@ class _Outcome:
     duration_s: float = 0.0
     stdout_tail: bytes = b""
     stderr_tail: bytes = b""
-    stdout_total: int = 0
-    stderr_total: int = 0
     verdict_bytes: bytes = b""
     timed_out: bool = False
     output_killed: str = ""
@@ -643,37 +675,174 @@ class _Outcome:
     spawn_error: str = ""
 
 
-@dataclass
-class _Pipes:
-    """Host ends and child ends of the pipes of one run."""
+class _RunPipes:
+    """The pipes of one run: job in, stdout, stderr and verdicts out.
 
-    job_r: int
-    job_w: int | None
-    verdict_r: int | None = None
-    verdict_w: int | None = None
-    seccomp_r: int | None = None
-    child_ends: list[int] = field(default_factory=list)
+    Host ends are owned (and closed) by `_Collector`; child ends are closed here once the child
+    holds them. Every fd is created close-on-exec, so concurrent spawns never inherit them.
+    """
+
+    def __init__(self, *, verdicts: bool) -> None:
+        self.job_r, self.job_w = os.pipe()
+        self.stdout_r, self.stdout_w = os.pipe()
+        self.stderr_r, self.stderr_w = os.pipe()
+        self.verdict_r: int | None = None
+        self.verdict_w: int | None = None
+        if verdicts:
+            self.verdict_r, self.verdict_w = os.pipe()
+        self.extra_child_ends: list[int] = []
+
+    def child_ends(self) -> list[int]:
+        """Ends passed to the sandbox, in the order the zygote expects them."""
+        ends = [self.job_r, self.stdout_w, self.stderr_w]
+        return ends + ([self.verdict_w] if self.verdict_w is not None else [])
 
     def close_child_ends(self) -> None:
-        """Close the ends the child inherited (after spawning)."""
-        for fd in self.child_ends:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.child_ends = []
+        """Close our copies of the child ends (idempotent)."""
+        for fd in [*self.child_ends(), *self.extra_child_ends]:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.job_r = self.stdout_w = self.stderr_w = -1
+        self.verdict_w = -1 if self.verdict_w is not None else None
+        self.extra_child_ends = []
 
-    def close_job_writer(self) -> None:
-        """Close the host end of the job pipe once (fd numbers are reused by other threads)."""
+
+class _Collector:
+    """Feeds the job pipe and reads stdout, stderr (tails capped) and verdict lines."""
+
+    def __init__(self, pipes: _RunPipes, job_bytes: bytes, limits: Limits) -> None:
+        self.limits = limits
+        self.job_w: int | None = pipes.job_w
+        self.pending = memoryview(job_bytes)
+        self.buffers = {pipes.stdout_r: bytearray(), pipes.stderr_r: bytearray()}
+        self.totals = dict.fromkeys(self.buffers, 0)
+        self.names = {pipes.stdout_r: "stdout", pipes.stderr_r: "stderr"}
+        self.stdout_fd, self.stderr_fd = pipes.stdout_r, pipes.stderr_r
+        self.verdict_fd = pipes.verdict_r
+        self.verdicts = bytearray()
+        self.output_killed = ""
+        self.flooded = False
+        self.selector = selectors.DefaultSelector()
+        self.open_reads: set[int] = set()
+        for fd in [*self.buffers, *([self.verdict_fd] if self.verdict_fd is not None else [])]:
+            os.set_blocking(fd, False)
+            self.selector.register(fd, selectors.EVENT_READ)
+            self.open_reads.add(fd)
+        os.set_blocking(self.job_w, False)
+        self.selector.register(self.job_w, selectors.EVENT_WRITE)
+
+    def pump(self, done_fd: int | None, deadline: float, poll: Callable[[], bool]) -> str:
+        """Move data until `done_fd` is readable (or `poll()` says done): "done", "timeout",
+        "output" or "flood"."""
+        if done_fd is not None:
+            self.selector.register(done_fd, selectors.EVENT_READ)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return "timeout"
+                wait = remaining if done_fd is not None else min(remaining, 0.02)
+                for key, _ in self.selector.select(wait):
+                    if key.fd == done_fd:
+                        return "done"
+                    self._service(key.fd)
+                    if self.output_killed:
+                        return "output"
+                    if self.flooded:
+                        return "flood"
+                if done_fd is None and poll():
+                    return "done"
+        finally:
+            if done_fd is not None:
+                self.selector.unregister(done_fd)
+
+    def drain(self) -> None:
+        """Collect what is still in the pipes; the writers are dead unless they escaped."""
+        self._close_job_writer()
+        give_up = time.monotonic() + _DRAIN_SECONDS
+        while self.open_reads and time.monotonic() < give_up:
+            for key, _ in self.selector.select(max(0.0, give_up - time.monotonic())):
+                while key.fd in self.open_reads and self._read(key.fd) and not self.flooded:
+                    pass
+
+    def fill(self, outcome: _Outcome) -> None:
+        """Copy tails and verdict bytes into `outcome`."""
+        cap = self.limits.output_bytes
+        outcome.stdout_tail = bytes(self.buffers[self.stdout_fd][-cap:])
+        outcome.stderr_tail = bytes(self.buffers[self.stderr_fd][-cap:])
+        outcome.verdict_bytes = bytes(self.verdicts)
+        outcome.output_killed = self.output_killed
+        outcome.verdict_flood = self.flooded
+
+    def close(self) -> None:
+        """Close every host end."""
+        self._close_job_writer()
+        for fd in [*self.buffers, *([self.verdict_fd] if self.verdict_fd is not None else [])]:
+            if fd in self.open_reads:
+                self.selector.unregister(fd)
+            os.close(fd)
+        self.open_reads.clear()
+        self.selector.close()
+
+    def _service(self, fd: int) -> None:
+        if fd == self.job_w:
+            self._feed_job()
+        else:
+            self._read(fd)
+
+    def _feed_job(self) -> None:
+        assert self.job_w is not None
+        try:
+            written = os.write(self.job_w, self.pending[: 1 << 16])
+            self.pending = self.pending[written:]
+        except BlockingIOError:
+            return
+        except OSError:  # the sandbox went away before reading its job
+            self.pending = self.pending[:0]
+        if not self.pending:
+            self._close_job_writer()
+
+    def _close_job_writer(self) -> None:
         if self.job_w is not None:
-            fd, self.job_w = self.job_w, None
-            os.close(fd)
+            self.selector.unregister(self.job_w)
+            os.close(self.job_w)
+            self.job_w = None
 
-    def close_all(self) -> None:
-        """Close every fd of this run that is still open."""
-        self.close_child_ends()
-        self.close_job_writer()
-        if self.verdict_r is not None:
-            fd, self.verdict_r = self.verdict_r, None
-            os.close(fd)
+    def _read(self, fd: int) -> bool:
+        """Read one chunk; False at EOF (the fd is then unregistered) or when nothing is ready."""
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return False
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.selector.unregister(fd)
+            self.open_reads.discard(fd)
+            return False
+        if fd == self.verdict_fd:
+            self.verdicts += chunk
+            self.flooded = len(self.verdicts) > _VERDICT_LIMIT
+            return True
+        buffer = self.buffers[fd]
+        buffer += chunk
+        cap = self.limits.output_bytes
+        if len(buffer) > 2 * cap:
+            del buffer[:-cap]
+        self.totals[fd] += len(chunk)
+        if self.totals[fd] > _OUTPUT_KILL_FACTOR * cap:
+            self.output_killed = self.names[fd]
+        return True
+
+
+def _finish_outcome(outcome: _Outcome, state: str, started: float) -> _Outcome:
+    outcome.timed_out = state == "timeout"
+    outcome.duration_s = time.monotonic() - started
+    return outcome
+
+
+# ----------------------------------------------------------------- one fresh sandbox per run
 
 
 def _execute(
@@ -685,25 +854,26 @@ def _execute(
     extra_env: Mapping[str, str] | None = None,
     cgroup_ok: bool = True,
 ) -> _Outcome:
-    """Spawn the runner at `level`, feed it `job`, supervise it and clean up everything."""
+    """Spawn a fresh runner at `level`, feed it `job`, supervise it and clean up everything."""
     mode = job["mode"]
     host_dir = None if level == "bwrap" else Path(tempfile.mkdtemp(prefix="autolearn-sbx-"))
-    pipes = _open_pipes(mode, level)
+    pipes = _RunPipes(verdicts=mode == "python")
+    seccomp_fd = _seccomp_pipe() if level == "bwrap" else None
+    if seccomp_fd is not None:
+        pipes.extra_child_ends.append(seccomp_fd)
     cgroup = _CGROUPS.create(limits.max_pids + _TASK_OVERHEAD[level]) if cgroup_ok else None
     try:
-        job = dict(job)
-        job["limits"] = _rlimits(limits, level)
         paths = _sandbox_paths(mode, level, host_dir, workdir)
-        job["path"] = _site_dirs() if os.environ.get(SITE_PACKAGES_ENV) == "1" else ()
+        job = {**job, "limits": _rlimits(limits, level), "path": _job_sys_path()}
         job["script_path"] = paths["script"]
-        argv = _wrapper_argv(cgroup, level) + _isolation_argv(level, mode, limits, pipes, workdir)
+        argv = _wrapper_argv(cgroup, level)
+        argv += _isolation_argv(level, mode, limits, seccomp_fd, workdir)
         argv += _runner_argv(pipes, mode)
         launch = _Launch(argv, _sandbox_env(paths["home"], paths["tmp"], extra_env), paths["cwd"])
-        return _spawn_and_supervise(
-            launch, pipes, marshal.dumps((_HARNESS_CODE, job)), limits, cgroup
-        )
+        payload = marshal.dumps((_HARNESS_CODE, job))
+        return _spawn_and_supervise(launch, pipes, payload, limits, cgroup)
     finally:
-        pipes.close_all()
+        pipes.close_child_ends()
         if cgroup is not None:
             _CGROUPS.destroy(cgroup)
         if host_dir is not None:
@@ -713,19 +883,18 @@ def _execute(
 _TASK_OVERHEAD = {"bwrap": 2, "namespaces": 1, "rlimits": 1}  # supervisor tasks inside the cgroup
 
 
-def _open_pipes(mode: str, level: str) -> _Pipes:
-    job_r, job_w = os.pipe()
-    pipes = _Pipes(job_r=job_r, job_w=job_w, child_ends=[job_r])
-    if mode == "python":
-        pipes.verdict_r, pipes.verdict_w = os.pipe()
-        pipes.child_ends.append(pipes.verdict_w)
-    if level == "bwrap" and _SECCOMP is not None:
-        seccomp_r, seccomp_w = os.pipe()
-        os.write(seccomp_w, _SECCOMP)  # a few hundred bytes: fits in the pipe buffer
-        os.close(seccomp_w)
-        pipes.seccomp_r = seccomp_r
-        pipes.child_ends.append(seccomp_r)
-    return pipes
+def _seccomp_pipe() -> int | None:
+    """Read end of a pipe holding the seccomp program (bwrap reads it once)."""
+    if _SECCOMP is None:
+        return None
+    read_end, write_end = os.pipe()
+    os.write(write_end, _SECCOMP)  # a few hundred bytes: fits in the pipe buffer
+    os.close(write_end)
+    return read_end
+
+
+def _job_sys_path() -> tuple[str, ...]:
+    return _site_dirs() if os.environ.get(SITE_PACKAGES_ENV) == "1" else ()
 
 
 def _rlimits(limits: Limits, level: str) -> tuple[tuple[int, int], ...]:
@@ -781,10 +950,10 @@ def _wrapper_argv(cgroup: Path | None, level: str) -> list[str]:
 
 
 def _isolation_argv(
-    level: str, mode: str, limits: Limits, pipes: _Pipes, workdir: Path | None
+    level: str, mode: str, limits: Limits, seccomp_fd: int | None, workdir: Path | None
 ) -> list[str]:
     if level == "bwrap":
-        return _bwrap_argv(mode, limits, pipes.seccomp_r, workdir)
+        return _bwrap_argv(mode, limits.file_size_mb, seccomp_fd, workdir)
     if level == "namespaces":
         argv = ["unshare", "--fork", "--pid", "--kill-child", "--mount-proc"]
         argv += ["--net", "--ipc", "--uts"]
@@ -795,24 +964,39 @@ def _isolation_argv(
 
 
 def _bwrap_argv(
-    mode: str, limits: Limits, seccomp_fd: int | None, workdir: Path | None
+    mode: str,
+    file_size_mb: int,
+    seccomp_fd: int | None,
+    workdir: Path | None,
+    *,
+    as_pid_1: bool = False,
 ) -> list[str]:
     argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
     argv += ["--hostname", "sandbox", "--unshare-user"]
     if _BWRAP.disable_userns:
         argv.append("--disable-userns")
+    if as_pid_1:
+        argv.append("--as-pid-1")
+    scratch_bytes = str(4 * file_size_mb * _MIB)
     argv += ["--ro-bind", "/", "/", "--dev", "/dev"]
+    argv += [
+        "--perms",
+        "1777",
+        "--size",
+        scratch_bytes,
+        "--tmpfs",
+        "/dev/shm",
+        "--remount-ro",
+        "/dev",
+    ]
     argv += ["--proc", "/proc"] if mode == "shell" else ["--tmpfs", "/proc"]
     hidden = [d for d in _HIDDEN_DIRS if os.path.isdir(d) and not os.path.islink(d)]
     for directory in hidden:
         argv += ["--tmpfs", directory]
-    tmp_bytes = 4 * limits.file_size_mb * _MIB
-    argv += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+    argv += ["--perms", "1777", "--size", scratch_bytes, "--tmpfs", "/tmp"]
     for path in _paths_to_rebind(tuple(hidden)):
         argv += ["--ro-bind", path, path]
-    if mode == "python":
-        argv += ["--dir", "/tmp/work", "--chdir", "/tmp/work"]
-    else:
+    if mode == "shell":
         assert workdir is not None
         argv += [
             "--dir",
@@ -823,6 +1007,8 @@ def _bwrap_argv(
             "--chdir",
             str(workdir),
         ]
+    else:
+        argv += ["--dir", "/tmp/work", "--chdir", "/tmp/work"]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return [*argv, "--"]
@@ -843,9 +1029,9 @@ def _paths_to_rebind(hidden: tuple[str, ...]) -> list[str]:
     return [p for p in needed if not any(p != q and p.startswith(q + "/") for q in needed)]
 
 
-def _runner_argv(pipes: _Pipes, mode: str) -> list[str]:
+def _runner_argv(pipes: _RunPipes, mode: str) -> list[str]:
     argv = [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, str(pipes.job_r)]
-    if mode == "python":
+    if mode == "python" and pipes.verdict_w is not None:
         argv.append(str(pipes.verdict_w))
     return argv
 
@@ -876,179 +1062,54 @@ class _Launch:
     cwd: str
 
 
+def _popen(
+    launch: _Launch, stdout: int, stderr: int, pass_fds: Sequence[int]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        launch.argv,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        pass_fds=tuple(pass_fds),
+        env=launch.env,
+        cwd=launch.cwd,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
 def _spawn_and_supervise(
-    launch: _Launch, pipes: _Pipes, job_bytes: bytes, limits: Limits, cgroup: Path | None
+    launch: _Launch, pipes: _RunPipes, job_bytes: bytes, limits: Limits, cgroup: Path | None
 ) -> _Outcome:
     started = time.monotonic()
+    extra = [pipes.job_r, *([pipes.verdict_w] if pipes.verdict_w is not None else [])]
     try:
-        proc = subprocess.Popen(
-            launch.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=tuple(pipes.child_ends),
-            env=launch.env,
-            cwd=launch.cwd,
-            start_new_session=True,
-            close_fds=True,
-        )
+        proc = _popen(launch, pipes.stdout_w, pipes.stderr_w, extra + pipes.extra_child_ends)
     except OSError as exc:
+        for fd in (pipes.job_w, pipes.stdout_r, pipes.stderr_r, pipes.verdict_r):
+            if fd is not None:
+                os.close(fd)
         return _Outcome(spawn_error=f"cannot start the sandbox: {exc}")
     pipes.close_child_ends()
-    supervisor = _Supervisor(proc, pipes, job_bytes, limits, started)
+    collector = _Collector(pipes, job_bytes, limits)
+    pidfd = _pidfd_open(proc.pid)
+    outcome = _Outcome()
+    state = "timeout"
     try:
-        supervisor.run()
+        state = collector.pump(pidfd, started + limits.timeout_s, lambda: _has_exited(proc.pid))
     finally:
-        supervisor.finish(cgroup)
-    return supervisor.outcome
-
-
-class _Supervisor:
-    """Feeds the job, collects capped output and verdict bytes, enforces the wall clock."""
-
-    def __init__(
-        self,
-        proc: subprocess.Popen[bytes],
-        pipes: _Pipes,
-        job_bytes: bytes,
-        limits: Limits,
-        started: float,
-    ) -> None:
-        self.proc = proc
-        self.limits = limits
-        self.started = started
-        self.deadline = started + limits.timeout_s
-        self.outcome = _Outcome()
-        self.pending_job = memoryview(job_bytes)
-        self.pipes = pipes
-        assert proc.stdout is not None and proc.stderr is not None
-        self.buffers: dict[int, bytearray] = {
-            proc.stdout.fileno(): bytearray(),
-            proc.stderr.fileno(): bytearray(),
-        }
-        self.totals = dict.fromkeys(self.buffers, 0)
-        self.names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
-        self.verdict_fd = pipes.verdict_r
-        self.verdicts = bytearray()
-        self.selector = selectors.DefaultSelector()
-        self.open_reads: set[int] = set()
-        self.pidfd = _pidfd_open(proc.pid)
-        self.exited = False
-
-    def run(self) -> None:
-        """Pump pipes until the main process exits, the deadline passes or output overflows."""
-        for fd in [*self.buffers, *([self.verdict_fd] if self.verdict_fd is not None else [])]:
-            os.set_blocking(fd, False)
-            self.selector.register(fd, selectors.EVENT_READ)
-            self.open_reads.add(fd)
-        if self.pipes.job_w is not None:
-            os.set_blocking(self.pipes.job_w, False)
-            self.selector.register(self.pipes.job_w, selectors.EVENT_WRITE)
-        if self.pidfd is not None:
-            self.selector.register(self.pidfd, selectors.EVENT_READ)
-        while not self.exited:
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0:
-                self.outcome.timed_out = True
-                return
-            wait = remaining if self.pidfd is not None else min(remaining, 0.02)
-            for key, _ in self.selector.select(wait):
-                self._handle(key.fd)
-                if self.outcome.output_killed or self.outcome.verdict_flood:
-                    return
-            if self.pidfd is None:
-                self.exited = _has_exited(self.proc.pid)
-
-    def _handle(self, fd: int) -> None:
-        if fd == self.pidfd:
-            self.exited = True
-        elif fd == self.pipes.job_w:
-            self._feed_job()
-        else:
-            self._read(fd)
-
-    def _feed_job(self) -> None:
-        assert self.pipes.job_w is not None
-        try:
-            written = os.write(self.pipes.job_w, self.pending_job[: 1 << 16])
-            self.pending_job = self.pending_job[written:]
-        except BlockingIOError:
-            return
-        except OSError:  # the child went away before reading its job
-            self.pending_job = self.pending_job[:0]
-        if not self.pending_job:
-            self.selector.unregister(self.pipes.job_w)
-            self.pipes.close_job_writer()
-
-    def _read(self, fd: int) -> bool:
-        """Read one chunk from `fd`; False at EOF (the fd is then unregistered)."""
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except BlockingIOError:
-            return True
-        except OSError:
-            chunk = b""
-        if not chunk:
-            self.selector.unregister(fd)
-            self.open_reads.discard(fd)
-            return False
-        if fd == self.verdict_fd:
-            self.verdicts += chunk
-            if len(self.verdicts) > _VERDICT_LIMIT:
-                self.outcome.verdict_flood = True
-            return True
-        buffer = self.buffers[fd]
-        buffer += chunk
-        cap = self.limits.output_bytes
-        if len(buffer) > 2 * cap:
-            del buffer[:-cap]
-        self.totals[fd] += len(chunk)
-        if self.totals[fd] > _OUTPUT_KILL_FACTOR * cap:
-            self.outcome.output_killed = self.names[fd]
-        return True
-
-    def finish(self, cgroup: Path | None) -> None:
-        """Kill whatever is left of the tree, drain the pipes, reap the child, close fds."""
-        _kill_group(self.proc.pid)
+        _kill_group(proc.pid)
         if cgroup is not None:
             _CGROUPS.destroy(cgroup)
-        self._drain()
-        _, status, usage = _wait4(self.proc)
-        outcome = self.outcome
+        collector.drain()
+        status, usage = _wait4(proc)
         outcome.returncode = os.waitstatus_to_exitcode(status) if status is not None else None
         outcome.cpu_s = usage.ru_utime + usage.ru_stime if usage is not None else 0.0
-        outcome.duration_s = time.monotonic() - self.started
-        outcome.stdout_tail = bytes(self.buffers[self._fd("stdout")][-self.limits.output_bytes :])
-        outcome.stderr_tail = bytes(self.buffers[self._fd("stderr")][-self.limits.output_bytes :])
-        outcome.stdout_total = self.totals[self._fd("stdout")]
-        outcome.stderr_total = self.totals[self._fd("stderr")]
-        outcome.verdict_bytes = bytes(self.verdicts)
-        self.selector.close()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-
-    def _fd(self, name: str) -> int:
-        return next(fd for fd, n in self.names.items() if n == name)
-
-    def _drain(self) -> None:
-        """Collect output still in flight; writers are dead unless they escaped the kill."""
-        if self.pidfd is not None and self.pidfd in self.selector.get_map():
-            self.selector.unregister(self.pidfd)
-        if self.pipes.job_w is not None:
-            self.selector.unregister(self.pipes.job_w)
-            self.pipes.close_job_writer()
-        give_up = time.monotonic() + _DRAIN_SECONDS
-        while self.open_reads and time.monotonic() < give_up:
-            for key, _ in self.selector.select(max(0.0, give_up - time.monotonic())):
-                while self._read(key.fd) and key.fd in self.open_reads:
-                    if len(self.verdicts) > _VERDICT_LIMIT:
-                        break
-        for fd in list(self.open_reads):
-            self.selector.unregister(fd)
-            self.open_reads.discard(fd)
+        collector.fill(outcome)
+        collector.close()
+        if pidfd is not None:
+            os.close(pidfd)
+    return _finish_outcome(outcome, state, started)
 
 
 def _pidfd_open(pid: int) -> int | None:
@@ -1072,20 +1133,18 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _wait4(
-    proc: subprocess.Popen[bytes],
-) -> tuple[int, int | None, resource.struct_rusage | None]:
+def _wait4(proc: subprocess.Popen[bytes]) -> tuple[int | None, resource.struct_rusage | None]:
     """Reap `proc` with its rusage (CPU of the whole waited-for tree) and tell Popen."""
     while True:
         try:
-            pid, status, usage = os.wait4(proc.pid, 0)
+            _, status, usage = os.wait4(proc.pid, 0)
         except InterruptedError:
             continue
         except ChildProcessError:
             proc.returncode = proc.returncode if proc.returncode is not None else -1
-            return proc.pid, None, None
+            return None, None
         proc.returncode = os.waitstatus_to_exitcode(status)
-        return pid, status, usage
+        return status, usage
 
 
 def _remove_tree(path: Path) -> None:
@@ -1096,6 +1155,202 @@ def _remove_tree(path: Path) -> None:
             func(target)
 
     shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+# ----------------------------------------------------------------- zygotes (bwrap, Python runs)
+
+_ZYGOTE_START_S = 20.0
+
+
+class _ZygoteError(Exception):
+    """The zygote died or never came up; the caller starts another one."""
+
+
+class _Zygote:
+    """One long-lived bubblewrap sandbox whose PID 1 forks a fresh child for each Python job.
+
+    Between jobs the zygote kills every other process in the sandbox and wipes /tmp and
+    /dev/shm; after a timeout, an output flood or a crash the whole sandbox is killed instead.
+    """
+
+    def __init__(self, file_size_mb: int) -> None:
+        self.file_size_mb = file_size_mb
+        self.alive = False
+        self.cgroup = _CGROUPS.create(Limits().max_pids + _ZYGOTE_TASKS)
+        self.control, child_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        boot_r, boot_w = os.pipe()
+        os.write(boot_w, marshal.dumps((_HARNESS_CODE, {"mode": "zygote"})))
+        os.close(boot_w)
+        seccomp_fd = _seccomp_pipe()
+        argv = _wrapper_argv(self.cgroup, "bwrap")
+        argv += _bwrap_argv("python", file_size_mb, seccomp_fd, None, as_pid_1=True)
+        argv += [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, str(boot_r)]
+        argv.append(str(child_control.fileno()))
+        launch = _Launch(argv, _sandbox_env("/tmp/work", "/tmp", None), "/")
+        child_ends = [boot_r, child_control.fileno(), *([seccomp_fd] if seccomp_fd else [])]
+        try:
+            spawn = _ZYGOTES.spawner.submit(
+                _popen, launch, subprocess.DEVNULL, subprocess.DEVNULL, child_ends
+            )
+            self.proc = spawn.result()
+        finally:
+            os.close(boot_r)
+            child_control.close()
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
+        self._await_ready()
+
+    def _await_ready(self) -> None:
+        self.control.settimeout(_ZYGOTE_START_S)
+        try:
+            ready = self.control.recv(16)
+        except OSError:
+            ready = b""
+        if ready != b"Z":
+            self.kill()
+            raise _ZygoteError("sandbox zygote did not start")
+        self.control.settimeout(None)
+        self.alive = True
+
+    def run(self, job_bytes: bytes, limits: Limits) -> _Outcome:
+        """Run one job; raise `_ZygoteError` if the zygote could not even take it."""
+        pipes = _RunPipes(verdicts=True)
+        if self.cgroup is not None:
+            with contextlib.suppress(OSError):
+                (self.cgroup / "pids.max").write_text(str(limits.max_pids + _ZYGOTE_TASKS))
+        started = time.monotonic()
+        try:
+            socket.send_fds(self.control, [b"R"], pipes.child_ends())
+        except OSError as exc:
+            pipes.close_child_ends()
+            _Collector(pipes, b"", limits).close()
+            self.kill()
+            raise _ZygoteError(str(exc)) from exc
+        pipes.close_child_ends()
+        collector = _Collector(pipes, job_bytes, limits)
+        outcome = _Outcome()
+        state = "timeout"
+        try:
+            state = collector.pump(self.control.fileno(), started + limits.timeout_s, bool)
+            if state == "done":
+                self._read_exit(outcome)
+            else:
+                self.kill()
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            collector.drain()
+            collector.fill(outcome)
+            collector.close()
+        return _finish_outcome(outcome, state, started)
+
+    def _read_exit(self, outcome: _Outcome) -> None:
+        try:
+            message = self.control.recv(256)
+        except OSError:
+            message = b""
+        if not message.startswith(b"D"):
+            self.kill()  # the zygote itself died: only the job can have caused that
+            outcome.returncode = 128 + signal.SIGKILL
+            return
+        status, cpu_s = marshal.loads(message[1:])
+        outcome.returncode = os.waitstatus_to_exitcode(status)
+        outcome.cpu_s = cpu_s
+
+    def kill(self) -> None:
+        """Tear the whole sandbox down (idempotent)."""
+        self.alive = False
+        proc = getattr(self, "proc", None)
+        if proc is not None and proc.returncode is None:
+            _kill_group(proc.pid)
+        if self.cgroup is not None:
+            _CGROUPS.destroy(self.cgroup)
+            self.cgroup = None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ChildProcessError):
+                proc.wait()
+        self.control.close()
+
+
+_ZYGOTE_TASKS = 2  # the outer bwrap process and the zygote, besides the job's own tasks
+
+
+class _ZygotePool:
+    """Idle zygotes by scratch size; one is checked out per running job."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[int, list[_Zygote]] = {}
+        self._broken = False
+        # Zygotes are spawned from one long-lived thread: bwrap's --die-with-parent follows
+        # the *thread* that started it, and batch pool threads come and go.
+        self.spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawner")
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the idle zygotes belong to the parent, so drop (not kill) them."""
+        self._lock = threading.Lock()
+        self._idle = {}
+        self.spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawner")
+
+    def usable(self) -> bool:
+        """Zygotes are used at the bwrap level unless disabled or found broken."""
+        return not self._broken and os.environ.get(ZYGOTE_ENV, "1") != "0"
+
+    def run(self, job_bytes: bytes, limits: Limits) -> _Outcome | None:
+        """Run the job in a zygote; None when no zygote can be started (use a fresh sandbox)."""
+        for _ in range(2):
+            try:
+                zygote = self._acquire(limits.file_size_mb)
+            except _ZygoteError as exc:
+                logger.warning("sandbox zygotes unavailable (%s); using one sandbox per run", exc)
+                self._broken = True
+                return None
+            try:
+                outcome = zygote.run(job_bytes, limits)
+            except _ZygoteError:
+                continue  # it died between jobs; the job never started, so try a fresh one
+            self._release(zygote)
+            return outcome
+        return None
+
+    def close(self) -> None:
+        """Kill every idle zygote (at interpreter exit)."""
+        with self._lock:
+            zygotes = [z for idle in self._idle.values() for z in idle]
+            self._idle.clear()
+        for zygote in zygotes:
+            zygote.kill()
+
+    def _acquire(self, file_size_mb: int) -> _Zygote:
+        with self._lock:
+            idle = self._idle.setdefault(file_size_mb, [])
+            while idle:
+                zygote = idle.pop()
+                if zygote.alive:
+                    return zygote
+        return _Zygote(file_size_mb)
+
+    def _release(self, zygote: _Zygote) -> None:
+        if not zygote.alive:
+            return
+        with self._lock:
+            self._idle.setdefault(zygote.file_size_mb, []).append(zygote)
+
+
+_ZYGOTES = _ZygotePool()
+atexit.register(_ZYGOTES.close)
+
+
+def _reset_after_fork() -> None:
+    """Locks held by other threads at fork time would never be released in the child."""
+    _ZYGOTES.forget_after_fork()
+    _CGROUPS.reset_lock()
+    _LOCKS.detect = threading.Lock()
+    _LOCKS.warn = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 # --------------------------------------------------------------------------- verdicts

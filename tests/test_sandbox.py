@@ -249,6 +249,81 @@ def test_default_workers_divides_cpus_between_local_processes(
     assert sb.default_workers() == 1 <= alone
 
 
+# --------------------------------------------------------------------------- reused sandboxes
+
+needs_bwrap = pytest.mark.skipif(sb.isolation_level() != "bwrap", reason="needs bubblewrap")
+
+
+def idle_zygotes() -> list[int]:
+    """Identities of the idle reused sandboxes."""
+    return [id(z) for idle in sb._ZYGOTES._idle.values() for z in idle]
+
+
+@needs_bwrap
+def test_jobs_in_a_reused_sandbox_leave_no_trace() -> None:
+    first = sb.run_python(
+        "import subprocess\n"
+        "for path in ('/tmp/left', '/tmp/work/left', '/dev/shm/left'):\n"
+        "    open(path, 'w').write('x')\n"
+        "subprocess.Popen(['sleep', '100'], start_new_session=True)\n"
+    )
+    assert first.passed, first
+    reused = idle_zygotes()
+    second = sb.run_python(
+        "import os\nprint(sorted(os.listdir('/tmp')), os.listdir('.'), os.listdir('/dev/shm'))\n"
+        "try:\n    os.kill(-1, 0)\n    print('others alive')\n"
+        "except ProcessLookupError:\n    print('alone')\n"
+    )
+    assert second.stdout == "['work'] [] []\nalone\n"
+    assert idle_zygotes() == reused != []
+
+
+@needs_bwrap
+def test_a_job_cannot_stop_or_kill_the_reused_sandbox() -> None:
+    sb.run_python("x = 1")
+    reused = idle_zygotes()
+    for attack in ("os.kill(1, signal.SIGKILL)", "os.kill(1, signal.SIGSTOP)", "os.kill(-1, 9)"):
+        program = f"import os, signal\ntry:\n    {attack}\nexcept OSError:\n    pass\nx = 1"
+        result = sb.run_python(program, ("assert x == 1",))
+        assert result.passed, (attack, result)
+    assert idle_zygotes() == reused
+
+
+@needs_bwrap
+def test_timeout_replaces_the_reused_sandbox() -> None:
+    sb.run_python("x = 1")
+    reused = idle_zygotes()
+    slow = sb.run_python("while True:\n    pass", limits=sb.Limits(timeout_s=0.5))
+    assert slow.status == "timeout"
+    assert sb.run_python(ADD, TESTS[:1]).passed
+    assert idle_zygotes() != reused
+
+
+@needs_bwrap
+def test_system_v_ipc_is_refused() -> None:
+    if shutil.which("ipcmk") is None:
+        pytest.skip("no ipcmk")
+    result = sb.run_python(
+        "import subprocess\n"
+        "print(subprocess.run(['ipcmk', '-M', '4096'], capture_output=True).returncode)\n"
+    )
+    assert result.passed and result.stdout.strip() != "0"
+
+
+def test_a_forked_trainer_process_gets_its_own_sandboxes() -> None:
+    assert sb.run_python("x = 1").passed
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            ok = sb.run_python(ADD, TESTS[:1]).passed
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert sb.run_python(ADD, TESTS[:1]).passed
+
+
 # --------------------------------------------------------------------------- fallback levels
 
 FALLBACKS = [

@@ -175,8 +175,15 @@ HOSTILE_NAMES = [
 ]
 
 
+@pytest.fixture(params=["reused_sandbox", "fresh_sandbox"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Python runs use a reused (zygote) sandbox by default; also check one sandbox per run."""
+    monkeypatch.setenv(sb.ZYGOTE_ENV, "1" if request.param == "reused_sandbox" else "0")
+    return str(request.param)
+
+
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
-def test_hostile_program_fails_and_host_is_unchanged(host: Host, name: str) -> None:
+def test_hostile_program_fails_and_host_is_unchanged(host: Host, name: str, engine: str) -> None:
     program, statuses = hostile_programs(host)[name]
     result = sb.run_python(program, TESTS, limits=FAST)
     assert not result.passed
