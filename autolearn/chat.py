@@ -161,7 +161,7 @@ def trim_history(
 
 def _token_count(tokenizer: Any, messages: Sequence[Message]) -> int:
     ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "keys"):
+    if hasattr(ids, "keys"):  # a BatchEncoding
         ids = ids["input_ids"]
     return len(ids)
 
