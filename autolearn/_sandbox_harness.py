@@ -14,6 +14,9 @@ only when the runner's own frame (an identity check) announces it, right after t
 exactly the code object the hook handed out. It also refuses the introspection a candidate would
 need to find the key or read the tests: frames, trace/profile hooks, `gc` walks, new audit hooks,
 raw-memory modules, native modules from writable places, and the code of test-defined functions.
+The hook never looks a name up in builtins or module globals (the candidate can rebind them),
+and candidate code runs off the main thread, so it cannot install a signal handler, which would
+be handed whatever frame it interrupts (possibly one of the hook's).
 The threat model, including what this does not stop, is in the `autolearn.sandbox` docstring.
 """
 
@@ -31,7 +34,7 @@ if TYPE_CHECKING:  # typing is not imported at run time: it would slow down ever
 
 _MSG_LIMIT = 400  # characters of exception detail forwarded to the host
 _INTERNAL_ERROR_EXIT = 70
-_CALLER_DEPTH = 3  # from a protocol handler: handler <- check <- guard <- caller of the event
+_CALLER_DEPTH = 2  # from a protocol handler: handler <- guard <- caller of the event
 _BLOCKED_EVENTS = frozenset(
     (
         "sys.settrace",
@@ -143,6 +146,24 @@ def _failure_payload(
     return f"{name}|{lineno}|{detail}"[:limit]
 
 
+def _make_caller_check(frame: object) -> Callable[[], bool]:
+    """called_by_runner(): whether the event being handled was raised by the runner frame.
+
+    Call it only from a protocol handler (see `_CALLER_DEPTH`). The policy lets its
+    ``sys._getframe`` through only when that returns the runner frame and raises ValueError
+    otherwise, so no other frame ever leaves the hook.
+    """
+    getframe, depth, value_error = sys._getframe, _CALLER_DEPTH + 1, ValueError
+
+    def called_by_runner() -> bool:
+        try:
+            return getframe(depth) is frame
+        except value_error:
+            return False
+
+    return called_by_runner
+
+
 def _make_protocol(
     entries: tuple, frame: object, emit: Emit, shared: list
 ) -> tuple[Hook, Callable[[tuple], None]]:
@@ -155,9 +176,10 @@ def _make_protocol(
 
     # Hook code must never look a name up in builtins or module globals: the candidate can
     # rebind those, and code it slips into the hook would run with the hook's frames in reach.
-    getpid, getframe, depth = posix.getpid, sys._getframe, _CALLER_DEPTH
+    getpid, limit, called_by_runner = posix.getpid, _MSG_LIMIT, _make_caller_check(frame)
     owner_pid = getpid()
     len_, type_, list_type, dict_type, failure_payload = len, type, list, dict, _failure_payload
+
     # index of the entry handed out (-1: none yet), its phase, and whether tampering was seen
     state: list = [-1, "idle", False]
 
@@ -178,7 +200,7 @@ def _make_protocol(
             emit(b"A", -1, "")  # armed: from here on candidate code may run
         code, name, lineno, detail = entries[state[0]]
         if code is None:
-            emit(b"F", state[0] - 1, f"{name}|{lineno}|{detail}"[:_MSG_LIMIT])
+            emit(b"F", state[0] - 1, f"{name}|{lineno}|{detail}"[:limit])
             return
         slot.append(code)
         state[1] = "handed"
@@ -199,7 +221,7 @@ def _make_protocol(
     def on_private(event: str, args: tuple) -> None:
         if getpid() != owner_pid:  # a forked copy of the runner never speaks for the run
             return
-        if getframe(depth) is not frame:
+        if not called_by_runner():
             tamper(f"{event} raised outside the runner")
         elif state[2]:
             return
@@ -211,7 +233,7 @@ def _make_protocol(
             emit(b"E", state[0], "")
 
     def on_exec(args: tuple) -> None:
-        if getpid() != owner_pid or getframe(depth) is not frame:
+        if getpid() != owner_pid or not called_by_runner():
             return
         if state[1] != "handed" or len_(args) < 1 or args[0] is not entries[state[0]][0]:
             tamper("runner executed unexpected code")
@@ -268,6 +290,8 @@ def _make_policy(frame: object, shared: list) -> Hook:
         if event in blocked or event.startswith("sys.monitoring"):
             raise runtime_error(f"{event} is disabled in the sandbox")
         if event == "sys._getframe":  # ValueError: what namedtuple, typing and enum tolerate
+            if len_(args) > 0 and args[0] is frame:
+                return  # the hook's own caller check; the runner frame holds nothing secret
             raise value_error("call stack is not available in the sandbox")
         if event in ("object.__getattr__", "object.__setattr__"):
             refuse_attribute(args)
@@ -279,30 +303,18 @@ def _make_policy(frame: object, shared: list) -> Hook:
 
 def _make_guard(key: bytes, verdict_fd: int, entries: tuple, frame: object) -> Hook:
     """The audit hook that owns the verdict channel; see the module docstring."""
-    import _thread
-
     shared: list = [None]
     refuse = _make_policy(frame, shared)
     on_private, on_exec = _make_protocol(entries, frame, _make_emitter(key, verdict_fd), shared)
-    get_ident = _thread.get_ident
-    busy: set = set()
 
-    def check(event: str, args: tuple) -> None:
+    # There is no "inside the hook" exemption: candidate code can run nested in the hook
+    # (finalizers run by the garbage collector) and meets the same policy there.
+    def guard(event: str, args: tuple) -> None:
         refuse(event, args)
         if event == "exec":
             on_exec(args)
         elif event.startswith("autolearn."):
             on_private(event, args)
-
-    def guard(event: str, args: tuple) -> None:
-        me = get_ident()
-        if me in busy:  # the hook's own sys._getframe calls re-enter it
-            return
-        busy.add(me)
-        try:
-            check(event, args)
-        finally:
-            busy.discard(me)
 
     return guard
 
@@ -418,13 +430,37 @@ def _run_job(job: dict, verdict_fd: int) -> None:
     arm, pristine, unit_count = _prepare(job, verdict_fd)
     del job
     stdout, stderr = sys.stdout, sys.stderr
-    ok = _run([arm], module.__dict__, pristine, unit_count)
+    ok = _run_in_worker_thread(arm, module.__dict__, pristine, unit_count)
     for stream in (stdout, stderr):
         try:  # noqa: SIM105 - a candidate may have closed the stream
             stream.flush()
         except BaseException:
             pass
     posix._exit(0 if ok else 1)
+
+
+def _run_in_worker_thread(arm: Callable, module_globals: dict, pristine: tuple, count: int) -> bool:
+    """Run `_run` in a second thread while this (main) thread only waits.
+
+    Python signal handlers run only in the main thread and receive the frame they interrupt,
+    which could be one of the hook's. Off the main thread the candidate cannot install any
+    (``signal.signal`` raises ValueError there), and the main thread runs no candidate code.
+    """
+    import _thread
+
+    result = [False]
+    finished = _thread.allocate_lock()
+    finished.acquire()
+
+    def work() -> None:
+        try:
+            result[0] = _run([arm], module_globals, pristine, count)
+        finally:
+            finished.release()
+
+    _thread.start_new_thread(work, ())
+    finished.acquire()
+    return result[0]
 
 
 # --------------------------------------------------------------------------- zygote

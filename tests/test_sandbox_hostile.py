@@ -107,9 +107,15 @@ def hostile_programs(host: Host) -> dict[str, tuple[str, set[str]]]:
     sleeper = f"exec -a {m} sleep 1000"
     return {
         "loop_ignoring_signals": (
-            f"import signal\n# {m}\n"
-            "for s in (signal.SIGALRM, signal.SIGTERM, signal.SIGINT, signal.SIGXCPU):\n"
-            "    signal.signal(s, signal.SIG_IGN)\n"
+            f"import signal, subprocess\n# {m}\n"
+            "ignored = (signal.SIGALRM, signal.SIGTERM, signal.SIGINT, signal.SIGXCPU)\n"
+            "for s in ignored:\n"
+            "    try:\n        signal.signal(s, signal.SIG_IGN)\n"
+            "    except ValueError:  # the program does not run in the main thread\n"
+            "        pass\n"
+            "signal.pthread_sigmask(signal.SIG_BLOCK, ignored)\n"
+            f"subprocess.Popen(['bash', '-c', \"trap '' TERM INT ALRM XCPU; exec -a {m} "
+            'bash -c \'trap \\"\\" TERM INT ALRM XCPU; while :; do :; done\'"])\n'
             "while True:\n    pass\n",
             {"timeout"},
         ),
@@ -312,6 +318,22 @@ TAMPERING = {
     + "    return wrapper\n"
     + "for name in ('len', 'type', 'RuntimeError', 'ValueError', 'AttributeError', 'str'):\n"
     + "    setattr(builtins, name, spy(getattr(builtins, name)))\n",
+    "signal_handler_reads_hook_frames": WRONG
+    + "import os, signal, sys\n"
+    + "def handler(signum, frame):\n"
+    + "    while frame is not None:\n"
+    + "        for value in list(frame.f_locals.values()):\n"
+    + "            for cell in getattr(value, '__closure__', None) or ():\n"
+    + "                emit = getattr(cell.cell_contents, '__name__', '') == 'emit'\n"
+    + "                if emit:\n"
+    + "                    for unit in (-1, 0, 1):\n"
+    + "                        cell.cell_contents(b'P', unit, '')\n"
+    + "                    os._exit(0)\n"
+    + "        frame = frame.f_back\n"
+    + "signal.signal(signal.SIGALRM, handler)\n"
+    + "signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)\n"
+    + "for _ in range(10**5):\n"
+    + "    __import__('math')\n",
     "native_code": WRONG
     + "try:\n    import ctypes\nexcept ImportError:\n    pass\nelse:\n"
     + "    ctypes.memmove(id(1), id(2), 8)\n",
@@ -324,6 +346,12 @@ def test_verdict_tampering_earns_nothing(name: str) -> None:
     assert not result.passed, result
     assert result.tests_passed == 0, result
     assert result.fraction == 0.0
+
+
+def test_candidate_code_cannot_install_signal_handlers() -> None:
+    result = sb.run_python(TAMPERING["signal_handler_reads_hook_frames"], TESTS)
+    assert result.message.startswith("ValueError in program"), result
+    assert "signal only works in main thread" in result.message
 
 
 def test_forged_channel_is_reported_as_tampering() -> None:
