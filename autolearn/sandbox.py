@@ -89,7 +89,8 @@ true, by shadowing a name the tests look up in the program namespace, or by repl
 in ``sys.modules`` before the tests import it (tests comparing exact types and values close
 this); (4) read world-readable host files outside the hidden directories, and connect to
 filesystem Unix sockets outside ``/run`` and ``/tmp``. The namespaces and rlimits levels add the
-weaknesses noted above; as root they do not protect the host filesystem.
+weaknesses noted above: as root they do not protect the host filesystem, and with ``/proc`` and
+ptrace available a candidate can read or write the runner's memory and so forge verdicts.
 """
 
 from __future__ import annotations
@@ -279,12 +280,14 @@ def run_python_batch(
     ``LOCAL_WORLD_SIZE``), every run is bounded by its own timeout, and every child is reaped.
     Safe to call from any thread: no signals are used on the host side.
     """
+    keys: list[PythonJob] = []
     unique: dict[PythonJob, int] = {}
     for job in jobs:
         if not isinstance(job, PythonJob):
             raise UserError(f"run_python_batch expects PythonJob items, got {type(job).__name__}")
-        _check_python_input(job.program, job.tests)
-        unique.setdefault(job, len(unique))
+        key = PythonJob(job.program, _check_python_input(job.program, job.tests), job.limits)
+        keys.append(key)
+        unique.setdefault(key, len(unique))
     if not unique:
         return []
     workers = max(1, min(max_workers or default_workers(), len(unique)))
@@ -292,14 +295,11 @@ def run_python_batch(
     results: list[ExecResult | None] = [None] * len(order)
     reporter = _Progress(len(order), enabled=progress)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox") as pool:
-        futures = {
-            pool.submit(_run_python_checked, j.program, j.tests, j.limits or Limits()): i
-            for i, j in enumerate(order)
-        }
+        futures = {pool.submit(_run_batch_job, job): i for i, job in enumerate(order)}
         for future in as_completed(futures):
             results[futures[future]] = future.result()
             reporter.step()
-    return [results[unique[job]] for job in jobs]  # type: ignore[misc]
+    return [results[unique[key]] for key in keys]  # type: ignore[misc]
 
 
 def isolation_level() -> str:
@@ -336,6 +336,18 @@ def _check_python_input(program: object, tests: object) -> tuple[str, ...]:
         if not isinstance(unit, str):
             raise UserError(f"sandbox test units must be strings, got {type(unit).__name__}")
     return units
+
+
+def _run_batch_job(job: PythonJob) -> ExecResult:
+    """One batch job; a host-side failure becomes an "error" result instead of sinking the batch."""
+    limits = job.limits or Limits()
+    try:
+        return _run_python_checked(job.program, job.tests, limits)
+    except UserError:
+        raise
+    except Exception as exc:
+        logger.exception("sandbox run failed on the host side")
+        return ExecResult("error", len(job.tests), 0, False, None, 0.0, "", "", "?", str(exc))
 
 
 def _run_python_checked(program: str, tests: tuple[str, ...], limits: Limits) -> ExecResult:
@@ -431,11 +443,17 @@ def _effective_level() -> str:
     return level
 
 
-def _warn_once(level: str) -> None:
+def _first_warning(topic: str) -> bool:
     with _LOCKS.warn:
-        if level in _WARNED_LEVELS:
-            return
-        _WARNED_LEVELS.add(level)
+        if topic in _WARNED_LEVELS:
+            return False
+        _WARNED_LEVELS.add(topic)
+        return True
+
+
+def _warn_once(level: str) -> None:
+    if not _first_warning(level):
+        return
     if level != "bwrap":
         logger.warning(
             "sandbox isolation is %r, not bubblewrap: %s (install the bubblewrap package)",
@@ -444,7 +462,7 @@ def _warn_once(level: str) -> None:
             if level == "namespaces"
             else "no filesystem, network or PID isolation",
         )
-    if _CGROUPS.parent() is None and os.geteuid() == 0:
+    if _CGROUPS.parent() is None and os.geteuid() == 0 and _first_warning("cgroup"):
         logger.warning(
             "no writable pids cgroup: max_pids is enforced only by the PID namespace, "
             "the CPU limit and the timeout"

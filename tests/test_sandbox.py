@@ -224,7 +224,9 @@ def test_batch_keeps_order_and_runs_duplicates_once(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(sb, "_run_python_checked", counting)
     good = sb.PythonJob(ADD, TESTS[:1])
     bad = sb.PythonJob("def add(a, b):\n    return 0\n", TESTS[:1])
-    results = sb.run_python_batch([good, bad, good, good, bad], max_workers=2, progress=True)
+    same_as_good = sb.PythonJob(ADD, list(TESTS[:1]))  # type: ignore[arg-type]
+    jobs = [good, bad, good, same_as_good, bad]
+    results = sb.run_python_batch(jobs, max_workers=2, progress=True)
     assert [r.passed for r in results] == [True, False, True, True, False]
     assert sorted(calls) == sorted([good.program, bad.program])
     assert sb.run_python_batch([]) == []
