@@ -159,13 +159,12 @@ def _format_score(text: str, root: Any, repo: Any, commit: Any) -> float:
     return 1.0 if _applies(clone, str(commit), patch.text) else NOT_APPLYING_SCORE
 
 
-def swe_similarity(
-    prompts: Sequence[Completion],
+def _score_against_gold(
     completions: Sequence[Completion],
-    patch: Any = None,
-    **kwargs: Any,
+    patch: Any,
+    score: Callable[[Any, Any], float],
 ) -> list[float | None]:
-    """SWE-RL's per-file ``SequenceMatcher`` similarity to the gold ``patch``."""
+    """``score(predicted, gold)`` per completion; 0.0 without a diff, ``None`` without a gold patch."""
     scores: list[float | None] = []
     for text, gold_text in zip(
         completion_texts(completions), _column(patch, len(completions)), strict=True
@@ -175,8 +174,18 @@ def swe_similarity(
             scores.append(None)
             continue
         predicted = extract_patch(text)
-        scores.append(patch_similarity(predicted, gold) if predicted else 0.0)
+        scores.append(score(predicted, gold) if predicted else 0.0)
     return scores
+
+
+def swe_similarity(
+    prompts: Sequence[Completion],
+    completions: Sequence[Completion],
+    patch: Any = None,
+    **kwargs: Any,
+) -> list[float | None]:
+    """SWE-RL's per-file ``SequenceMatcher`` similarity to the gold ``patch``."""
+    return _score_against_gold(completions, patch, patch_similarity)
 
 
 def swe_files(
@@ -186,19 +195,11 @@ def swe_files(
     **kwargs: Any,
 ) -> list[float | None]:
     """F1 overlap between the files the answer and the gold ``patch`` touch."""
-    scores: list[float | None] = []
-    for text, gold_text in zip(
-        completion_texts(completions), _column(patch, len(completions)), strict=True
-    ):
-        gold = _gold(gold_text) if gold_text else None
-        if gold is None:
-            scores.append(None)
-            continue
-        predicted = extract_patch(text)
-        scores.append(
-            file_f1(predicted.touched_files(), gold.touched_files()) if predicted else 0.0
-        )
-    return scores
+    return _score_against_gold(
+        completions,
+        patch,
+        lambda predicted, gold: file_f1(predicted.touched_files(), gold.touched_files()),
+    )
 
 
 # --------------------------------------------------------------------------- Terminal-Bench
