@@ -55,7 +55,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "type_safety": 0.0,
     "performance": 0.0,
 }
-DEFAULT_LIMITS = Limits(timeout_s=5.0, memory_mb=1024)
+DEFAULT_LIMITS = Limits(timeout_s=3.0, memory_mb=1024)  # ~10x the slowest HumanEval reference
 PERFORMANCE_ALLOWANCE = 1.5  # run-time ratio to the reference that still scores 1.0
 FAILED_RUN_STATUSES = frozenset({"timeout", "memory", "crashed", "output_limit"})
 

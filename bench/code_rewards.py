@@ -76,11 +76,16 @@ def make_completion(problem: CodeProblem, kind: str, nonce: str) -> str:
         return f"Here is the function:\n\n```python\n{note}{stub}{body}```\n"
     if kind == "wrong":
         return f"    {note}    return None\n"
+    if kind == "endless":
+        return f"    {note}    while True:\n        pass\n"
     return f"    {note}    return (\n"
 
 
-def make_batch(problem_count: int, per_problem: int, repeat: int = 0) -> Batch:
-    """A batch of ``problem_count * per_problem`` completions over the first HumanEval problems."""
+def make_batch(problem_count: int, per_problem: int, repeat: int = 0, endless: int = 0) -> Batch:
+    """A batch of ``problem_count * per_problem`` completions over the first HumanEval problems.
+
+    The first ``endless`` "wrong" completions loop forever instead (they cost a sandbox timeout).
+    """
     problems = load_humaneval()[:problem_count]
     prompts: list[str] = []
     completions: list[str] = []
@@ -94,6 +99,8 @@ def make_batch(problem_count: int, per_problem: int, repeat: int = 0) -> Batch:
     for problem in problems:
         for index in range(per_problem):
             kind = KINDS[index % len(KINDS)]
+            if kind == "wrong" and kinds.count("endless") < endless:
+                kind = "endless"
             prompts.append(problem.completion_prompt)
             completions.append(make_completion(problem, kind, f"{repeat}-{len(completions)}"))
             kinds.append(kind)
@@ -120,8 +127,10 @@ def time_components(
 def mean_by_kind(batch: Batch, scores: dict[str, list[Any]]) -> dict[str, dict[str, float | None]]:
     """Average score of each component for each completion kind (a sanity check of the batch)."""
     table: dict[str, dict[str, float | None]] = {}
-    for kind in KINDS:
+    for kind in (*KINDS, "endless"):
         picked = [i for i, k in enumerate(batch.kinds) if k == kind]
+        if not picked:
+            continue
         row: dict[str, float | None] = {}
         for name, values in scores.items():
             present = [values[i] for i in picked if values[i] is not None]
@@ -154,7 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     runs = []
     scores: dict[str, list[Any]] = {}
     for repeat in range(args.repeats):
-        batch = make_batch(args.problems, args.per_problem, repeat)
+        batch = make_batch(args.problems, args.per_problem, repeat, args.endless)
         code_exec.clear_caches()
         seconds, scores = time_components(batch, rewards)
         runs.append(seconds)
@@ -169,6 +178,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "completions": len(batch.completions),
             "problems": args.problems,
             "kinds": list(KINDS),
+            "endless": args.endless,
+            "timeout_s": args.timeout,
         },
         "repeats": args.repeats,
         "seconds_median": {k: round(v, 4) for k, v in median.items()},
@@ -211,7 +222,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--problems", type=int, default=16, help="HumanEval problems in the batch")
     parser.add_argument("--per-problem", type=int, default=4, help="completions per problem")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
-    parser.add_argument("--timeout", type=float, default=5.0, help="sandbox timeout per run (s)")
+    parser.add_argument("--timeout", type=float, default=3.0, help="sandbox timeout per run (s)")
+    parser.add_argument(
+        "--endless", type=int, default=0, help="make this many wrong completions loop forever"
+    )
     parser.add_argument("--cold-mypy", action="store_true", help="start without mypy's disk cache")
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     return parser.parse_args(argv)
