@@ -554,22 +554,36 @@ def _kill_all_but_me() -> None:
 
 
 def _wipe_writable_dirs() -> None:
-    """Empty /tmp and /dev/shm and recreate the working directory."""
-    import posix
-    import shutil
+    """Empty /tmp and /dev/shm and recreate the working directory.
 
-    def unlock_and_retry(func: Callable, path: str, _info: object) -> None:
-        posix.chmod(path.rsplit("/", 1)[0] or "/", 0o700)  # a candidate may have chmod 000'd it
-        posix.chmod(path, 0o700)
-        func(path)
+    Bind mounts inside them (a Python installation that lives under the host's /tmp, bound
+    read-only again) are on another device: they and the directories holding them stay.
+    """
+    import posix
 
     for directory in _WRITABLE_DIRS:
-        for entry in posix.scandir(directory):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, onerror=unlock_and_retry)
-            else:
-                posix.unlink(entry.path)
+        _wipe_tree(directory, posix.stat(directory).st_dev)
     posix.mkdir(_WORKDIR, 0o755)
+
+
+def _wipe_tree(directory: str, device: int) -> None:
+    """Remove everything under `directory` that lives on `device` (the scratch tmpfs)."""
+    import posix
+
+    try:
+        entries = list(posix.scandir(directory))
+    except PermissionError:  # a candidate may have chmod 000'd it
+        posix.chmod(directory, 0o700)
+        entries = list(posix.scandir(directory))
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            posix.unlink(entry.path)
+        elif entry.stat(follow_symlinks=False).st_dev == device:
+            _wipe_tree(entry.path, device)
+            try:  # noqa: SIM105 - the harness keeps its imports to the bare minimum
+                posix.rmdir(entry.path)
+            except OSError:  # it holds a bind mount
+                pass
 
 
 def _entry(job: dict) -> None:

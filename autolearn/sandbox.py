@@ -1031,7 +1031,8 @@ def _bwrap_argv(
     for directory in hidden:
         argv += ["--tmpfs", directory]
     argv += ["--perms", "1777", "--size", scratch_bytes, "--tmpfs", "/tmp"]
-    for path in _paths_to_rebind(tuple(hidden)):
+    # The private /tmp hides a virtualenv or checkout that lives under the host's /tmp.
+    for path in _paths_to_rebind((*hidden, "/tmp")):
         argv += ["--ro-bind", path, path]
     if mode == "shell":
         assert workdir is not None
@@ -1053,7 +1054,7 @@ def _bwrap_argv(
 
 @functools.cache
 def _paths_to_rebind(hidden: tuple[str, ...]) -> list[str]:
-    """Python installation paths that live under a hidden directory (bound read-only again)."""
+    """Python installation paths that live under a hidden or replaced directory (bound read-only again)."""
     exe = os.path.realpath(sys.executable)
     candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(exe)}
     candidates.update(_site_dirs())
