@@ -4,8 +4,15 @@ torchao's dynamic FP8 linear has no backward (``aten::_scaled_mm`` has no deriva
 LoRA training needs gradients to flow *through* the frozen base matmul to reach earlier
 layers. :class:`Fp8Linear` stores the weight as ``float8_e4m3fn`` with one scale per output
 row (half the bytes of bf16) and defines its own backward, which multiplies by the
-dequantized weight. The forward uses the FP8 tensor cores (``torch._scaled_mm`` with
-row-wise scales) on GPUs that have them and a dequantized matmul elsewhere.
+dequantized weight.
+
+By default the forward multiplies by the dequantized weight too ("FP8 storage, 16-bit
+compute"): the training log-probabilities then match those of a vLLM engine that holds the
+same dequantized weights. With ``fp8_compute=True`` the forward quantizes the activations
+per row as well and runs on the FP8 tensor cores (``torch._scaled_mm``). On an H100 that was
+no faster for a 1.7B model, and it made the trainer's and vLLM's log-probabilities disagree
+so much that TRL's importance-sampling mask dropped most sequences (grad norm 0.01-0.36
+against 0.88; docs/PERFORMANCE.md).
 
 PEFT's LoRA layers call ``self.base_layer(x)``, so swapping their ``base_layer`` for an
 :class:`Fp8Linear` keeps the adapters untouched. PEFT's own ``merge_adapter`` cannot write
@@ -64,39 +71,38 @@ class _Fp8LinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, weight_fp8: torch.Tensor, scale: torch.Tensor
+        ctx: Any,
+        x: torch.Tensor,
+        weight_fp8: torch.Tensor,
+        scale: torch.Tensor,
+        fp8_compute: bool,
     ) -> torch.Tensor:
         ctx.save_for_backward(weight_fp8, scale)
         x2d = x.reshape(-1, x.shape[-1])
-        if _scaled_mm_supported(x2d, weight_fp8):
+        if fp8_compute and _scaled_mm_supported(x2d, weight_fp8):
             y = _fp8_forward(x2d, weight_fp8, scale)
         else:
             y = x2d @ dequantize(weight_fp8, scale, x.dtype).t()
         return y.reshape(*x.shape[:-1], weight_fp8.shape[0])
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         weight_fp8, scale = ctx.saved_tensors
-        grad_x = grad_out @ _dequantize_for_backward(weight_fp8, scale, grad_out.dtype)
-        return grad_x, None, None
+        grad_x = grad_out @ dequantize(weight_fp8, scale, grad_out.dtype)
+        return grad_x, None, None, None
 
 
 def dequantize(weight_fp8: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The weight back in ``dtype``, computed in float32 (for merging and saving)."""
-    return (weight_fp8.to(torch.float32) * scale).to(dtype)
+    """The weight back in ``dtype``: the one formula the forward, backward and vLLM sync share.
 
-
-def _dequantize_for_backward(
-    weight_fp8: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype
-) -> torch.Tensor:
-    """The weight in ``dtype`` with one temporary of that size instead of two float32 ones.
-
-    Every backward pass of every layer makes this copy, so its size is the layer's share of
-    the peak memory; bf16 keeps the row scales' error (at most 2^-9) far below FP8's own.
+    Every forward and backward pass of every layer makes this copy, so it is made with one
+    temporary of the layer's size (no float32 ones); rounding the row scales to bf16 costs
+    at most 2^-9 relative, far below FP8's own error. float16 cannot hold small scales, so
+    it goes through float32.
     """
-    if dtype not in (torch.bfloat16, torch.float32):
-        return dequantize(weight_fp8, scale, dtype)  # float16 cannot hold small scales exactly
-    return weight_fp8.to(dtype).mul_(scale.to(dtype))
+    if dtype in (torch.bfloat16, torch.float32):
+        return weight_fp8.to(dtype).mul_(scale.to(dtype))
+    return (weight_fp8.to(torch.float32) * scale).to(dtype)
 
 
 class Fp8Linear(nn.Module):
@@ -105,8 +111,15 @@ class Fp8Linear(nn.Module):
     weight_fp8: torch.Tensor
     weight_scale: torch.Tensor
 
-    def __init__(self, linear: nn.Linear, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        linear: nn.Linear,
+        device: torch.device | str | None = None,
+        *,
+        fp8_compute: bool = False,
+    ) -> None:
         super().__init__()
+        self.fp8_compute = fp8_compute  # FP8 tensor-core forward instead of a dequantized one
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.compute_dtype = linear.weight.dtype
@@ -132,7 +145,7 @@ class Fp8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the layer."""
-        y = _Fp8LinearFunction.apply(x, self.weight_fp8, self.weight_scale)
+        y = _Fp8LinearFunction.apply(x, self.weight_fp8, self.weight_scale, self.fp8_compute)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y
@@ -155,8 +168,10 @@ class Fp8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         """Shape and storage, for ``print(model)``."""
+        compute = "fp8" if self.fp8_compute else str(self.compute_dtype).removeprefix("torch.")
         return (
-            f"in_features={self.in_features}, out_features={self.out_features}, fp8=e4m3 row-scaled"
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"fp8=e4m3 row-scaled, compute={compute}"
         )
 
 
@@ -169,6 +184,7 @@ def quantize_frozen_linears(
     *,
     skip: tuple[str, ...] = ("lm_head",),
     device: torch.device | str | None = None,
+    fp8_compute: bool = False,
 ) -> int:
     """Store every frozen ``nn.Linear`` (LoRA base layers included) in FP8; returns the count.
 
@@ -182,7 +198,7 @@ def quantize_frozen_linears(
             full = f"{name}.{child_name}" if name else child_name
             if any(part in full for part in skip) or not _is_frozen_linear(child):
                 continue
-            setattr(module, child_name, Fp8Linear(child, device=device))
+            setattr(module, child_name, Fp8Linear(child, device=device, fp8_compute=fp8_compute))
             count += 1
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
