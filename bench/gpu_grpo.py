@@ -182,18 +182,35 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
+def plain_tensors(tensor: Any) -> list[Any]:
+    """The ordinary tensors holding a tensor's data (a torchao FP8 tensor holds several)."""
+    flatten = getattr(type(tensor), "__tensor_flatten__", None)
+    if flatten is not None:
+        names, _ = tensor.__tensor_flatten__()
+        return [t for name in names for t in plain_tensors(getattr(tensor, name))]
+    return [tensor]
+
+
 def cuda_tensor_bytes(model: Any) -> int:
     """Bytes of the distinct GPU storages behind a model's parameters and buffers."""
     seen: set[int] = set()
     total = 0
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        if not tensor.is_cuda:
-            continue
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() in seen:
-            continue
-        seen.add(storage.data_ptr())
-        total += storage.nbytes()
+    for outer in itertools.chain(model.parameters(), model.buffers()):
+        try:
+            inner = plain_tensors(outer)
+        except (AttributeError, RuntimeError):
+            inner = [outer]
+        for tensor in inner:
+            if not tensor.is_cuda:
+                continue
+            try:
+                storage = tensor.untyped_storage()
+                key, size = storage.data_ptr(), storage.nbytes()
+            except RuntimeError:  # a storage Python cannot see into: count the tensor itself
+                key, size = id(tensor), tensor.numel() * tensor.element_size()
+            if key not in seen:
+                seen.add(key)
+                total += size
     return total
 
 
@@ -463,7 +480,9 @@ def pipeline_config(case: Case, settings: Settings, model_dir: Path, output_dir:
     return config
 
 
-def run_pipeline(case: Case, settings: Settings, model_dir: Path, output_dir: Path) -> None:
+def run_pipeline(
+    case: Case, settings: Settings, model_dir: Path, output_dir: Path, *, save: bool = True
+) -> None:
     """Cases 2-7: the project's own flow, with measuring hooks around loading and training."""
     import autolearn.trainer as trainer_module
     from autolearn import pipeline
@@ -480,13 +499,21 @@ def run_pipeline(case: Case, settings: Settings, model_dir: Path, output_dir: Pa
         prepare(trainer, tm)
         instrument(trainer)
 
+    def no_save(trainer: Any, tm: Any, output_dir: Path) -> Path:
+        logger.info("case %s skips saving the adapter and merged model", case.name)
+        return output_dir
+
     pipeline.load_training_model = measured_load
     trainer_module.prepare_trainer = measured_prepare
+    if not save:
+        trainer_module.save_final_model = no_save
     config = pipeline_config(case, settings, model_dir, output_dir)
     pipeline.run_training(config, prompt_dataset(), REWARDS)
 
 
-def run_case(case: Case, settings: Settings, model_dir: Path, output_dir: Path) -> dict[str, Any]:
+def run_case(
+    case: Case, settings: Settings, model_dir: Path, output_dir: Path, *, save: bool = True
+) -> dict[str, Any]:
     """Run one case in this process and summarise it."""
     RECORDER.times["t0"] = time.perf_counter()
     error = ""
@@ -494,13 +521,14 @@ def run_case(case: Case, settings: Settings, model_dir: Path, output_dir: Path) 
         if case.backend == "trl":
             run_plain_trl(settings, model_dir, output_dir)
         else:
-            run_pipeline(case, settings, model_dir, output_dir)
+            run_pipeline(case, settings, model_dir, output_dir, save=save)
     except Exception as exc:  # a broken case is a result too; the other cases still run
         logger.exception("case %s failed", case.name)
         error = f"{type(exc).__name__}: {exc}"[:500]
     RECORDER.times["end"] = time.perf_counter()
     summary = summarise(case, settings, error)
     summary["merged_ok"] = (output_dir / "merged" / "config.json").is_file()
+    summary["saved"] = save
     return summary
 
 
@@ -566,6 +594,12 @@ def summarise(case: Case, settings: Settings, error: str) -> dict[str, Any]:
         "reward": last.get("reward"),
         "reward_std": last.get("reward_std"),
         "clipped_ratio": last.get("completions/clipped_ratio"),
+        # How far the trainer's log-probabilities are from the vLLM sampler's (vLLM cases).
+        "is_ratio_min": last.get("sampling/importance_sampling_ratio/min"),
+        "is_ratio_mean": last.get("sampling/importance_sampling_ratio/mean"),
+        "logp_diff_mean": last.get("sampling/sampling_logp_difference/mean"),
+        "logp_diff_max": last.get("sampling/sampling_logp_difference/max"),
+        "grad_norms": [row.get("grad_norm") for row in train_logs],
         "memory": memory,
         "trainer_args": rec.trainer_args,
     }
@@ -665,6 +699,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
+def case_timeouts(spec: str) -> dict[str, float]:
+    """``7=250,unsloth_bf16=180`` as ``{case name: seconds}``."""
+    timeouts = {}
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        key, _, seconds = part.partition("=")
+        (case,) = select_cases(key)
+        timeouts[case.name] = float(seconds)
+    return timeouts
+
+
 def select_cases(spec: str) -> list[Case]:
     """``all`` or a comma-separated list of case numbers or names."""
     if spec == "all":
@@ -729,8 +773,9 @@ def results_table(results: list[dict[str, Any]], baseline: dict[str, Any] | None
     """Markdown table of the cases, ratios against plain TRL where it ran."""
     head = (
         "| # | case | train peak GiB | x TRL | vLLM share GiB | weights GiB | s/step | x TRL "
-        "| gen s | score s | train s | rollout tok/s | first step s | loss | grad norm | reward | note |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| gen s | score s | train s | rollout tok/s | first step s | loss | grad norm | reward "
+        "| IS ratio mean | note |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     base_mem = (baseline or {}).get("memory", {}).get("train_peak_gib")
     base_step = (baseline or {}).get("step_s")
@@ -747,7 +792,8 @@ def results_table(results: list[dict[str, Any]], baseline: dict[str, Any] | None
             f"{_fmt(r.get('step_s'))} | {_fmt(step_ratio, 3)} | {_fmt(r.get('generate_s'))} | "
             f"{_fmt(r.get('score_s'))} | {_fmt(r.get('train_s'))} | {_fmt(r.get('rollout_tok_s'), 0)} | "
             f"{_fmt(r.get('first_step_s'), 1)} | {_fmt(r.get('loss'), 4)} | "
-            f"{_fmt(r.get('grad_norm'), 4)} | {_fmt(r.get('reward'), 3)} | {note.replace('|', '/')[:120]} |"
+            f"{_fmt(r.get('grad_norm'), 4)} | {_fmt(r.get('reward'), 3)} | "
+            f"{_fmt(r.get('is_ratio_mean'), 3)} | {note.replace('|', '/')[:120]} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -796,6 +842,8 @@ def drive(args: argparse.Namespace) -> int:
         if code != 0:
             logger.error("building the %s model failed; see %s", settings.shape, log_path)
             return 1
+    saving = select_cases(args.save_cases)
+    timeouts = case_timeouts(args.case_timeouts)
     results = []
     for case in cases:
         result_path = work / f"{case.name}.json"
@@ -809,9 +857,10 @@ def drive(args: argparse.Namespace) -> int:
                 str(result_path),
                 *common,
                 *settings_argv(settings),
+                *([] if case in saving else ["--no-save"]),
             ],
             log_path,
-            args.case_timeout,
+            timeouts.get(case.name, args.case_timeout),
             work,
         )
         if result_path.is_file():
@@ -899,6 +948,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also report the results earlier runs left in --workdir for the other cases",
     )
+    parser.add_argument(
+        "--save-cases",
+        default="all",
+        help="cases that save the adapter and merged model at the end (all, or numbers/names)",
+    )
+    parser.add_argument(
+        "--case-timeouts", default="", help="per-case overrides of --case-timeout: 7=250,6=180"
+    )
+    parser.add_argument("--no-save", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--build-model", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--run-case", default=None, help=argparse.SUPPRESS)
@@ -923,7 +981,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_case:
         case = CASES_BY_KEY[args.run_case]
         settings = settings_from_args(args)
-        summary = run_case(case, settings, model_dir, work / "runs" / case.name)
+        output_dir = work / "runs" / case.name
+        summary = run_case(case, settings, model_dir, output_dir, save=not args.no_save)
         Path(args.result).write_text(json.dumps(summary, indent=2), encoding="utf-8")
         return 0 if not summary["error"] else 1
     if args.tokenizer is None:
