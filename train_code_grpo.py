@@ -87,7 +87,10 @@ def main() -> None:
     )
 
     import code_rewards
+    from autolearn.code_exec import warm_up_analysis
 
+    # mypy parses the standard library stubs once; do it now rather than in the first step.
+    warm_up_analysis(type_check=config.rewards.get("type_safety", 0.0) > 0)
     run_training(config, dataset, code_rewards.REWARDS, resume=args.resume)
 
 
