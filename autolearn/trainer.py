@@ -6,7 +6,7 @@ dataset and a reward registry; everything about TRL lives here. Outputs in
 
     config.yaml         the resolved config of the run
     metrics.jsonl       one JSON line per logging step (loss, reward, each reward component,
-                        and the wall time of the step)
+                        the wall time of the step and, on a GPU, peak memory so far)
     reward_curve.png    reward per step, total and per component (at every save and the end)
     checkpoint-N/       resumable checkpoints every ``save_steps`` (and on Ctrl-C)
     adapter/            the final LoRA adapter and tokenizer
@@ -251,6 +251,8 @@ def make_callbacks(output_dir: Path, interrupt: InterruptFlag) -> list[Any]:
                 record = {"step": state.global_step, **_jsonable(logs)}
                 if self.step_seconds is not None and "reward" in logs:
                     record["step_seconds"] = round(self.step_seconds, 3)
+                    if (peak := gpu_peak_gib()) is not None:
+                        record["gpu_peak_gib"] = peak
                 with (output_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
 
@@ -265,6 +267,15 @@ def make_callbacks(output_dir: Path, interrupt: InterruptFlag) -> list[Any]:
                 control.should_training_stop = True
 
     return [RewardProgressCallback(), MetricsCallback()]
+
+
+def gpu_peak_gib() -> float | None:
+    """Peak memory allocated by torch on this process's GPU so far, or ``None`` without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**30, 3)
 
 
 def _jsonable(logs: Mapping[str, Any]) -> dict[str, Any]:
