@@ -93,6 +93,7 @@ import yaml
 
 from autolearn.diffs import DiffError, parse_patch
 from autolearn.errors import UserError, one_line
+from autolearn.jsonl import read_json_lines
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -232,24 +233,15 @@ def _read_swe_hub(name: str) -> list[dict[str, str]]:
 
 
 def _read_json_rows(file: Path) -> list[tuple[int, Any]]:
-    text = file.read_text(encoding="utf-8")
     if file.suffix == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise UserError(f"{file}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
         if not isinstance(data, list):
             raise UserError(f"{file}: expected a JSON list of SWE-bench instances")
         return list(enumerate(data, start=1))
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((number, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{file} line {number}: invalid JSON ({exc.msg})") from None
-    return rows
+    return list(read_json_lines(file))
 
 
 def _read_parquet(file: Path) -> list[tuple[int, Any]]:

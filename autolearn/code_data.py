@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autolearn.errors import UserError, one_line
+from autolearn.jsonl import read_json_lines
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -262,9 +263,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]] | dict[str, Any]:
         opener = gzip.open if name.endswith(".gz") else open
         with opener(path, "rt", encoding="utf-8") as handle:
             if ".jsonl" in name:
-                return [
-                    _json_line(line, path, i) for i, line in enumerate(handle, 1) if line.strip()
-                ]
+                return [row for _, row in read_json_lines(path)]
             data = json.load(handle)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
@@ -275,16 +274,6 @@ def _read_rows(path: Path) -> list[dict[str, Any]] | dict[str, Any]:
     if not isinstance(data, list | dict):
         raise UserError(f"{path}: expected a JSON list of problems or an object with 'problems'")
     return data
-
-
-def _json_line(line: str, path: Path, number: int) -> dict[str, Any]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: line {number} is not valid JSON ({exc.msg})") from exc
-    if not isinstance(row, dict):
-        raise UserError(f"{path}: line {number} is not a JSON object")
-    return row
 
 
 def load_local(path: str | Path) -> list[CodeProblem]:

@@ -17,7 +17,6 @@ The pieces, in the order ``eval_code.py`` uses them:
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from autolearn.code_data import CodeProblem, chat_prompt, load_code_problems, load_local
 from autolearn.code_exec import Candidate, prepare_candidate, run_candidates
 from autolearn.errors import UserError, one_line
+from autolearn.jsonl import read_json_lines
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -146,27 +146,13 @@ def read_samples(path: str | Path) -> list[Sample]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"samples file not found: {file}")
-    opener = gzip.open if file.name.endswith(".gz") else open
-    samples = []
-    try:
-        with opener(file, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    samples.append(_sample_from_line(line, file, number))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{file}: cannot read it ({one_line(str(exc))})") from None
+    samples = [_sample_from_row(row, file, number) for number, row in read_json_lines(file)]
     if not samples:
         raise UserError(f"{file}: holds no samples")
     return samples
 
 
-def _sample_from_line(line: str, file: Path, number: int) -> Sample:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{file}: line {number} is not valid JSON ({exc.msg})") from None
-    if not isinstance(row, dict):
-        raise UserError(f"{file}: line {number} is not a JSON object")
+def _sample_from_row(row: dict[str, Any], file: Path, number: int) -> Sample:
     for key in ("task_id", "completion"):
         if not isinstance(row.get(key), str):
             raise UserError(f"{file}: line {number} needs a string {key!r}")

@@ -179,8 +179,8 @@ def write_jsonl(path: Path, rows: list[object]) -> str:
     [
         (None, "SWE-bench file not found"),
         ("", "no SWE-bench instances"),
-        ("{not json}\n", "line 1: invalid JSON"),
-        ('["a list"]\n', "row 1: expected an object"),
+        ("{not json}\n", "line 1 is not valid JSON"),
+        ('["a list"]\n', "line 1 is not a JSON object"),
         (json.dumps({k: v for k, v in ROWS[0].items() if k != "patch"}), "missing or empty"),
         (json.dumps(dict(ROWS[0], patch="fix slugify")), "not a valid unified diff"),
         (json.dumps(dict(ROWS[0], version=1.0)), "'version' must be a string"),
