@@ -16,8 +16,7 @@ from autolearn.config import (
     BenchDataConfig,
     Config,
     TrainingConfig,
-    add_common_arguments,
-    load_config,
+    training_parser,
 )
 from autolearn.errors import run_main
 
@@ -41,11 +40,10 @@ def fill_default_rewards(config: Config) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see ``--help``)."""
-    parser = argparse.ArgumentParser(
-        description="GRPO training on SWE-bench (unified-diff patches) or Terminal-Bench (shell "
-        "commands run in the sandbox); rewards from bench_rewards.py.",
+    parser = training_parser(
+        "GRPO training on SWE-bench (unified-diff patches) or Terminal-Bench (shell "
+        "commands run in the sandbox); rewards from bench_rewards.py."
     )
-    add_common_arguments(parser, default_config=None)
     parser.add_argument(
         "--benchmark",
         dest="dataset.name",
@@ -61,7 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tasks_dir", dest="dataset.tasks_dir", metavar="DIR", help="Terminal-Bench tasks"
     )
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
 
@@ -69,14 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     """Resolve the config, load the benchmark's tasks, and train."""
     args = parse_args()
-    config = load_config(default_config(), args, finalize=fill_default_rewards)
+    from autolearn.pipeline import run_training, start_run
 
-    from autolearn.trainer import setup_logging
-
-    setup_logging(args.verbose)
+    config = start_run(default_config(), args, finalize=fill_default_rewards)
 
     from autolearn.benchmarks import load_benchmark
-    from autolearn.pipeline import run_training
 
     d = config.dataset
     dataset = load_benchmark(

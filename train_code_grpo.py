@@ -16,8 +16,7 @@ from autolearn.config import (
     CodeDataConfig,
     Config,
     TrainingConfig,
-    add_common_arguments,
-    load_config,
+    training_parser,
 )
 from autolearn.errors import run_main
 
@@ -41,11 +40,10 @@ def default_config() -> Config:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see ``--help``)."""
-    parser = argparse.ArgumentParser(
-        description="GRPO training on code problems, rewarded by running the code against tests "
-        "(rewards from code_rewards.py). --dataset: humaneval | mbpp | mbpp-sanitized | custom | FILE",
+    parser = training_parser(
+        "GRPO training on code problems, rewarded by running the code against tests "
+        "(rewards from code_rewards.py). --dataset: humaneval | mbpp | mbpp-sanitized | custom | FILE"
     )
-    add_common_arguments(parser, default_config=None)
     parser.add_argument(
         "--test_file",
         dest="dataset.test_file",
@@ -59,7 +57,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="F",
         help="share of problems held out of training, e.g. 0.2",
     )
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
 
@@ -67,14 +64,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     """Resolve the config, build the code dataset, and train."""
     args = parse_args()
-    config = load_config(default_config(), args)
+    from autolearn.pipeline import run_training, start_run
 
-    from autolearn.trainer import setup_logging
-
-    setup_logging(args.verbose)
+    config = start_run(default_config(), args)
 
     from autolearn.code_data import build_code_dataset
-    from autolearn.pipeline import run_training
 
     d = config.dataset
     dataset = build_code_dataset(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from autolearn.config import Config, MathDataConfig, add_common_arguments, load_config
+from autolearn.config import Config, MathDataConfig, training_parser
 from autolearn.errors import run_main
 
 DEFAULT_REWARDS = {"correctness": 1.0, "xml_format": 0.3, "format": 0.2, "reasoning": 0.1}
@@ -24,26 +24,19 @@ def default_config() -> Config:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see ``--help``)."""
-    parser = argparse.ArgumentParser(
-        description="GRPO training on GSM8K-style math problems, with the rewards of rewards.py.",
-    )
-    add_common_arguments(parser, default_config=None)
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
-    return parser.parse_args(argv)
+    description = "GRPO training on GSM8K-style math problems, with the rewards of rewards.py."
+    return training_parser(description).parse_args(argv)
 
 
 @run_main
 def main() -> None:
     """Resolve the config, build the math dataset, and train."""
     args = parse_args()
-    config = load_config(default_config(), args)
+    from autolearn.pipeline import run_training, start_run
 
-    from autolearn.trainer import setup_logging
-
-    setup_logging(args.verbose)
+    config = start_run(default_config(), args)
 
     from autolearn.data import build_math_dataset
-    from autolearn.pipeline import run_training
 
     d = config.dataset
     dataset = build_math_dataset(

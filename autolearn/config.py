@@ -338,13 +338,10 @@ COMMON_FLAGS: list[tuple[str, str, type, str]] = [
 ]
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, default_config: str | None) -> None:
-    """Add ``--config``, ``--precision``, ``--resume`` and :data:`COMMON_FLAGS` to ``parser``."""
-    parser.add_argument(
-        "--config",
-        default=default_config,
-        help=f"YAML config file (default: {default_config or 'built-in defaults'})",
-    )
+def training_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the flags every training script shares (see :data:`COMMON_FLAGS`)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help="YAML config file (default: built-in defaults)")
     for flag, dest, tp, text in COMMON_FLAGS:
         metavar = flag.lstrip("-").upper()
         parser.add_argument(flag, dest=dest, type=tp, default=None, metavar=metavar, help=text)
@@ -359,6 +356,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_config: str | 
         action="store_true",
         help="continue from the last checkpoint in the output dir",
     )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autolearn.config import Config
+from autolearn.config import Config, load_config
 from autolearn.models import (
     cuda_available,
     load_training_model,
@@ -25,6 +25,17 @@ from autolearn.models import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def start_run(
+    defaults: Config, args: Any, finalize: Callable[[Config], None] | None = None
+) -> Config:
+    """Resolve the run's config from ``defaults``, ``--config`` and the flags; set up logging."""
+    config = load_config(defaults, args, finalize)
+    from autolearn.trainer import setup_logging
+
+    setup_logging(args.verbose)
+    return config
 
 
 def choose_backend(config: Config) -> str:
