@@ -202,23 +202,9 @@ def _read_swe_rows(source: str) -> list[dict[str, str]]:
 
 def _read_swe_hub(name: str) -> list[dict[str, str]]:
     """Load a hub test split; keep valid rows (a warning names the skipped ones)."""
-    import datasets
+    from autolearn.data import load_hub_dataset
 
-    hub_errors: tuple[type[BaseException], ...] = (OSError, datasets.exceptions.DatasetsError)
-    try:
-        import httpx
-
-        hub_errors += (httpx.HTTPError,)
-    except ImportError:  # pragma: no cover - huggingface_hub depends on httpx
-        pass
-    try:
-        table = datasets.load_dataset(name, split="test")
-    except hub_errors as exc:
-        raise UserError(
-            f"could not load {name} from the Hugging Face Hub ({type(exc).__name__}: "
-            f"{one_line(str(exc))[:160]}); connect to the internet, or pass a local "
-            f"SWE-bench .jsonl/.parquet file instead"
-        ) from None
+    table = load_hub_dataset(name, None, "test")  # offline: the cache, or one clear line at once
     rows, skipped = [], []
     for index, row in enumerate(table):
         try:
