@@ -51,8 +51,7 @@ import gzip
 import json
 import logging
 import random
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,41 +211,11 @@ def load_mbpp(split: str | None = None, *, sanitized: bool = False) -> list[Code
     return [mbpp_problem(row, source=source) for row in rows]
 
 
-@contextmanager
-def _libraries_offline() -> Iterator[None]:
-    """Make datasets/huggingface_hub read only their cache (no 30-second retries on a dead link)."""
-    import datasets
-    import huggingface_hub.constants as hub_constants
-
-    saved = (datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE)
-    datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
-
-
 def _hub_rows(repo: str, config: str | None, split: str) -> list[dict[str, Any]]:
     """A hub dataset split's rows, from the network or the local cache; else ``UserError``."""
-    import datasets
+    from autolearn.data import load_hub_dataset
 
-    from autolearn.hub import hub_reachable
-
-    online = hub_reachable()
-    try:
-        if online:
-            loaded = datasets.load_dataset(repo, config, split=split)
-        else:
-            with _libraries_offline():
-                loaded = datasets.load_dataset(repo, config, split=split)
-    except Exception as exc:  # datasets raises many types (ConnectionError, ValueError, ...)
-        where = "" if online else " (the hub is unreachable and it is not in the local cache)"
-        raise UserError(
-            f"cannot load {repo}{f' ({config})' if config else ''} split {split!r}{where}: "
-            f"{one_line(str(exc))[:200]}; "
-            "pass a local .jsonl/.json/.parquet file with the same columns instead"
-        ) from exc
-    return [dict(row) for row in loaded]
+    return [dict(row) for row in load_hub_dataset(repo, config, split)]
 
 
 # --------------------------------------------------------------------------- local files

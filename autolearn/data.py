@@ -7,8 +7,9 @@ rewards read. Rows come from the hub or from a local ``.jsonl``/``.json``/``.par
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,21 +60,34 @@ def load_rows(name: str, *, subset: str | None = None, split: str = "train") -> 
     return load_hub_dataset(name, subset, split)
 
 
+@contextlib.contextmanager
+def _libraries_offline() -> Iterator[None]:
+    """Make datasets and huggingface_hub read only their cache (no half minute of retries)."""
+    import datasets
+    import huggingface_hub.constants as hub_constants
+
+    saved = (datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE)
+    datasets.config.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = saved
+
+
 def load_hub_dataset(name: str, subset: str | None, split: str) -> Any:
     """Load a hub dataset; offline, only the local cache is tried, and a miss is one clear line."""
     import datasets
 
     online = hub_reachable()
-    if not online:
-        datasets.config.HF_HUB_OFFLINE = True  # read the cache without half a minute of retries
     try:
-        return datasets.load_dataset(name, subset, split=split)
-    except ValueError as exc:
-        raise UserError(f"dataset '{name}': {one_line(str(exc))}") from None
-    except Exception as exc:  # hub and cache misses surface as several exception types
+        if online:
+            return datasets.load_dataset(name, subset, split=split)
+        with _libraries_offline():
+            return datasets.load_dataset(name, subset, split=split)
+    except Exception as exc:  # datasets raises many types (ConnectionError, ValueError, ...)
         if not online:
             require_hub(f"dataset '{name}'")
-        raise UserError(f"could not load dataset '{name}': {type(exc).__name__}: {exc}") from None
+        raise UserError(f"could not load dataset '{name}': {one_line(str(exc))}") from None
 
 
 def require_columns(rows: Any, columns: Sequence[str], name: str) -> None:
