@@ -38,7 +38,7 @@ def run_main(main: Callable[[], T]) -> Callable[[], T]:
         try:
             return main()
         except UserError as exc:
-            print(f"error: {one_line(str(exc))}", file=sys.stderr)
+            sys.stderr.write(f"error: {one_line(str(exc))}\n")
             raise SystemExit(exc.exit_code) from None
         except KeyboardInterrupt:
             logging.getLogger("autolearn").warning("interrupted")
