@@ -57,6 +57,8 @@ def resolve_reward(name: str, registry: Mapping[str, RewardFn]) -> RewardFn:
             raise UserError(f"unknown reward '{name}'; built-in rewards: {', '.join(registry)}")
         return registry[name]
     module_name, function_name = custom
+    if os.getcwd() not in sys.path:  # a reward module next to the user's config, as documented
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
