@@ -53,6 +53,34 @@ def test_two_processes_train_and_only_rank_zero_writes(
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("script", "data"),
+    [
+        ("train_code_grpo.py", ("--dataset", "humaneval")),
+        ("train_bench_grpo.py", ("--benchmark", "terminal")),
+    ],
+)
+def test_code_and_bench_scripts_run_under_two_processes(
+    tiny_model_dir: Path, tmp_path: Path, script: str, data: tuple[str, str]
+) -> None:
+    out = tmp_path / "run"
+    result = accelerate_launch(
+        str(ROOT / script),
+        *data,
+        "--model", str(tiny_model_dir),
+        "--max_samples", "4",
+        "--max_steps", "2",
+        "--max_completion_length", "16",
+        "--num_generations", "2",
+        "--batch_size", "2",
+        "--output_dir", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward" in r] == [1, 2]
+    assert (out / "merged" / "config.json").is_file()
+
+
 def test_batch_that_does_not_split_into_groups_fails_before_loading(tmp_path: Path) -> None:
     result = accelerate_launch(
         str(ROOT / "train_fp8_grpo.py"),
