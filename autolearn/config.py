@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, Union
@@ -418,19 +418,3 @@ def parse_reward_spec(spec: str) -> tuple[str, str] | None:
     if not module or not function:
         raise UserError(f"custom reward '{spec}' must look like module:function")
     return module, function
-
-
-def parse_ks(text: str) -> list[int]:
-    """Parse a comma-separated list of positive integers such as ``"1,10"``."""
-    try:
-        ks = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"expected comma-separated integers, got {text!r}") from None
-    if not ks or any(k <= 0 for k in ks):
-        raise UserError(f"expected positive integers, got {text!r}")
-    return ks
-
-
-def section_names(config: Config) -> Sequence[str]:
-    """Names of the config's top-level sections."""
-    return [f.name for f in dataclasses.fields(config)]

@@ -71,29 +71,37 @@ def fix_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def embedded_tokenizer_dir(name: str = "embedded:smollm2-135m") -> Path:
-    """A directory holding the embedded model's (fixed) tokenizer, created on first use."""
-    target = cache_dir() / name.removeprefix(EMBEDDED_PREFIX) / f"tokenizer-v{CACHE_VERSION}"
-    if (target / "tokenizer_config.json").is_file():
-        return target
+def _cached(name: str, kind: str) -> Path:
+    """Where the converted ``kind`` (tokenizer or checkpoint) of an embedded model is cached."""
+    return cache_dir() / name.removeprefix(EMBEDDED_PREFIX) / f"{kind}-v{CACHE_VERSION}"
+
+
+def _gguf_tokenizer(name: str) -> Any:
+    """The embedded model's tokenizer read from its GGUF, with the eos/pad fixes applied."""
     from transformers import AutoTokenizer
 
     directory, filename = gguf_location(name)
-    tokenizer = fix_tokenizer(AutoTokenizer.from_pretrained(directory, gguf_file=filename))
-    _atomic_save(target, tokenizer.save_pretrained)
+    return fix_tokenizer(AutoTokenizer.from_pretrained(directory, gguf_file=filename))
+
+
+def embedded_tokenizer_dir(name: str = "embedded:smollm2-135m") -> Path:
+    """A directory holding the embedded model's (fixed) tokenizer, created on first use."""
+    target = _cached(name, "tokenizer")
+    if not (target / "tokenizer_config.json").is_file():
+        _atomic_save(target, _gguf_tokenizer(name).save_pretrained)
     return target
 
 
 def embedded_checkpoint(name: str = "embedded:smollm2-135m") -> Path:
     """A plain (trainable) checkpoint of the embedded model, converted from GGUF on first use."""
-    target = cache_dir() / name.removeprefix(EMBEDDED_PREFIX) / f"checkpoint-v{CACHE_VERSION}"
+    target = _cached(name, "checkpoint")
     if (target / "config.json").is_file():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     directory, filename = gguf_location(name)
     logger.info("converting the embedded model %s to a plain checkpoint in %s (once)", name, target)
-    tokenizer = fix_tokenizer(AutoTokenizer.from_pretrained(directory, gguf_file=filename))
+    tokenizer = _gguf_tokenizer(name)
     model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename)
     model.config.quantization_config = None
     model.hf_quantizer = None  # type: ignore[assignment]

@@ -39,15 +39,7 @@ from autolearn import code_exec
 from autolearn.code_data import CodeProblem, load_humaneval
 from autolearn.sandbox import Limits, isolation_level
 
-COMPONENT_ORDER = (
-    "test_pass",
-    "execution",
-    "syntax",
-    "lint",
-    "complexity",
-    "type_safety",
-    "performance",
-)
+COMPONENT_ORDER = tuple(code_rewards.REWARDS)  # the order TRL calls them in
 KINDS = ("continuation", "fenced", "wrong", "broken")
 
 
