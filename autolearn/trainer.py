@@ -219,7 +219,38 @@ def format_log_line(logs: Mapping[str, Any], step: int, max_steps: int) -> str:
     return "  ".join(parts)
 
 
-def make_callbacks(output_dir: Path, interrupt: InterruptFlag) -> list[Any]:
+class RolloutClock:
+    """Seconds the trainer spent generating completions (vLLM or ``generate``) since the last read."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def attach(self, trainer: Any) -> None:
+        """Time every call of the trainer's generation method (TRL's private ``_generate``)."""
+        generate = getattr(trainer, "_generate", None)
+        if generate is None:  # another TRL version: the metric is simply left out
+            logger.debug("GRPOTrainer has no _generate; rollout time is not recorded")
+            return
+
+        @functools.wraps(generate)
+        def timed_generate(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return generate(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        trainer._generate = timed_generate
+
+    def take(self) -> float:
+        """The seconds accumulated since the last call, resetting the count."""
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
+def make_callbacks(
+    output_dir: Path, interrupt: InterruptFlag, rollouts: RolloutClock | None = None
+) -> list[Any]:
     """Our callbacks: progress bar with reward, metrics file, reward plot, Ctrl-C handling."""
     from transformers.trainer_callback import ProgressCallback
 
@@ -242,6 +273,7 @@ def make_callbacks(output_dir: Path, interrupt: InterruptFlag) -> list[Any]:
 
         step_started = 0.0
         step_seconds: float | None = None
+        rollout_seconds: float | None = None
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.step_started = time.perf_counter()
@@ -253,6 +285,8 @@ def make_callbacks(output_dir: Path, interrupt: InterruptFlag) -> list[Any]:
                 record = {"step": state.global_step, **_jsonable(logs)}
                 if self.step_seconds is not None and "reward" in logs:
                     record["step_seconds"] = round(self.step_seconds, 3)
+                    if self.rollout_seconds is not None:
+                        record["rollout_seconds"] = round(self.rollout_seconds, 3)
                     if (peak := gpu_peak_gib()) is not None:
                         record["gpu_peak_gib"] = peak
                 with (output_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
@@ -264,6 +298,7 @@ def make_callbacks(output_dir: Path, interrupt: InterruptFlag) -> list[Any]:
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.step_seconds = time.perf_counter() - self.step_started
+            self.rollout_seconds = rollouts.take() if rollouts is not None else None
             if interrupt.requested:
                 control.should_save = True
                 control.should_training_stop = True
@@ -399,6 +434,8 @@ def train(
         processing_class=tm.tokenizer,
     )
     prepare_trainer(trainer, tm)
+    rollouts = RolloutClock()
+    rollouts.attach(trainer)
     primary = trainer.is_world_process_zero()
     if primary:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -409,7 +446,7 @@ def train(
 
     with GracefulInterrupt() as interrupt:
         trainer.remove_callback(ProgressCallback)
-        for callback in make_callbacks(output_dir, interrupt):
+        for callback in make_callbacks(output_dir, interrupt, rollouts):
             trainer.add_callback(callback)
         log_run_header(config, tm, dataset, weights)
         trainer.train(resume_from_checkpoint=resume_from)

@@ -7,7 +7,11 @@ processes, and once under ``fsdp2.yaml``, with equal per-GPU settings. Reads eac
 ``metrics.jsonl`` (written by rank 0) and prints samples/s per GPU, the scaling efficiency
 and peak memory per GPU.
 
-    python bench/gpu_ddp.py --tokenizer DIR --out DIR [--steps 4] [--skip-fsdp]
+    python bench/gpu_ddp.py --tokenizer DIR --out DIR [--steps 10] [--fsdp-steps 5] [--skip-fsdp]
+
+Step times are medians over the steps after ``--warmup-steps``; each is split into rollout
+(``rollout_seconds`` in metrics.jsonl: generation) and the rest (scoring, log-probs, backward,
+optimizer and the gradient all-reduce).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,7 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def launch(
-    config_file: str, processes: int, model: Path, out: Path, *, steps: int, timeout: float
+    config_file: str,
+    processes: int,
+    model: Path,
+    out: Path,
+    *,
+    steps: int,
+    warmup: int,
+    timeout: float,
 ) -> dict[str, Any]:
     """Run one training under accelerate launch; return its throughput and memory figures."""
     command = [
@@ -50,8 +62,9 @@ def launch(
     if (out / "metrics.jsonl").is_file():
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps_rows = [r for r in rows if r.get("step_seconds")]
-    times = [r["step_seconds"] for r in steps_rows[1:]] or [r["step_seconds"] for r in steps_rows]
-    step_s = statistics.median(times) if times else None
+    timed = steps_rows[warmup:] or steps_rows
+    step_s = statistics.median(r["step_seconds"] for r in timed) if timed else None
+    rollout_s = statistics.median(r.get("rollout_seconds") or 0.0 for r in timed) if timed else None
     per_gpu = 8 / step_s if step_s else None  # each process generates 8 completions a step
     return {
         "config": config_file,
@@ -60,6 +73,10 @@ def launch(
         "wall_s": round(time.perf_counter() - started, 1),
         "steps_logged": len(steps_rows),
         "step_seconds_median": step_s,
+        "rollout_seconds_median": rollout_s,
+        "rest_seconds_median": round(step_s - rollout_s, 3) if step_s and rollout_s else None,
+        "step_seconds_all": [r["step_seconds"] for r in steps_rows],
+        "merged_saved": (out / "merged" / "config.json").is_file(),
         "samples_per_s_per_gpu": round(per_gpu, 3) if per_gpu else None,
         "samples_per_s_total": round(per_gpu * processes, 3) if per_gpu else None,
         "gpu_peak_gib_rank0": max((r.get("gpu_peak_gib") or 0 for r in steps_rows), default=None),
@@ -73,8 +90,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokenizer", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--timeout", type=float, default=150)
+    parser.add_argument("--steps", type=int, default=10, help="steps per DDP run")
+    parser.add_argument("--fsdp-steps", type=int, default=5, help="steps of the FSDP2 run")
+    parser.add_argument("--warmup-steps", type=int, default=2, help="steps left out of the medians")
+    parser.add_argument("--timeout", type=float, default=200, help="seconds per run")
     parser.add_argument("--skip-fsdp", action="store_true")
     parser.add_argument("--model", type=Path, default=Path("/tmp/qwen3-1.7b-random"))
     args = parser.parse_args()
@@ -85,12 +104,23 @@ def main() -> None:
     if not (model / "config.json").is_file():
         build_model("1.7b", args.tokenizer, model)
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
-    cases = [("ddp.yaml", 1), ("ddp.yaml", 2)] + ([] if args.skip_fsdp else [("fsdp2.yaml", 2)])
+    cases = [("ddp.yaml", 1, args.steps), ("ddp.yaml", 2, args.steps)]
+    if not args.skip_fsdp:
+        cases.append(("fsdp2.yaml", 2, args.fsdp_steps))
     results = []
-    for config_file, processes in cases:
+    for config_file, processes, steps in cases:
         out = Path(f"/tmp/gpu_ddp/{config_file.split('.')[0]}-{processes}")
+        shutil.rmtree(out, ignore_errors=True)
         results.append(
-            launch(config_file, processes, model, out, steps=args.steps, timeout=args.timeout)
+            launch(
+                config_file,
+                processes,
+                model,
+                out,
+                steps=steps,
+                warmup=min(args.warmup_steps, steps - 1),
+                timeout=args.timeout,
+            )
         )
         sys.stdout.write(json.dumps(results[-1]) + "\n")
         sys.stdout.flush()

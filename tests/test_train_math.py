@@ -58,6 +58,7 @@ def test_grpo_run_writes_metrics_plot_and_a_loadable_merged_model(
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2, 3]
+    assert all(0 < r["rollout_seconds"] < r["step_seconds"] for r in steps)
     for name in ("correctness", "xml_format", "format", "reasoning"):
         assert f"rewards/{name}/mean" in steps[0]
     assert (out / "reward_curve.png").stat().st_size > 5000
