@@ -1,0 +1,42 @@
+# Prepare the lent GPU machine for the benchmarks. Source it from the repository root:
+#
+#   . bench/gpu_machine_setup.sh vllm     # .device/vllm carried (alone: it is ~53 MiB): installs vLLM 0.24
+#   . bench/gpu_machine_setup.sh wheels   # .device/wheels carried: trl, datasets, torchao, unsloth, ...
+#   . bench/gpu_machine_setup.sh min      # .device/min carried: trl and datasets only (transformers runs)
+#   . bench/gpu_machine_setup.sh          # later calls on the same warm machine: environment only
+#
+# That machine has torch, transformers, peft and accelerate but no network, so the rest travels
+# as wheels built here (../shared/device/build_wheels.sh, build_vllm_parts.sh) and is installed
+# into /tmp/site, which outlives a call while the machine stays warm.
+
+site=/tmp/site
+for what in "$@"; do
+    case "$what" in
+    vllm)
+        mkdir -p /tmp/vparts && cp .device/vllm/* /tmp/vparts/ &&
+            (cd /tmp/vparts && sha256sum --quiet -c --ignore-missing SHA256SUMS) &&
+            cat /tmp/vparts/part-* | python3 -c "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|xz').extractall('/tmp/vw', filter='data')" &&
+            python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" /tmp/vw/*.whl ||
+            return 1
+        ;;
+    wheels | min)
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$site" ".device/$what"/*.whl || return 1
+        ;;
+    *)
+        echo "gpu_machine_setup.sh: unknown part '$what' (vllm, wheels, min)" >&2
+        return 2
+        ;;
+    esac
+done
+
+export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
+    TOKENIZERS_PARALLELISM=false VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 \
+    NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+# The embedded tokenizer, converted here (it needs gguf), kept in /tmp like the packages.
+if [ -d .device/autolearn_cache ]; then
+    mkdir -p /tmp/autolearn_cache && cp -r .device/autolearn_cache/. /tmp/autolearn_cache/
+fi
+if [ -d /tmp/autolearn_cache ]; then
+    export AUTOLEARN_CACHE=/tmp/autolearn_cache
+fi
