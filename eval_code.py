@@ -5,6 +5,7 @@
     python eval_code.py --model ./outputs/code/merged --benchmark custom \\
         --test_file examples/custom_tests.json
     python eval_code.py --benchmark humaneval --samples samples.jsonl   # score, no model
+    python eval_code.py --model ./outputs/code/merged --heldout_from ./outputs/code
 
 Writes one JSON object per sample to --output and a summary.json beside it.
 """
@@ -38,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="custom suite JSON (custom; default examples/custom_tests.json), or a local file "
         "of HumanEval/MBPP rows",
+    )
+    parser.add_argument(
+        "--heldout_from",
+        default=None,
+        metavar="RUN_DIR",
+        help="evaluate the problems a train_code_grpo.py run held out (its --eval_fraction), "
+        "read from RUN_DIR/config.yaml; replaces --benchmark and --test_file",
     )
     parser.add_argument("--n_samples", type=int, default=1, help="completions per problem")
     parser.add_argument("--k", default="1,10", help="comma-separated k values for pass@k")
@@ -93,7 +101,12 @@ def main() -> None:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
     if args.limit is not None and args.samples:
         raise UserError("--limit picks problems to generate for; a --samples file is scored whole")
-    problems = evaluation.load_benchmark(args.benchmark, args.test_file)[: args.limit]
+    if args.heldout_from:
+        benchmark, problems = evaluation.heldout_benchmark(args.heldout_from)
+    else:
+        benchmark = args.benchmark
+        problems = evaluation.load_benchmark(benchmark, args.test_file)
+    problems = problems[: args.limit]
     limits = evaluation.default_limits(args.timeout)
     progress = not args.no_progress
     if args.samples:
@@ -113,12 +126,12 @@ def main() -> None:
             prompt_style=args.prompt_style,
         )
         run = evaluation.evaluate_model(
-            args.model, problems, args.benchmark, ks, settings,
+            args.model, problems, benchmark, ks, settings,
             backend=args.backend, limits=limits, progress=progress,
         )  # fmt: skip
     results_path = Path(args.output)
     evaluation.write_results(results_path, run.scored)
-    summary = evaluation.build_summary(run, args.benchmark, results_path)
+    summary = evaluation.build_summary(run, benchmark, results_path)
     evaluation.write_summary(evaluation.summary_path(results_path), summary)
     for message in run.pass_k.skipped.values():
         logger.warning(message)

@@ -11,6 +11,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import logging
 
 from autolearn.config import (
     CodeDataConfig,
@@ -19,6 +20,8 @@ from autolearn.config import (
     training_parser,
 )
 from autolearn.errors import run_main
+
+logger = logging.getLogger("autolearn.train_code_grpo")
 
 DEFAULT_REWARDS = {
     "test_pass": 0.5,
@@ -68,10 +71,10 @@ def main() -> None:
 
     config = start_run(default_config(), args)
 
-    from autolearn.code_data import build_code_dataset
+    from autolearn.code_data import build_code_splits
 
     d = config.dataset
-    dataset = build_code_dataset(
+    splits = build_code_splits(
         d.name,
         path=d.test_file if d.name == "custom" else None,
         split=d.split or None,
@@ -79,13 +82,22 @@ def main() -> None:
         eval_fraction=d.eval_fraction,
         seed=config.training.seed,
     )
+    if splits.heldout_task_ids:
+        out = config.training.output_dir
+        logger.info(
+            "%d problems held out of training; score them afterwards with: "
+            "python eval_code.py --model %s/merged --heldout_from %s",
+            len(splits.heldout_task_ids),
+            out,
+            out,
+        )
 
     import code_rewards
     from autolearn.code_exec import warm_up_analysis
 
     # mypy parses the standard library stubs once; do it now rather than in the first step.
     warm_up_analysis(type_check=config.rewards.get("type_safety", 0.0) > 0)
-    run_training(config, dataset, code_rewards.REWARDS, resume=args.resume)
+    run_training(config, splits.train, code_rewards.REWARDS, resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Two entry points:
 
-* :func:`build_code_dataset` / :func:`build_code_splits` give the training ``datasets.Dataset``
+* :func:`build_code_splits` gives the training ``datasets.Dataset`` (and the held-out one)
   with the columns the code rewards read:
 
   ====================  ===================================================================
@@ -466,6 +466,27 @@ class CodeSplits:
     heldout_task_ids: tuple[str, ...]
 
 
+def load_code_splits(
+    dataset: str,
+    *,
+    path: str | Path | None = None,
+    split: str | None = None,
+    eval_fraction: float = 0.0,
+    seed: int = 42,
+) -> tuple[list[CodeProblem], list[CodeProblem]]:
+    """The (training, held-out) problems of a code dataset, as a training run splits them.
+
+    ``split`` defaults to ``train`` for MBPP (its ``test`` split is the usual benchmark). The
+    same arguments give the same held-out problems, which is how ``eval_code.py
+    --heldout_from`` finds the ones a run never trained on.
+    """
+    is_mbpp = dataset.lower().replace("_", "-") in ("mbpp", "mbpp-full", "mbpp-sanitized", MBPP_HUB)
+    problems = load_code_problems(dataset, path=path, split=split or ("train" if is_mbpp else None))
+    if not problems:
+        raise UserError(f"code dataset {dataset!r} has no problems")
+    return split_heldout(problems, eval_fraction, seed)
+
+
 def build_code_splits(
     dataset: str,
     *,
@@ -478,47 +499,20 @@ def build_code_splits(
 ) -> CodeSplits:
     """Load a code dataset for training, hold out ``eval_fraction`` of it, cap the rest.
 
-    ``split`` defaults to ``train`` for MBPP (its ``test`` split is the usual benchmark).
     ``max_samples`` caps the training part after the held-out part is set aside, so the
     held-out tasks stay the same whatever the cap.
     """
     if max_samples is not None and max_samples < 1:
         raise UserError(f"max_samples must be at least 1, got {max_samples}")
-    is_mbpp = dataset.lower().replace("_", "-") in ("mbpp", "mbpp-full", "mbpp-sanitized", MBPP_HUB)
-    problems = load_code_problems(dataset, path=path, split=split or ("train" if is_mbpp else None))
-    if not problems:
-        raise UserError(f"code dataset {dataset!r} has no problems")
-    train, held = split_heldout(problems, eval_fraction, seed)
-    if max_samples is not None:
-        train = train[:max_samples]
-    _log_selection(problems, train, held)
+    train, held = load_code_splits(
+        dataset, path=path, split=split, eval_fraction=eval_fraction, seed=seed
+    )
+    _log_selection([*train, *held], train[:max_samples], held)
     return CodeSplits(
-        train=problems_to_dataset(train, system_prompt),
+        train=problems_to_dataset(train[:max_samples], system_prompt),
         eval=problems_to_dataset(held, system_prompt) if held else None,
         heldout_task_ids=tuple(p.task_id for p in held),
     )
-
-
-def build_code_dataset(
-    dataset: str,
-    *,
-    path: str | Path | None = None,
-    split: str | None = None,
-    max_samples: int | None = None,
-    eval_fraction: float = 0.0,
-    seed: int = 42,
-    system_prompt: str | None = None,
-) -> Dataset:
-    """The training ``Dataset`` of :func:`build_code_splits` (held-out tasks excluded)."""
-    return build_code_splits(
-        dataset,
-        path=path,
-        split=split,
-        max_samples=max_samples,
-        eval_fraction=eval_fraction,
-        seed=seed,
-        system_prompt=system_prompt,
-    ).train
 
 
 def _log_selection(

@@ -2,7 +2,8 @@
 
 The pieces, in the order ``eval_code.py`` uses them:
 
-* :func:`load_benchmark` gives the problems (HumanEval, MBPP, a custom suite or a local file).
+* :func:`load_benchmark` gives the problems (HumanEval, MBPP, a custom suite or a local file);
+  :func:`heldout_benchmark` gives those a code training run held out of training.
 * :func:`generate_completions` samples ``n`` completions per problem, with transformers
   ``generate`` in batches, or with vLLM when it is installed and a GPU is present
   (:func:`generate_vllm`). Base models continue the problem's code and stop at the
@@ -29,7 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autolearn.code_data import CodeProblem, chat_prompt, load_code_problems, load_local
+from autolearn.code_data import (
+    CodeProblem,
+    chat_prompt,
+    load_code_problems,
+    load_code_splits,
+    load_local,
+)
 from autolearn.code_exec import Candidate, prepare_candidate, run_candidates
 from autolearn.errors import UserError, one_line
 from autolearn.jsonl import read_json_lines
@@ -131,6 +138,44 @@ def load_benchmark(benchmark: str, test_file: str | Path | None = None) -> list[
     if test_file is not None and benchmark != "custom":
         return load_local(test_file)
     return load_code_problems(benchmark, path=test_file)
+
+
+def heldout_benchmark(run_dir: str | Path) -> tuple[str, list[CodeProblem]]:
+    """The benchmark kind and the problems that a ``train_code_grpo.py`` run held out.
+
+    The run's saved ``config.yaml`` names the dataset, ``eval_fraction`` and seed; splitting
+    the same dataset the same way gives the same held-out problems.
+    """
+    from autolearn.config import read_yaml
+
+    config_path = Path(run_dir) / "config.yaml"
+    if not config_path.is_file():
+        raise UserError(f"--heldout_from: no config.yaml in {run_dir} (give a training output_dir)")
+    saved = read_yaml(config_path)
+    data, training = saved.get("dataset") or {}, saved.get("training") or {}
+    if "eval_fraction" not in data:
+        raise UserError(f"--heldout_from: {config_path} is not from a code training run")
+    if not data["eval_fraction"]:
+        raise UserError(
+            f"--heldout_from: that run held nothing out (dataset.eval_fraction is 0 in {config_path})"
+        )
+    name = str(data.get("name", ""))
+    _, held = load_code_splits(
+        name,
+        path=data.get("test_file") if name == "custom" else None,
+        split=data.get("split") or None,
+        eval_fraction=float(data["eval_fraction"]),
+        seed=int(training.get("seed", 42)),
+    )
+    return benchmark_kind(held), held
+
+
+def benchmark_kind(problems: Sequence[CodeProblem]) -> str:
+    """``humaneval``, ``mbpp`` or ``custom``, from the problems' task ids (for stop sequences)."""
+    for kind, prefix in (("humaneval", "HumanEval/"), ("mbpp", "MBPP/")):
+        if problems and all(p.task_id.startswith(prefix) for p in problems):
+            return kind
+    return "custom"
 
 
 @dataclass(frozen=True)

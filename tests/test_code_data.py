@@ -15,7 +15,6 @@ import code_rewards
 from autolearn import code_data
 from autolearn.code_data import (
     CodeProblem,
-    build_code_dataset,
     build_code_splits,
     load_code_problems,
     parse_custom,
@@ -99,7 +98,7 @@ def test_humaneval_dataset_columns_and_contamination_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="autolearn.code_data"):
-        dataset = build_code_dataset("humaneval", max_samples=5)
+        dataset = build_code_splits("humaneval", max_samples=5).train
     assert dataset.column_names == COLUMNS
     assert len(dataset) == 5
     messages = dataset[0]["prompt"]

@@ -250,3 +250,37 @@ def test_score_samples_statuses(completion: str, passed: bool, status: str) -> N
     [scored] = score_samples([Sample("t/add", completion)], {"t/add": problem}, progress=False)
     assert scored.passed is passed and scored.status == status
     assert scored.result == "passed" if passed else scored.result.startswith("failed")
+
+
+@pytest.mark.parametrize(
+    ("config_text", "message"),
+    [
+        (None, "no config.yaml in"),
+        ("dataset:\n  name: examples/math_sample.jsonl\n", "is not from a code training run"),
+        ("dataset:\n  name: humaneval\n  eval_fraction: 0.0\n", "that run held nothing out"),
+    ],
+)
+def test_heldout_from_a_run_that_cannot_give_heldout_problems_is_one_line(
+    tmp_path: Path, config_text: str | None, message: str
+) -> None:
+    if config_text is not None:
+        (tmp_path / "config.yaml").write_text(config_text)
+    result = run_script("--heldout_from", str(tmp_path), "--samples", str(tmp_path / "s.jsonl"))
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_heldout_from_a_custom_suite_run_matches_the_training_split(tmp_path: Path) -> None:
+    from autolearn.code_data import build_code_splits
+    from autolearn.evaluation import heldout_benchmark
+
+    suite = ROOT / "examples" / "custom_tests.json"
+    (tmp_path / "config.yaml").write_text(
+        f"dataset:\n  name: custom\n  test_file: {suite}\n  eval_fraction: 0.3\n"
+        "training:\n  seed: 7\n"
+    )
+    kind, problems = heldout_benchmark(tmp_path)
+    splits = build_code_splits("custom", path=suite, eval_fraction=0.3, seed=7)
+    assert kind == "custom"
+    assert tuple(p.task_id for p in problems) == splits.heldout_task_ids
+    assert len(problems) == 4  # 30% of the 13 problems

@@ -31,25 +31,60 @@ def logged_steps(output_dir: Path) -> list[dict[str, float]]:
     return [r for r in rows if "reward" in r]
 
 
-def test_code_training_on_a_humaneval_subset(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_code_training_on_a_humaneval_subset_then_eval_on_its_heldout_part(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "code"
     result = run_script(
         "train_code_grpo.py",
         "--model", str(tiny_model_dir),
         "--dataset", "humaneval",
         "--max_samples", "4",
+        "--eval_fraction", "0.25",
         "--max_steps", "2",
         "--output_dir", str(out),
         *TINY_RUN,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "contaminated" in result.stderr  # training on HumanEval says so
+    assert (
+        f"41 problems held out of training; score them afterwards with: python eval_code.py --model {out}/merged --heldout_from {out}"
+        in result.stderr
+    )
     steps = logged_steps(out)
     assert len(steps) == 2
     for name in ("test_pass", "execution", "syntax", "lint", "complexity"):
         assert f"rewards/{name}/mean" in steps[-1]
     assert (out / "merged" / "config.json").is_file()
     assert (out / "reward_curve.png").is_file()
+
+    # eval_code.py finds the 41 held-out problems from the run's config.yaml alone; the
+    # canonical solutions of exactly those tasks score pass@1 = 1 on them.
+    from autolearn.code_data import build_code_splits, load_humaneval
+
+    splits = build_code_splits("humaneval", max_samples=4, eval_fraction=0.25, seed=42)
+    held = set(splits.heldout_task_ids)
+    assert len(held) == 41 and not held & set(splits.train["task_id"])
+    samples = tmp_path / "heldout_samples.jsonl"
+    samples.write_text(
+        "".join(
+            json.dumps({"task_id": p.task_id, "completion": p.reference_solution}) + "\n"
+            for p in load_humaneval()
+            if p.task_id in held
+        )
+    )
+    scored = run_script(
+        "eval_code.py", "--heldout_from", str(out), "--samples", str(samples),
+        "--k", "1", "--output", str(tmp_path / "eval" / "results.jsonl"),
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["benchmark"] == "humaneval"
+    assert summary["problems"] == 41 and summary["pass@1"] == 1.0
+    rows = [
+        json.loads(line) for line in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()
+    ]
+    assert {r["task_id"] for r in rows} == held
 
 
 @pytest.mark.parametrize(
