@@ -124,6 +124,13 @@ def _run_batch(
     return candidates, tests, results
 
 
+# Every word run_status can give: the two of our own, then every ExecResult status.
+RUN_STATUSES = (
+    "no_code", "syntax_error", "passed", "failed", "timeout", "memory", "crashed", "output_limit",
+    "error",
+)  # fmt: skip
+
+
 def run_status(candidate: Candidate, result: ExecResult | None) -> str:
     """One word per completion for the logs: ``no_code``, ``syntax_error`` or the run's status."""
     if candidate.program is None:
@@ -146,7 +153,7 @@ def _report_to_trainer(
     statuses = [run_status(c, r) for c, r in zip(candidates, results, strict=True)]
     log_metric, log_extra = columns.get("log_metric"), columns.get("log_extra")
     if callable(log_metric) and statuses:
-        for status in ("no_code", "syntax_error", "passed", "failed", "timeout", "error"):
+        for status in RUN_STATUSES:
             log_metric(f"code/{status}", statuses.count(status) / len(statuses))
     if callable(log_extra):
         log_extra("run_status", statuses)

@@ -7,7 +7,7 @@
     python eval_code.py --benchmark humaneval --samples samples.jsonl   # score, no model
     python eval_code.py --model ./outputs/code/merged --heldout_from ./outputs/code
 
-Writes one JSON object per sample to --output and a summary.json beside it.
+Writes one JSON object per sample to --output (NAME.jsonl) and NAME.summary.json beside it.
 """
 
 from __future__ import annotations
@@ -48,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         "read from RUN_DIR/config.yaml; replaces --benchmark and --test_file",
     )
     parser.add_argument("--n_samples", type=int, default=1, help="completions per problem")
-    parser.add_argument("--k", default="1,10", help="comma-separated k values for pass@k")
+    parser.add_argument(
+        "--k",
+        default=None,
+        help="comma-separated k values for pass@k (default: 1,10, those that --n_samples allows)",
+    )
     parser.add_argument(
         "--temperature",
         type=float,
@@ -94,7 +98,7 @@ def main() -> None:
     from autolearn.trainer import setup_logging
 
     setup_logging(args.verbose)
-    ks = evaluation.parse_ks(args.k)
+    ks = evaluation.parse_ks(args.k or "1,10")
     if args.timeout <= 0:
         raise UserError(f"--timeout must be positive, got {args.timeout}")
     if args.limit is not None and args.limit < 1:
@@ -111,8 +115,9 @@ def main() -> None:
     progress = not args.no_progress
     if args.samples:
         run = evaluation.evaluate_samples_file(
-            args.samples, problems, ks, limits=limits, progress=progress
-        )
+            args.samples, problems, ks, limits=limits, progress=progress,
+            subset=bool(args.heldout_from),
+        )  # fmt: skip
     else:
         temperature = args.temperature
         if temperature is None:
@@ -131,10 +136,17 @@ def main() -> None:
         )  # fmt: skip
     results_path = Path(args.output)
     evaluation.write_results(results_path, run.scored)
-    summary = evaluation.build_summary(run, benchmark, results_path)
+    selection = {
+        "test_file": args.test_file,
+        "heldout_from": args.heldout_from,
+        "limit": args.limit,
+    }
+    summary = evaluation.build_summary(run, benchmark, results_path, selection)
     evaluation.write_summary(evaluation.summary_path(results_path), summary)
-    for message in run.pass_k.skipped.values():
-        logger.warning(message)
+    if args.k is not None:  # the default asks for pass@10 only where it can be had
+        hint = "" if args.samples else " (raise --n_samples)"
+        for message in run.pass_k.skipped.values():
+            logger.warning("%s%s", message, hint)
     Console().print(evaluation.summary_table(summary))
     logger.info("results: %s; summary: %s", results_path, evaluation.summary_path(results_path))
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autolearn.errors import run_main
+from autolearn.errors import UserError, run_main
 
 if TYPE_CHECKING:
     from autolearn.chat import BenchmarkPrompt, ChatSettings
@@ -77,12 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """Reject impossible values with one line naming the flag."""
-    from autolearn.errors import UserError
-
     if args.max_new_tokens < 1:
         raise UserError(f"--max_new_tokens must be at least 1, got {args.max_new_tokens}")
-    if args.temperature is not None and args.temperature < 0:
-        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.temperature is not None and not (
+        math.isfinite(args.temperature) and args.temperature >= 0
+    ):
+        raise UserError(f"--temperature must be a number >= 0, got {args.temperature}")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
     if args.warmup < 0:
         raise UserError(f"--warmup must be >= 0, got {args.warmup}")
 
@@ -109,6 +112,10 @@ def main() -> None:
     set_seed(args.seed)
     logger.info("loading %s", args.model)
     model, tokenizer = load_inference_model(args.model, dtype=args.dtype)
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(
+            f"{args.model} has no chat template; inference.py talks to chat (instruct) models"
+        )
     default_temperature = 0.7 if args.mode == "interactive" else 0.0
     settings = chat.ChatSettings(
         temperature=default_temperature if args.temperature is None else args.temperature,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from autolearn.errors import UserError, one_line
+from autolearn.jsonl import read_json_lines
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -279,7 +280,7 @@ class ChatRepl:
         return f"temperature {value:g}" + (" (greedy)" if value == 0 else "")
 
     def _max_tokens(self, argument: str) -> str:
-        if not argument.isdigit() or int(argument) < 1:
+        if not argument.isascii() or not argument.isdigit() or int(argument) < 1:
             return f"/max needs a whole number >= 1, got {argument!r}"
         self.settings.max_new_tokens = int(argument)
         return f"at most {int(argument)} new tokens per reply"
@@ -352,16 +353,13 @@ def load_benchmark_prompts(
 def _read_prompt_rows(file: Path) -> list[tuple[int, Any]]:
     if not file.is_file():
         raise UserError(f"prompts file not found: {file}")
+    if file.suffix != ".json":
+        return list(read_json_lines(file))
     try:
-        text = file.read_text(encoding="utf-8")
-        if file.suffix == ".json":
-            data = json.loads(text)
-            if not isinstance(data, list):
-                raise UserError(f"{file}: expected a JSON list of prompts")
-            return list(enumerate(data, 1))
-        return [
-            (n, json.loads(line)) for n, line in enumerate(text.splitlines(), 1) if line.strip()
-        ]
+        data = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(data, list):
+            raise UserError(f"{file}: expected a JSON list of prompts")
+        return list(enumerate(data, 1))
     except json.JSONDecodeError as exc:
         raise UserError(f"{file}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -380,12 +378,17 @@ def _benchmark_prompt(row: Any, file: Path, number: int, style: str) -> Benchmar
     prompt = row.get("prompt")
     if isinstance(prompt, str):
         return BenchmarkPrompt([{"role": "user", "content": prompt}], answer, prompt)
-    if isinstance(prompt, list) and all(
-        isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt
+    if (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt)
     ):
         messages = [{"role": str(m.get("role", "user")), "content": m["content"]} for m in prompt]
         return BenchmarkPrompt(messages, answer, messages[-1]["content"])
-    raise UserError(f"{where} needs a 'question' string or a 'prompt' (string or chat messages)")
+    raise UserError(
+        f"{where} needs a 'question' string or a 'prompt' (a string or a non-empty list of chat "
+        "messages)"
+    )
 
 
 class FirstTokenClock:

@@ -2,7 +2,7 @@
 
 Two entry points:
 
-* :func:`build_code_splits` gives the training ``datasets.Dataset`` (and the held-out one)
+* :func:`build_code_splits` gives the training ``datasets.Dataset`` (and the held-out task ids)
   with the columns the code rewards read:
 
   ====================  ===================================================================
@@ -224,6 +224,10 @@ def _hub_rows(repo: str, config: str | None, split: str) -> list[dict[str, Any]]
 def _read_rows(path: Path) -> list[dict[str, Any]] | dict[str, Any]:
     """A local file's content: a list of rows (or the parsed JSON object, for custom suites)."""
     name = path.name.lower()
+    if ".jsonl" in name:
+        return [row for _, row in read_json_lines(path)]
+    import pyarrow
+
     try:
         if name.endswith(".parquet"):
             import pyarrow.parquet as pq
@@ -231,12 +235,10 @@ def _read_rows(path: Path) -> list[dict[str, Any]] | dict[str, Any]:
             return list(pq.read_table(path).to_pylist())
         opener = gzip.open if name.endswith(".gz") else open
         with opener(path, "rt", encoding="utf-8") as handle:
-            if ".jsonl" in name:
-                return [row for _, row in read_json_lines(path)]
             data = json.load(handle)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, pyarrow.ArrowException) as exc:
         raise UserError(f"{path}: cannot read it ({one_line(str(exc))})") from exc
     if isinstance(data, dict) and "problems" not in data and isinstance(data.get("data"), list):
         return list(data["data"])
@@ -253,19 +255,42 @@ def load_local(path: str | Path) -> list[CodeProblem]:
     data = _read_rows(file)
     if isinstance(data, dict) or _looks_custom(data):
         return parse_custom(data, file)
-    first = data[0] if data else {}
+    first = data[0]
+    if not isinstance(first, dict):
+        raise UserError(f"{file}: row #0 is not an object")
     if "test_list" in first:
-        return [
-            mbpp_problem(row, source=str(file))
-            for row in _checked_rows(data, file, ("task_id", "test_list"))
-        ]
+        rows = _checked_rows(data, file, ("task_id", "test_list"))
+        return _unique_ids(
+            [mbpp_problem(_mbpp_tests_as_list(r, file), str(file)) for r in rows], file
+        )
     if "canonical_solution" in first:
         keys = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
-        return [humaneval_problem(row, source=str(file)) for row in _checked_rows(data, file, keys)]
+        rows = _checked_rows(data, file, keys)
+        return _unique_ids([humaneval_problem(row, source=str(file)) for row in rows], file)
     raise UserError(
         f"{file}: unknown row format; expected a custom suite ('tests'), MBPP rows ('test_list') "
         "or HumanEval rows ('canonical_solution')"
     )
+
+
+def _mbpp_tests_as_list(row: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The row with ``test_list`` as a list of strings (one string counts as one test)."""
+    tests = row["test_list"]
+    if isinstance(tests, str):
+        return {**row, "test_list": [tests]}
+    if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
+        raise UserError(f"{path}: task {row['task_id']!r}: test_list must be a list of strings")
+    return row
+
+
+def _unique_ids(problems: list[CodeProblem], path: Path) -> list[CodeProblem]:
+    """``problems``, after checking that no two share a task id (results are keyed by it)."""
+    seen: set[str] = set()
+    for problem in problems:
+        if problem.task_id in seen:
+            raise UserError(f"{path}: task id {problem.task_id!r} appears twice")
+        seen.add(problem.task_id)
+    return problems
 
 
 def _looks_custom(rows: list[Any]) -> bool:
@@ -459,10 +484,9 @@ def problems_to_dataset(
 
 @dataclass(frozen=True)
 class CodeSplits:
-    """A training set and its optional held-out evaluation set."""
+    """A training set and the task ids held out of it."""
 
     train: Dataset
-    eval: Dataset | None
     heldout_task_ids: tuple[str, ...]
 
 
@@ -480,7 +504,8 @@ def load_code_splits(
     same arguments give the same held-out problems, which is how ``eval_code.py
     --heldout_from`` finds the ones a run never trained on.
     """
-    is_mbpp = dataset.lower().replace("_", "-") in ("mbpp", "mbpp-full", "mbpp-sanitized", MBPP_HUB)
+    mbpp_names = ("mbpp", "mbpp-full", "mbpp-sanitized", MBPP_HUB, f"{MBPP_HUB}:sanitized")
+    is_mbpp = dataset.lower().replace("_", "-") in mbpp_names
     problems = load_code_problems(dataset, path=path, split=split or ("train" if is_mbpp else None))
     if not problems:
         raise UserError(f"code dataset {dataset!r} has no problems")
@@ -510,7 +535,6 @@ def build_code_splits(
     _log_selection([*train, *held], train[:max_samples], held)
     return CodeSplits(
         train=problems_to_dataset(train[:max_samples], system_prompt),
-        eval=problems_to_dataset(held, system_prompt) if held else None,
         heldout_task_ids=tuple(p.task_id for p in held),
     )
 

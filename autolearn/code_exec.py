@@ -112,24 +112,6 @@ def _strip_blank_edges(code: str) -> str:
     return "\n".join(lines).rstrip() + "\n" if lines else ""
 
 
-def truncate_continuation(text: str) -> str:
-    """Cut a base model's continuation of a function stub where the function body ends.
-
-    The body ends at the first non-blank line that starts at column 0 (a new ``def``, an
-    ``if __name__`` block, a fence, prose), the usual HumanEval stop rule. Text whose first line
-    is not indented (a whole function, a fenced answer) is not a body and is left alone.
-    """
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    if not first[:1].isspace():
-        return text
-    kept: list[str] = []
-    for line in text.splitlines(keepends=True):
-        if line.strip() and not line[0].isspace():
-            break
-        kept.append(line)
-    return "".join(kept)
-
-
 def prompt_code(prompt: str) -> str:
     """The code a prompt shows: its last fenced Python block, or the prompt itself if it parses."""
     blocks = [(m.group(1).lower(), m.group(2)) for m in FENCE_RE.finditer(prompt)]
@@ -506,25 +488,6 @@ def run_candidates(
     programs = [c.program if c.runnable else None for c in candidates]
     units = [split_test_units(t) if t else () for t in test_codes]
     return run_programs(programs, units, limits)
-
-
-def execute_completions(
-    completions: Sequence[str],
-    code_prompts: Sequence[str],
-    entry_points: Sequence[str | None],
-    test_codes: Sequence[str],
-    limits: Limits | None = None,
-) -> list[ExecResult | None]:
-    """Extract, assemble and run completions (texts) against their tests, for evaluation scripts.
-
-    A result is ``None`` when the completion holds no code or the code does not parse; such a
-    completion fails. ``result.passed`` is the pass@k success criterion.
-    """
-    candidates = [
-        prepare_candidate(text, prompt, entry)
-        for text, prompt, entry in zip(completions, code_prompts, entry_points, strict=True)
-    ]
-    return run_candidates(candidates, test_codes, limits)
 
 
 # --------------------------------------------------------------------------- static analysis

