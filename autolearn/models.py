@@ -137,11 +137,17 @@ def adapter_base(path: str) -> str | None:
 
 
 def torch_dtype(name: str, *, cuda: bool) -> Any:
-    """The torch dtype for a config ``dtype`` string (``auto``: bf16 on GPU, fp32 on CPU)."""
+    """The torch dtype for a config ``dtype`` string.
+
+    ``auto`` is bf16 on a GPU that supports it, fp16 on older GPUs (a T4 has no bf16), and
+    fp32 on the CPU.
+    """
     import torch
 
     if name == "auto":
-        return torch.bfloat16 if cuda else torch.float32
+        if not cuda:
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     table = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
     if name not in table:
         raise UserError(f"model.dtype must be auto, bfloat16, float16 or float32, got {name!r}")
@@ -195,9 +201,7 @@ def load_training_model(cfg: ModelConfig, backend: str, *, seed: int) -> Trainin
 
 
 def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
-    if cfg.fast_inference:
-        os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")  # must precede the import
-    from unsloth import FastLanguageModel
+    from unsloth import FastLanguageModel  # imported (with its environment) by the pipeline
 
     fast_inference = cfg.fast_inference and package_available("vllm")
     if cfg.fast_inference and not fast_inference:
@@ -207,6 +211,7 @@ def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=path,
         max_seq_length=cfg.max_seq_length,
+        dtype=torch_dtype(cfg.dtype, cuda=True),
         load_in_4bit=False,
         load_in_fp8=cfg.load_in_fp8,
         fast_inference=fast_inference,
@@ -245,12 +250,13 @@ def _load_transformers(cfg: ModelConfig, path: str) -> TrainingModel:
     from peft import LoraConfig, get_peft_model
 
     cuda = cuda_available()
-    use_fp8 = cfg.load_in_fp8 and fp8_capable()
-    if cfg.load_in_fp8 and not use_fp8:
-        where = "a CUDA GPU" if not cuda else "a GPU with compute capability >= 8.9"
-        dtype_name = "fp32" if not cuda else "bf16"
-        logger.warning("FP8 needs %s; training goes on in %s", where, dtype_name)
-    model = _load_pretrained(path, dtype=torch_dtype(cfg.dtype, cuda=cuda))
+    if cuda:  # under accelerate launch, this process's GPU, before anything lands on GPU 0
+        import torch
+
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dtype = torch_dtype(cfg.dtype, cuda=cuda)
+    use_fp8 = cfg.load_in_fp8 and _fp8_possible(cuda, dtype)
+    model = _load_pretrained(path, dtype=dtype)
     if cuda and not use_fp8:
         model.to("cuda")
     tokenizer = load_tokenizer(path)
@@ -274,6 +280,23 @@ def _load_transformers(cfg: ModelConfig, path: str) -> TrainingModel:
     return TrainingModel(model, tokenizer, "transformers", fp8=use_fp8, vllm=vllm, base_path=path)
 
 
+def _fp8_possible(cuda: bool, dtype: Any) -> bool:
+    """Whether FP8 base weights can be used here; if not, say why and what is used instead."""
+    dtype_name = str(dtype).removeprefix("torch.")
+    if not cuda or not fp8_capable():
+        where = "a CUDA GPU" if not cuda else "a GPU with compute capability >= 8.9"
+        logger.warning("FP8 needs %s; training goes on in %s", where, dtype_name)
+        return False
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        # FSDP shards parameters; FP8 weights are buffers, which it neither shards nor can
+        # hand to vLLM.
+        logger.warning(
+            "FP8 base weights do not work under FSDP; training goes on in %s", dtype_name
+        )
+        return False
+    return True
+
+
 def prepare_trainer(trainer: Any, tm: TrainingModel) -> None:
     """Backend-specific fixes to a constructed ``GRPOTrainer``, before training starts.
 
@@ -284,7 +307,11 @@ def prepare_trainer(trainer: Any, tm: TrainingModel) -> None:
     if tm.backend == "transformers" and tm.fp8 and tm.vllm:
         from autolearn.fp8 import install_vllm_weight_sync
 
-        install_vllm_weight_sync(trainer)
+        if not install_vllm_weight_sync(trainer):
+            raise UserError(
+                "this TRL version offers no hook to send FP8 weights to vLLM, so vLLM would "
+                "sample from the untrained model; use --precision bf16 or fast_inference: false"
+            )
 
 
 def merge_adapter_into_base(tm: TrainingModel, adapter_dir: Path, merged_dir: Path) -> Path:

@@ -78,3 +78,28 @@ def test_embedded_model_loads_and_generates() -> None:
     out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     text = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "5" in text  # the real instruct model answers this one
+
+
+@pytest.mark.parametrize(("dtype", "expected"), [("auto", "float32"), ("bfloat16", "bfloat16")])
+def test_fp8_without_a_gpu_falls_back_and_says_to_what(
+    tiny_model_dir: Path, caplog: pytest.LogCaptureFixture, dtype: str, expected: str
+) -> None:
+    from autolearn.config import ModelConfig
+    from autolearn.models import load_training_model
+
+    cfg = ModelConfig(name=str(tiny_model_dir), load_in_fp8=True, dtype=dtype)
+    with caplog.at_level("WARNING", logger="autolearn.models"):
+        tm = load_training_model(cfg, "transformers", seed=0)
+    assert not tm.fp8
+    assert str(tm.model.dtype) == f"torch.{expected}"
+    assert f"FP8 needs a CUDA GPU; training goes on in {expected}" in caplog.text
+
+
+def test_fp8_with_vllm_but_no_weight_hook_is_refused() -> None:
+    from types import SimpleNamespace
+
+    from autolearn.models import TrainingModel, prepare_trainer
+
+    tm = TrainingModel(None, None, "transformers", fp8=True, vllm=True)
+    with pytest.raises(UserError, match="no hook to send FP8 weights to vLLM"):
+        prepare_trainer(SimpleNamespace(), tm)  # a trainer without TRL's vLLM weight push
