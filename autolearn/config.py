@@ -4,28 +4,113 @@ A config is a tree of dataclasses (:class:`Config` with ``model``, ``training``,
 ``dataset`` and ``rewards`` sections). Each training script supplies its own dataset
 section class and its own defaults; everything else is shared. Values are validated as
 they are merged: an unknown key names the valid ones, a wrong type names the expected one.
-Both raise :class:`~autolearn.errors.UserError`, which the scripts print as one line.
+:func:`validate` then checks names against what TRL and transformers accept and numbers
+against their ranges, before any model loads. All raise :class:`~autolearn.errors.UserError`,
+which the scripts print as one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Any
 
 import yaml
 
 from autolearn.errors import UserError
 
-T = TypeVar("T")
-
 BACKENDS = ("auto", "unsloth", "transformers")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 PRECISIONS = ("fp8", "bf16", "fp32")
+VLLM_MODES = ("colocate", "server")
+
+# The values TRL 1.14's GRPOConfig accepts for these settings.
+LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+SCALE_REWARDS = ("group", "batch", "none")
+
+# The names transformers 5.17 accepts (SchedulerType, OptimizerNames, reporting
+# integrations). They are copied rather than imported: importing transformers here would
+# slow down --help and come before Unsloth, which must be imported first. A test compares
+# them with the installed transformers.
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+    "greedy",
+)
+OPTIMIZERS = (
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adamw_torch_xla",
+    "adamw_torch_npu_fused",
+    "adafactor",
+    "adamw_anyprecision",
+    "adamw_torch_4bit",
+    "adamw_torch_8bit",
+    "ademamix",
+    "sgd",
+    "adagrad",
+    "adamw_bnb_8bit",
+    "adamw_8bit",
+    "ademamix_8bit",
+    "lion_8bit",
+    "lion_32bit",
+    "paged_adamw_32bit",
+    "paged_adamw_8bit",
+    "paged_ademamix_32bit",
+    "paged_ademamix_8bit",
+    "paged_lion_32bit",
+    "paged_lion_8bit",
+    "rmsprop",
+    "rmsprop_bnb",
+    "rmsprop_bnb_8bit",
+    "rmsprop_bnb_32bit",
+    "galore_adamw",
+    "galore_adamw_8bit",
+    "galore_adafactor",
+    "galore_adamw_layerwise",
+    "galore_adamw_8bit_layerwise",
+    "galore_adafactor_layerwise",
+    "lomo",
+    "adalomo",
+    "grokadamw",
+    "schedule_free_radam",
+    "schedule_free_adamw",
+    "schedule_free_sgd",
+    "apollo_adamw",
+    "apollo_adamw_layerwise",
+    "stable_adamw",
+)
+REPORT_TO = (
+    "none",
+    "all",
+    "azure_ml",
+    "comet_ml",
+    "mlflow",
+    "neptune",
+    "tensorboard",
+    "trackio",
+    "wandb",
+    "codecarbon",
+    "clearml",
+    "dagshub",
+    "flyte",
+    "dvclive",
+    "swanlab",
+    "kubeflow",
+)
 
 
 @dataclass
@@ -145,21 +230,6 @@ class Config:
 # --------------------------------------------------------------------------- merging
 
 
-def _describe(tp: Any) -> str:
-    if isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
-
-
-def _coerce_union(value: Any, tp: Any, where: str) -> Any:
-    for option in typing.get_args(tp):
-        try:
-            return _coerce(value, option, where)
-        except UserError:
-            continue
-    raise UserError(f"{where}: expected {_describe(tp)}, got {value!r}")
-
-
 def _coerce_bool(value: Any, where: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -191,17 +261,11 @@ def _coerce_str(value: Any, where: str) -> str:
     raise UserError(f"{where}: expected a string, got {value!r}")
 
 
-def _coerce_none(value: Any, where: str) -> None:
-    if value is not None:
-        raise UserError(f"{where}: expected null, got {value!r}")
-
-
 _SCALARS: dict[Any, Any] = {
     bool: _coerce_bool,
     int: _coerce_int,
     float: _coerce_float,
     str: _coerce_str,
-    type(None): _coerce_none,
 }
 
 
@@ -226,8 +290,6 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
-    if origin in (Union, types.UnionType):
-        return _coerce_union(value, tp, where)
     if tp in _SCALARS:
         return _SCALARS[tp](value, where)
     if origin is list:
@@ -288,30 +350,69 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def validate(config: Config) -> None:
-    """Cross-field checks that no single type annotation can express."""
-    if config.model.backend not in BACKENDS:
+    """Check the settings before any model loads; a bad one is a one-line :class:`UserError`.
+
+    Names are checked against the values TRL and transformers accept, numbers against
+    their ranges, and GRPO's own rules (groups of at least two, some reward) are enforced.
+    """
+    _validate_model(config.model)
+    _validate_training(config.training)
+    if not config.rewards:
+        raise UserError("the rewards section is empty: name at least one reward with its weight")
+
+
+def _validate_model(m: ModelConfig) -> None:
+    _check_choice("model.backend", m.backend, BACKENDS)
+    _check_choice("model.dtype", m.dtype, DTYPES)
+    _check_at_least_one("model", m, ("lora_rank", "max_seq_length"))
+    if not 0.0 < m.gpu_memory_utilization <= 1.0:
         raise UserError(
-            f"model.backend must be one of {', '.join(BACKENDS)}, got {config.model.backend!r}"
+            f"model.gpu_memory_utilization must be in (0, 1], got {m.gpu_memory_utilization}"
         )
-    t = config.training
+
+
+def _validate_training(t: TrainingConfig) -> None:
     if t.num_generations < 2:
         raise UserError(
             "training.num_generations must be at least 2: GRPO compares completions within a group"
         )
-    for key in (
-        "learning_rate",
-        "max_completion_length",
-        "max_prompt_length",
-        "per_device_train_batch_size",
-    ):
+    _check_at_least_one(
+        "training",
+        t,
+        (
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "max_prompt_length",
+            "max_completion_length",
+            "logging_steps",
+            "save_steps",
+        ),
+    )
+    for key in ("learning_rate", "temperature"):
         if getattr(t, key) <= 0:
             raise UserError(f"training.{key} must be positive, got {getattr(t, key)}")
-    if t.temperature <= 0:
-        raise UserError(f"training.temperature must be positive, got {t.temperature}")
-    if not 0.0 < config.model.gpu_memory_utilization <= 1.0:
-        raise UserError("model.gpu_memory_utilization must be in (0, 1]")
-    if not config.rewards:
-        raise UserError("the rewards section is empty: name at least one reward with its weight")
+    if not 0.0 < t.top_p <= 1.0:
+        raise UserError(f"training.top_p must be in (0, 1], got {t.top_p}")
+    if not 0.0 <= t.warmup_ratio < 1.0:
+        raise UserError(f"training.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    _check_choice("training.loss_type", t.loss_type, LOSS_TYPES)
+    _check_choice("training.scale_rewards", t.scale_rewards, SCALE_REWARDS)
+    _check_choice("training.vllm_mode", t.vllm_mode, VLLM_MODES)
+    _check_choice("training.lr_scheduler_type", t.lr_scheduler_type, LR_SCHEDULERS)
+    _check_choice("training.optim", t.optim, OPTIMIZERS)
+    _check_choice("training.report_to", t.report_to, REPORT_TO)
+
+
+def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise UserError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_at_least_one(where: str, section: Any, keys: Sequence[str]) -> None:
+    for key in keys:
+        value = getattr(section, key)
+        if value < 1:
+            raise UserError(f"{where}.{key} must be at least 1, got {value}")
 
 
 # --------------------------------------------------------------------------- command line
@@ -338,13 +439,25 @@ COMMON_FLAGS: list[tuple[str, str, type, str]] = [
 ]
 
 
-def training_parser(description: str) -> argparse.ArgumentParser:
-    """A parser with the flags every training script shares (see :data:`COMMON_FLAGS`)."""
+def training_parser(
+    description: str, help_overrides: Mapping[str, str] | None = None
+) -> argparse.ArgumentParser:
+    """A parser with the flags every training script shares (see :data:`COMMON_FLAGS`).
+
+    ``help_overrides`` replaces the help text of shared flags, by flag, where a script
+    gives one a narrower meaning.
+    """
+    overrides = help_overrides or {}
+    unknown = set(overrides) - {flag for flag, *_ in COMMON_FLAGS}
+    if unknown:
+        raise ValueError(f"help_overrides names flags that are not shared: {sorted(unknown)}")
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", help="YAML config file (default: built-in defaults)")
     for flag, dest, tp, text in COMMON_FLAGS:
         metavar = flag.lstrip("-").upper()
-        parser.add_argument(flag, dest=dest, type=tp, default=None, metavar=metavar, help=text)
+        parser.add_argument(
+            flag, dest=dest, type=tp, default=None, metavar=metavar, help=overrides.get(flag, text)
+        )
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,

@@ -122,10 +122,11 @@ def test_script_prints_one_line_and_exits_2_on_bad_key(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_script_reports_unreachable_hub_model_in_one_line() -> None:
+def test_script_reports_unreachable_hub_model_in_one_line(tmp_path: Path) -> None:
     result = run_script(
-        "--model", "unsloth/Qwen3-4B", "--dataset", "openai/gsm8k", "--max_samples", "500"
-    )
+        "--model", "unsloth/Qwen3-4B", "--dataset", "openai/gsm8k", "--max_samples", "500",
+        "--output_dir", str(tmp_path / "run"),
+    )  # fmt: skip
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
