@@ -27,6 +27,10 @@ Terminal-Bench (column ``task_dir``):
   commands ran in a fresh copy of the task environment (see
   :func:`autolearn.benchmarks.run_terminal_task`). Dangerous commands are never run and
   score 0, as do answers without commands.
+
+Each benchmark's default weights are :data:`SWE_WEIGHTS` and :data:`TERMINAL_WEIGHTS`. A
+config's ``rewards`` section replaces them, as in the other training scripts: it may leave
+rewards out and add custom ``module:function`` ones (:func:`check_reward_names`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -48,6 +52,7 @@ from autolearn.benchmarks import (
     run_terminal_task,
 )
 from autolearn.completions import Completion, completion_texts
+from autolearn.config import parse_reward_spec
 from autolearn.diffs import Patch, extract_patch, parse_patch
 from autolearn.errors import UserError
 from autolearn.shell_safety import extract_commands, find_dangers
@@ -282,20 +287,21 @@ REWARDS: dict[str, Reward] = {
 }
 
 
-def rewards_for(
-    benchmark: str, weights: Mapping[str, float] | None = None
-) -> tuple[list[Reward], list[float]]:
-    """Reward functions and weights for ``swe-lite``/``swe-verified``/``terminal``.
+def default_weights(benchmark: str) -> dict[str, float]:
+    """The reward set, with weights, of ``swe-lite``/``swe-verified``/``terminal``."""
+    return dict(SWE_WEIGHTS if benchmark_family(benchmark) == "swe" else TERMINAL_WEIGHTS)
 
-    ``weights`` overrides the defaults by reward name; a name from another benchmark or
-    an unknown one is an error.
+
+def check_reward_names(benchmark: str, names: Iterable[str]) -> None:
+    """Reject built-in reward names that are not rewards of ``benchmark``.
+
+    Custom ``module:function`` rewards pass: they are imported with the training run's
+    other rewards (:func:`autolearn.trainer.resolve_reward`), as in the other scripts.
     """
-    defaults = SWE_WEIGHTS if benchmark_family(benchmark) == "swe" else TERMINAL_WEIGHTS
-    merged = dict(defaults)
-    for name, value in (weights or {}).items():
-        if name not in defaults:
+    own = default_weights(benchmark)
+    for name in names:
+        if parse_reward_spec(name) is None and name not in own:
             raise UserError(
-                f"reward weight {name!r} does not apply to {benchmark}: use {', '.join(defaults)}"
+                f"reward {name!r} does not apply to {benchmark}: use {', '.join(own)} "
+                "or a custom module:function"
             )
-        merged[name] = float(value)
-    return [REWARDS[name] for name in merged], list(merged.values())

@@ -11,18 +11,20 @@ Examples:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from autolearn.benchmarks import BENCHMARKS, SWE_LOCAL_SUFFIXES
 from autolearn.config import (
     BenchDataConfig,
     Config,
     TrainingConfig,
     training_parser,
 )
-from autolearn.errors import run_main
+from autolearn.errors import UserError, run_main
 
 
 def default_config() -> Config:
-    """Built-in defaults; the rewards default to the chosen benchmark's set (see bench_rewards.py)."""
+    """Built-in defaults; without a rewards section the benchmark's own set is used."""
     return Config(
         training=TrainingConfig(output_dir="outputs/bench", max_completion_length=512),
         dataset=BenchDataConfig(),
@@ -30,28 +32,49 @@ def default_config() -> Config:
     )
 
 
-def fill_default_rewards(config: Config) -> None:
-    """Use the benchmark's reward set, with any weights the config gives, checked by name."""
-    from bench_rewards import rewards_for
+def check_benchmark(name: str) -> None:
+    """Reject an unknown benchmark name, pointing a local SWE-bench file to ``--data_file``."""
+    if name in BENCHMARKS:
+        return
+    if Path(name).suffix in SWE_LOCAL_SUFFIXES:
+        raise UserError(
+            f"dataset.name {name!r} is a file, not a benchmark: "
+            f"use --benchmark swe-lite --data_file {name}"
+        )
+    raise UserError(f"unknown benchmark {name!r}: choose one of {', '.join(BENCHMARKS)}")
 
-    functions, weights = rewards_for(config.dataset.name, config.rewards or None)
-    config.rewards = {f.__name__: w for f, w in zip(functions, weights, strict=True)}
+
+def use_benchmark_rewards(config: Config) -> None:
+    """Fill in the benchmark's reward set when the config names none, then check the names.
+
+    A rewards section from the YAML file replaces the defaults, as in the other scripts.
+    """
+    from bench_rewards import check_reward_names, default_weights
+
+    check_benchmark(config.dataset.name)
+    if not config.rewards:
+        config.rewards = default_weights(config.dataset.name)
+    check_reward_names(config.dataset.name, config.rewards)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see ``--help``)."""
     parser = training_parser(
         "GRPO training on SWE-bench (unified-diff patches) or Terminal-Bench (shell "
-        "commands run in the sandbox); rewards from bench_rewards.py."
+        "commands run in the sandbox); rewards from bench_rewards.py.",
+        help_overrides={"--dataset": "same as --benchmark (a local SWE-bench file: --data_file)"},
     )
     parser.add_argument(
         "--benchmark",
         dest="dataset.name",
-        choices=("swe-lite", "swe-verified", "terminal"),
+        choices=BENCHMARKS,
         help="which benchmark to train on (default: terminal)",
     )
     parser.add_argument(
-        "--data_file", dest="dataset.data_file", metavar="FILE", help="local SWE-bench file"
+        "--data_file",
+        dest="dataset.data_file",
+        metavar="FILE",
+        help="local SWE-bench .jsonl, .json or .parquet file (with --benchmark swe-lite)",
     )
     parser.add_argument(
         "--repos_dir", dest="dataset.repos_dir", metavar="DIR", help="local repo clones"
@@ -68,7 +91,7 @@ def main() -> None:
     args = parse_args()
     from autolearn.pipeline import run_training, start_run
 
-    config = start_run(default_config(), args, finalize=fill_default_rewards)
+    config = start_run(default_config(), args, finalize=use_benchmark_rewards)
 
     from autolearn.benchmarks import load_benchmark
 

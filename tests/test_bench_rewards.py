@@ -7,6 +7,8 @@ guard failed (a missing device, an unreachable local port).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,21 +16,25 @@ from typing import Any
 
 import pytest
 
+import train_bench_grpo
 from autolearn.benchmarks import (
     SWE_SAMPLE_FILE,
     TERMINAL_TASKS_DIR,
     materialize_fixture_repo,
     read_swe_file,
 )
+from autolearn.config import Config, load_config
 from autolearn.diffs import DiffError, extract_diff_text, parse_patch, split_by_file, touched_files
 from autolearn.errors import UserError
 from autolearn.shell_safety import RULES, extract_commands, find_dangers
+from autolearn.trainer import build_rewards
 from bench_rewards import (
     REWARDS,
     SWE_WEIGHTS,
     TERMINAL_WEIGHTS,
     Reward,
-    rewards_for,
+    check_reward_names,
+    default_weights,
     swe_files,
     swe_format,
     swe_similarity,
@@ -96,15 +102,92 @@ def test_registry_names_and_weights() -> None:
     }
 
 
-def test_rewards_for_benchmarks_and_overrides() -> None:
-    funcs, weights = rewards_for("swe-lite")
-    assert [f.__name__ for f in funcs] == list(SWE_WEIGHTS) and weights == [0.3, 0.5, 0.2]
-    funcs, weights = rewards_for("terminal", {"terminal_execution": 1.0})
-    assert [f.__name__ for f in funcs] == list(TERMINAL_WEIGHTS) and weights == [0.2, 0.3, 1.0]
-    with pytest.raises(UserError, match="does not apply to swe-verified"):
-        rewards_for("swe-verified", {"terminal_safety": 1.0})
+def test_default_weights_and_reward_names_per_benchmark() -> None:
+    assert default_weights("swe-lite") == default_weights("swe-verified") == SWE_WEIGHTS
+    assert default_weights("terminal") == TERMINAL_WEIGHTS
+    check_reward_names("terminal", ["terminal_execution", "my_rewards:short"])
+    with pytest.raises(UserError, match="'terminal_safety' does not apply to swe-verified"):
+        check_reward_names("swe-verified", ["terminal_safety"])
+    with pytest.raises(UserError, match="'terminal_exec' does not apply to terminal"):
+        check_reward_names("terminal", ["terminal_exec"])
     with pytest.raises(UserError, match="unknown benchmark"):
-        rewards_for("swe-full")
+        default_weights("swe-full")
+
+
+# --------------------------------------------------------------------------- training script config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_config(tmp_path: Path, yaml_text: str = "", *argv: str) -> Config:
+    """The config train_bench_grpo.py resolves from a YAML file and flags."""
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml_text)
+    args = train_bench_grpo.parse_args(["--config", str(path), *argv])
+    return load_config(
+        train_bench_grpo.default_config(), args, train_bench_grpo.use_benchmark_rewards
+    )
+
+
+def test_without_a_rewards_section_the_benchmark_set_is_used(tmp_path: Path) -> None:
+    assert bench_config(tmp_path).rewards == TERMINAL_WEIGHTS
+    assert bench_config(tmp_path, "", "--benchmark", "swe-lite").rewards == SWE_WEIGHTS
+
+
+def test_a_rewards_section_replaces_the_defaults_and_may_add_custom_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my_bench_rewards.py").write_text(
+        "def short(prompts, completions, **columns):\n"
+        "    return [1.0 if len(str(c)) < 400 else 0.0 for c in completions]\n"
+    )
+    monkeypatch.chdir(tmp_path)  # custom rewards are imported from the working directory
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_bench_rewards", raising=False)
+    config = bench_config(
+        tmp_path, "rewards: {terminal_format: 0.4, 'my_bench_rewards:short': 0.6}\n"
+    )
+    assert config.rewards == {"terminal_format": 0.4, "my_bench_rewards:short": 0.6}
+    functions, weights = build_rewards(config, REWARDS)
+    assert [f.__name__ for f in functions] == ["terminal_format", "short"]  # no sandbox reward
+    assert weights == [0.4, 0.6]
+    assert functions[1]([""], ["ok"]) == [1.0]
+
+
+def test_a_reward_of_the_other_benchmark_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="'swe_format' does not apply to terminal"):
+        bench_config(tmp_path, "rewards: {swe_format: 1.0}\n")
+
+
+def test_dataset_flag_is_the_benchmark_and_a_file_points_to_data_file(tmp_path: Path) -> None:
+    assert bench_config(tmp_path, "", "--dataset", "swe-lite").dataset.name == "swe-lite"
+    with pytest.raises(UserError, match="unknown benchmark 'swe-full': choose one of"):
+        bench_config(tmp_path, "", "--dataset", "swe-full")
+    result = subprocess.run(
+        [sys.executable, "train_bench_grpo.py", "--dataset", "examples/swe_sample.jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: dataset.name 'examples/swe_sample.jsonl' is a file, not a benchmark: "
+        "use --benchmark swe-lite --data_file examples/swe_sample.jsonl"
+    )
+
+
+def test_help_describes_dataset_as_the_benchmark() -> None:
+    result = subprocess.run(
+        [sys.executable, "train_bench_grpo.py", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert "same as --benchmark" in " ".join(result.stdout.split())
+    assert "dataset name or local file" not in result.stdout
 
 
 # --------------------------------------------------------------------------- diff parsing
