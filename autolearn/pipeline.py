@@ -1,7 +1,9 @@
 """The training flow every training script shares, from resolved config to saved model.
 
-0. (the script) build the dataset, so that bad data fails before a model loads;
-1. check the batch arithmetic;
+0. (the script, after :func:`start_run`) build the dataset, so that bad data fails before a
+   model loads;
+1. check the batch arithmetic and the output folder (checkpoints of an earlier run, or none
+   to resume from);
 2. pick the backend, importing Unsloth first when it is chosen;
 3. load the model with LoRA;
 4. drop prompts longer than ``max_prompt_length`` tokens;
@@ -30,11 +32,17 @@ logger = logging.getLogger(__name__)
 def start_run(
     defaults: Config, args: Any, finalize: Callable[[Config], None] | None = None
 ) -> Config:
-    """Resolve the run's config from ``defaults``, ``--config`` and the flags; set up logging."""
+    """Resolve the run's config from ``defaults``, ``--config`` and the flags; set up logging.
+
+    Also checks the output folder against ``--resume`` now, before the dataset is built.
+    """
     config = load_config(defaults, args, finalize)
-    from autolearn.trainer import setup_logging
+    from autolearn.trainer import checkpoint_to_resume, setup_logging
 
     setup_logging(args.verbose)
+    checkpoint_to_resume(
+        Path(config.training.output_dir), resume=bool(getattr(args, "resume", False))
+    )
     return config
 
 
@@ -67,9 +75,10 @@ def run_training(
 ) -> Path:
     """Train on ``dataset`` (with a chat ``prompt`` column) with GRPO as ``config`` says."""
     from autolearn.data import drop_long_prompts
-    from autolearn.trainer import check_batch_shape, train
+    from autolearn.trainer import check_batch_shape, checkpoint_to_resume, train
 
     check_batch_shape(config)
+    checkpoint_to_resume(Path(config.training.output_dir), resume=resume)
     backend = choose_backend(config)
     tm = load_training_model(config.model, backend, seed=config.training.seed)
     dataset = drop_long_prompts(dataset, tm.tokenizer, config.training.max_prompt_length)

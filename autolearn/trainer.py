@@ -189,16 +189,13 @@ def grpo_config(config: Config, tm: TrainingModel, weights: list[float]) -> Any:
                 kwargs["vllm_server_port"] = t.vllm_server_port
             else:
                 kwargs["vllm_gpu_memory_utilization"] = m.gpu_memory_utilization
-    return GRPOConfig(**kwargs)
+    try:
+        return GRPOConfig(**kwargs)
+    except ValueError as exc:  # e.g. an unknown optim or lr_scheduler_type
+        raise UserError(f"invalid training setting: {' '.join(str(exc).split())}") from None
 
 
 # --------------------------------------------------------------------------- callbacks
-
-
-def _trainer_callback_base() -> type:
-    from transformers import TrainerCallback
-
-    return TrainerCallback
 
 
 def format_log_line(logs: Mapping[str, Any], step: int, max_steps: int) -> str:
@@ -252,9 +249,7 @@ def make_callbacks(
     output_dir: Path, interrupt: InterruptFlag, rollouts: RolloutClock | None = None
 ) -> list[Any]:
     """Our callbacks: progress bar with reward, metrics file, reward plot, Ctrl-C handling."""
-    from transformers.trainer_callback import ProgressCallback
-
-    base = _trainer_callback_base()
+    from transformers.trainer_callback import ProgressCallback, TrainerCallback
 
     class RewardProgressCallback(ProgressCallback):
         """TRL's progress bar, with the latest reward in it and one readable line per log."""
@@ -268,7 +263,7 @@ def make_callbacks(
                 self.training_bar.set_postfix(reward=f"{logs['reward']:.3f}", refresh=False)
                 self.training_bar.write(format_log_line(logs, state.global_step, state.max_steps))
 
-    class MetricsCallback(base):  # type: ignore[misc,valid-type]
+    class MetricsCallback(TrainerCallback):
         """Append every log to ``metrics.jsonl`` and redraw the reward curve at each save."""
 
         step_started = 0.0
@@ -299,7 +294,8 @@ def make_callbacks(
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.step_seconds = time.perf_counter() - self.step_started
             self.rollout_seconds = rollouts.take() if rollouts is not None else None
-            if interrupt.requested:
+            if agree_on_interrupt(interrupt.requested, args.device):
+                interrupt.requested = True  # also on processes that did not see the signal
                 control.should_save = True
                 control.should_training_stop = True
 
@@ -397,6 +393,22 @@ class GracefulInterrupt:
         signal.signal(signal.SIGINT, self._previous)
 
 
+def agree_on_interrupt(requested: bool, device: Any) -> bool:
+    """Whether any process saw Ctrl-C, so that every process stops after the same step.
+
+    Under ``torch.distributed`` this is one all-reduce of a single number (on ``device``,
+    which NCCL needs to be this process's GPU); a lone process decides by itself.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() < 2:
+        return requested
+    flag = torch.tensor([int(requested)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 # --------------------------------------------------------------------------- train and save
 
 
@@ -407,6 +419,47 @@ def last_checkpoint(output_dir: Path) -> str | None:
     if not output_dir.is_dir():
         return None
     return get_last_checkpoint(str(output_dir))
+
+
+def checkpoint_to_resume(output_dir: Path, *, resume: bool) -> str | None:
+    """The checkpoint the run continues from: the newest one with ``resume``, none otherwise.
+
+    A fresh run into a folder with an earlier run's checkpoints is refused: checkpoint
+    rotation (``save_total_limit``) would delete the new run's checkpoints first, and
+    ``--resume`` would later pick the old run's newest one.
+    """
+    checkpoint = last_checkpoint(output_dir)
+    if resume and checkpoint is None:
+        raise UserError(f"--resume: no checkpoint-N directory in {output_dir}")
+    if not resume and checkpoint is not None:
+        raise UserError(
+            f"{output_dir} already holds checkpoints of an earlier run: pass --resume to "
+            "continue it, or choose another --output_dir"
+        )
+    return checkpoint
+
+
+def checkpoint_step(checkpoint: str | Path) -> int:
+    """The global step a ``checkpoint-N`` directory was saved at (its N)."""
+    return int(Path(checkpoint).name.rpartition("-")[2])
+
+
+def trim_metrics(path: Path, last_step: int) -> None:
+    """Drop the rows of ``metrics.jsonl`` logged after ``last_step``.
+
+    A run that died after its last checkpoint logged steps that the resumed run logs again.
+    """
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # blank, or torn by the crash
+            continue
+        if row.get("step", 0) <= last_step:
+            kept.append(line + "\n")
+    path.write_text("".join(kept), encoding="utf-8")
 
 
 def train(
@@ -421,9 +474,7 @@ def train(
     from trl import GRPOTrainer
 
     output_dir = Path(config.training.output_dir)
-    resume_from = last_checkpoint(output_dir) if resume else None
-    if resume and resume_from is None:
-        raise UserError(f"--resume: no checkpoint-N directory in {output_dir}")
+    resume_from = checkpoint_to_resume(output_dir, resume=resume)
     functions, weights = build_rewards(config, registry)
     args = grpo_config(config, tm, weights)
     trainer = GRPOTrainer(
@@ -440,8 +491,10 @@ def train(
     if primary:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / "config.yaml")
-        if not resume:
+        if resume_from is None:
             (output_dir / "metrics.jsonl").unlink(missing_ok=True)
+        else:
+            trim_metrics(output_dir / "metrics.jsonl", checkpoint_step(resume_from))
     from transformers.trainer_callback import ProgressCallback
 
     with GracefulInterrupt() as interrupt:
@@ -452,14 +505,16 @@ def train(
         trainer.train(resume_from_checkpoint=resume_from)
     if primary:
         plot_rewards(output_dir / "metrics.jsonl", output_dir / "reward_curve.png")
-    if interrupt.requested:
-        checkpoint = last_checkpoint(output_dir)
+    step = trainer.state.global_step
+    if interrupt.requested and step < trainer.state.max_steps:
         logger.warning(
             "stopped early at step %d; checkpoint kept in %s (continue with --resume)",
-            trainer.state.global_step,
-            checkpoint,
+            step,
+            output_dir / f"checkpoint-{step}",
         )
         raise SystemExit(EXIT_INTERRUPTED)
+    if interrupt.requested:
+        logger.info("Ctrl-C came during the last step; the run is complete, saving it as usual")
     save_final_model(trainer, tm, output_dir)
     return output_dir
 
@@ -469,12 +524,11 @@ def log_run_header(config: Config, tm: TrainingModel, dataset: Any, weights: lis
     t = config.training
     prompts_per_step = check_batch_shape(config)
     device = "cuda" if cuda_available() else "cpu"
-    precision = "fp8" if tm.fp8 else ("fp32" if device == "cpu" else "bf16")
     logger.info(
         "model %s | backend %s | %s on %s | rollouts via %s",
         config.model.name,
         tm.backend,
-        precision,
+        weight_precision(tm),
         device,
         "vLLM" if tm.vllm else "transformers generate",
     )
@@ -496,6 +550,13 @@ def log_run_header(config: Config, tm: TrainingModel, dataset: Any, weights: lis
             f"{name} x{weight:g}" for name, weight in zip(config.rewards, weights, strict=True)
         ),
     )
+
+
+def weight_precision(tm: TrainingModel) -> str:
+    """The precision of the loaded base weights, e.g. ``bfloat16``, or ``fp8``."""
+    if tm.fp8:
+        return "fp8"
+    return str(getattr(tm.model, "dtype", "unknown")).removeprefix("torch.")
 
 
 def save_final_model(trainer: Any, tm: TrainingModel, output_dir: Path) -> Path:

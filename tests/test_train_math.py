@@ -81,10 +81,12 @@ def test_grpo_run_writes_metrics_plot_and_a_loadable_merged_model(
     assert [r["step"] for r in rows if "reward" in r] == [1, 2, 3, 4]
 
 
-def test_resume_without_checkpoint_is_an_error(tiny_model_dir: Path, tmp_path: Path) -> None:
-    result = run(train_command(tiny_model_dir, tmp_path / "fresh", "--max_steps", "1", "--resume"))
+def test_resume_without_checkpoint_is_an_error_before_loading(tmp_path: Path) -> None:
+    never_loaded = Path("someone/never-loaded")
+    result = run(train_command(never_loaded, tmp_path / "fresh", "--max_steps", "1", "--resume"))
     assert result.returncode == 2
     assert "no checkpoint-N directory" in result.stderr
+    assert "never-loaded" not in result.stderr
 
 
 def test_ctrl_c_saves_a_checkpoint_and_stops(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -109,7 +111,7 @@ def test_ctrl_c_saves_a_checkpoint_and_stops(tiny_model_dir: Path, tmp_path: Pat
     rest, _ = process.communicate(timeout=240)
     seen += rest
     assert process.returncode == 130, seen[-3000:]
-    assert "checkpoint kept in" in seen
     checkpoints = list(out.glob("checkpoint-*"))
-    assert checkpoints and (checkpoints[0] / "adapter_model.safetensors").is_file()
+    assert len(checkpoints) == 1 and (checkpoints[0] / "adapter_model.safetensors").is_file()
+    assert f"checkpoint kept in {checkpoints[0]} (continue with --resume)" in seen
     assert not (out / "merged").exists()
