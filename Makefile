@@ -30,7 +30,9 @@ bwrap:
 	  (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 || \
 	  echo "warning: could not install bubblewrap; the sandbox falls back to weaker isolation"; }
 
+# The demo starts afresh each time: it replaces its own folder, outputs/demo.
 demo: $(STAMP)
+	rm -rf outputs/demo
 	$(PY) train_fp8_grpo.py --config examples/cpu_demo.yaml
 
 lint: $(STAMP)

@@ -19,6 +19,7 @@ import argparse
 import json
 import platform
 import resource
+import shutil
 import statistics
 import sys
 import time
@@ -105,8 +106,14 @@ def main() -> None:
     """Run the benchmark and print a JSON summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_cpu_grpo")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "outputs" / "bench_cpu_grpo",
+        help="run folder, replaced at each run",
+    )
     args = parser.parse_args()
+    shutil.rmtree(args.out, ignore_errors=True)  # a fresh run each time, never a resumed one
 
     import rewards
     from autolearn.data import build_math_dataset

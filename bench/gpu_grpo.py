@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -982,6 +983,7 @@ def main(argv: list[str] | None = None) -> int:
         case = CASES_BY_KEY[args.run_case]
         settings = settings_from_args(args)
         output_dir = work / "runs" / case.name
+        shutil.rmtree(output_dir, ignore_errors=True)  # a re-run starts afresh
         summary = run_case(case, settings, model_dir, output_dir, save=not args.no_save)
         Path(args.result).write_text(json.dumps(summary, indent=2), encoding="utf-8")
         return 0 if not summary["error"] else 1
