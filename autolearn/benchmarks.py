@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import shlex
@@ -224,6 +225,8 @@ def _read_json_rows(file: Path) -> list[tuple[int, Any]]:
             data = json.loads(file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise UserError(f"{file}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{file}: cannot read it ({one_line(str(exc))})") from None
         if not isinstance(data, list):
             raise UserError(f"{file}: expected a JSON list of SWE-bench instances")
         return list(enumerate(data, start=1))
@@ -521,6 +524,8 @@ def read_terminal_task(task_dir: str | Path) -> TerminalTask:
         spec = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise UserError(f"{spec_file}: invalid YAML ({one_line(str(exc))[:120]})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{spec_file}: cannot read it ({one_line(str(exc))})") from None
     if not isinstance(spec, dict):
         raise UserError(f"{spec_file}: expected a mapping with 'instruction' and 'difficulty'")
     for key in ("instruction", "difficulty"):
@@ -545,7 +550,7 @@ def read_terminal_task(task_dir: str | Path) -> TerminalTask:
 
 def _timeout(spec: Mapping[str, Any], key: str, default: float, spec_file: Path) -> float:
     value = spec.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise UserError(f"{spec_file}: '{key}' must be a positive number of seconds")
     return float(value)
 

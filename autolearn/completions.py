@@ -19,7 +19,7 @@ def completion_text(completion: Completion) -> str:
         return completion
     parts: list[str] = []
     for message in completion:
-        content = message.get("content", "")
+        content = message.get("content") or ""
         if isinstance(content, list):  # multimodal-style content blocks
             content = "".join(block.get("text", "") for block in content if isinstance(block, dict))
         if message.get("role", "assistant") == "assistant":

@@ -131,9 +131,10 @@ def build_math_dataset(
     rows = load_rows(name, subset=subset if not is_local_file(name) else None, split=split)
     require_columns(rows, ["question", "answer"], name)
     rows = limit_rows(rows, max_samples)
-    bad = [i for i, a in enumerate(rows["answer"]) if not str(a).strip()]
-    if bad:
-        raise UserError(f"dataset {name}: row {bad[0]} has an empty answer")
+    for column in ("question", "answer"):
+        bad = [i for i, value in enumerate(rows[column]) if value is None or not str(value).strip()]
+        if bad:
+            raise UserError(f"dataset {name}: row {bad[0]} has an empty {column}")
     return rows.map(
         lambda row: {"prompt": math_prompt(str(row["question"]), prompt_style)},
         desc="building prompts",

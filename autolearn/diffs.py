@@ -315,5 +315,8 @@ def _looks_like_stray_hunk_line(lines: list[str], index: int) -> bool:
 
 def _unquote_git_path(quoted: str) -> str:
     """Undo git's C-style quoting (octal escapes of UTF-8 bytes)."""
-    raw = quoted.encode("utf-8").decode("unicode_escape").encode("latin-1")
+    try:
+        raw = quoted.encode("utf-8").decode("unicode_escape").encode("latin-1")
+    except (UnicodeError, ValueError) as exc:  # a bad escape such as \x or \777
+        raise DiffError(f"badly quoted path {quoted!r}") from exc
     return raw.decode("utf-8", "replace")
