@@ -3,8 +3,9 @@
 Commands are parsed, not grepped: a quote-aware scanner splits the script at ``;``,
 ``&&``, ``||``, ``|``, ``&``, newlines and parentheses (dropping comments, lifting out
 ``$(...)``, backtick and ``<(...)`` substitutions and here-documents), then :mod:`shlex`
-splits every simple command into words and redirections. Each command is normalised
-before the rules look at it:
+splits every simple command into words and redirections (``>|``, ``>&`` and ``&>`` are
+redirections; a ``( ... )`` group after a ``|`` stays part of the pipeline). Each command
+is normalised before the rules look at it:
 
 * quotes and backslashes are removed (``"r"'m'`` and ``\\rm`` are ``rm``), and
   ``/bin/rm`` is ``rm`` (basename of the command word);
@@ -12,13 +13,17 @@ before the rules look at it:
   ``nohup``, ``nice``, ``ionice``, ``timeout``, ``time``, ``command``, ``builtin``,
   ``exec``, ``stdbuf``, ``setsid``, ``xargs``, ``flock``, ``busybox``, ...;
 * nested code is analysed recursively: ``bash -c '...'`` (any shell), ``eval``,
-  ``su -c``, here-documents and here-strings fed to a shell, ``find -exec``, command
-  substitutions, and quoted strings inside ``python -c`` / ``perl -e`` code;
+  ``su -c``, here-documents and here-strings fed to a shell, text that ``echo``,
+  ``printf`` or ``cat <<EOF`` pipe into a shell, ``find -exec``, command substitutions,
+  and quoted strings inside ``python -c`` / ``perl -e`` code;
 * paths are resolved the way the shell would: ``~``, ``$HOME`` and ``${HOME}`` are the
-  home directory, variables assigned earlier in the script are substituted, unknown
-  variables expand to the empty string (the worst case: ``rm -rf "$DIR/"`` is
-  ``rm -rf /``), ``cd`` to an absolute path is followed, ``//``, ``.`` and ``..`` are
-  normalised, and globs such as ``/*`` or ``/e*`` match the directories they would hit.
+  home directory, variables assigned earlier in the script are substituted (also
+  ``for VAR in WORDS``, where VAR takes the most dangerous word, and ``set -- ARGS``
+  for ``$1``... and ``$@``), unknown variables expand to the empty string (the worst
+  case: ``rm -rf "$DIR/"`` is ``rm -rf /``), and so do values beyond 4096 characters,
+  ``cd`` to an absolute path is followed, ``//``, ``.`` and ``..`` are normalised,
+  ``{a,b}`` lists in the operands of file commands are expanded, and globs such as
+  ``/*`` or ``/e*`` match the directories they would hit.
 
 Rules (:data:`RULES`):
 
@@ -28,7 +33,8 @@ rule                flags
 ``rm-root``         recursive ``rm`` (``-r``, ``-R``, ``-rf``, ``--recursive``), ``find -delete``
                     or ``mv`` of ``/``, the home directory, a top-level system directory
                     (``/etc``, ``/usr``, ``/var``, ...), a glob over one of them (``/*``), or a
-                    bare chain of parent directories (``..``); any ``--no-preserve-root``
+                    bare chain of parent directories (``..``); ``rsync --delete`` into one of
+                    them; any ``--no-preserve-root``
 ``mkfs``            ``mkfs``/``mkfs.*``, ``mke2fs``, ``mkswap``, ``wipefs``, ``fdisk``,
                     ``sfdisk``, ``parted``, ``blkdiscard`` (formatting or repartitioning disks)
 ``dd-device``       ``dd`` with ``of=`` a device under ``/dev``
@@ -45,13 +51,14 @@ rule                flags
 ``fork-bomb``       a shell function that calls itself through a pipe or in the background
                     (``:(){ :|:& };:``), or interpreter code that forks in a loop
 ``pipe-to-shell``   downloaded or decoded content executed: ``curl``/``wget``/``nc``/
-                    ``base64 -d``/``xxd -r`` piped into a shell or interpreter reading stdin,
-                    ``bash <(curl ...)``, ``source <(wget ...)``, ``sh -c "$(curl ...)"``,
+                    ``base64 -d``/``xxd -r`` piped into a shell or interpreter reading stdin
+                    (also inside ``( ... )``), ``bash <(curl ...)``, ``source <(wget ...)``, ``sh -c "$(curl ...)"``,
                     ``eval "$(curl ...)"``
 ``shutdown``        ``shutdown``, ``reboot``, ``halt``, ``poweroff``, ``kexec``, ``init 0|6``,
                     ``systemctl poweroff|reboot|halt|...``, ``kill`` of pid ``1`` or ``-1``
-``unparseable``     unbalanced quotes or an unterminated substitution: safety cannot be
-                    verified, so the script is treated as unsafe
+``unparseable``     unbalanced quotes, an unterminated substitution, nesting deeper than 8
+                    levels or a ``find`` with over 1024 (root, ``-exec``) pairs: safety
+                    cannot be verified (cheaply), so the script is treated as unsafe
 ==================  ===========================================================================
 
 Known limits: two-step tricks (download to a file, run it later), content built at run
@@ -119,6 +126,7 @@ POWER_COMMANDS = frozenset({"shutdown", "reboot", "halt", "poweroff", "kexec"})
 SYSTEMCTL_POWER_VERBS = frozenset(
     {"poweroff", "reboot", "halt", "kexec", "suspend", "hibernate", "emergency", "rescue"}
 )
+PIPES = ("|", "|&")
 RESERVED_WORDS = frozenset({"!", "{", "}", "then", "do", "else", "elif", "if", "while", "until"})
 PATH_WRITERS = frozenset(
     {"touch", "truncate", "mkdir", "rmdir", "unlink", "shred", "chattr", "setfacl", "rm"}
@@ -162,6 +170,14 @@ _COMMAND_TAG = re.compile(r"<command>(.*?)</command>", re.DOTALL | re.IGNORECASE
 _SHELL_FENCE_LANGUAGES = {"bash", "sh", "shell", "zsh", "console", "terminal", "shell-session"}
 _STRING_LITERAL = re.compile(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"")
 _MAX_DEPTH = 8
+# A longer variable value or expansion counts as unknown (so it expands to ""): doubling
+# assignments (A=$A$A) would otherwise grow exponentially.
+_MAX_VALUE = 4096
+_MAX_BRACE_WORDS = 64  # brace expansion of one word stops before producing more words
+_FIND_WORK_LIMIT = 1024  # (root, -exec command) pairs one find may ask us to check
+_BRACE_LIST = re.compile(r"(?<!\$)\{([^{}]*,[^{}]*)\}")
+_FIND_ACTIONS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
+_FIND_ENDS = frozenset({";", "+", "\\;"})
 
 
 class ShellParseError(ValueError):
@@ -281,12 +297,20 @@ def parse_script(script: str) -> tuple[list[list[SimpleCommand]], _Scanned]:
     bodies = iter(heredocs)
     pipelines: list[list[SimpleCommand]] = []
     current: list[SimpleCommand] = []
+    piped_groups = 0  # open ( ) groups that read a pipe: their commands join the pipeline
     for text, operator in scanned.segments:
         command = _split_words(text, bodies)
         if command is not None:
             command.terminator = operator
             current.append(command)
-        if operator not in ("|", "|&") and current:
+        opens_piped_group = command is None and bool(current) and current[-1].terminator in PIPES
+        if operator == "(" and (piped_groups or opens_piped_group):
+            piped_groups += 1
+        elif operator == ")" and piped_groups:
+            piped_groups -= 1
+        if piped_groups:
+            continue
+        if operator not in PIPES and current:
             pipelines.append(current)
             current = []
     if current:
@@ -422,8 +446,10 @@ class _Scanner:
         char = self.text[self.pos]
         previous = self.current[-1][-1:] if self.current else ""
         following = self.text[self.pos + 1 : self.pos + 2]
-        if char == "&" and (previous in ("<", ">") or following == ">"):
-            self.current.append(char)  # part of a redirection: >&2, &>file
+        if (char == "&" and (previous in ("<", ">") or following == ">")) or (
+            char == "|" and previous == ">"
+        ):
+            self.current.append(char)  # part of a redirection: >&2, &>file, >|file
             self.pos += 1
             return
         for operator in ("&&", "||", "|&", ";;", ";&"):
@@ -484,7 +510,7 @@ def _split_words(text: str, heredocs: Iterator[str]) -> SimpleCommand | None:
     """Split one simple command with shlex; separate redirections from arguments."""
     if not text:
         return None
-    lexer = shlex.shlex(text, posix=True, punctuation_chars="<>&")
+    lexer = shlex.shlex(text, posix=True, punctuation_chars="<>&|")
     lexer.whitespace_split = True
     lexer.commenters = ""
     try:
@@ -495,7 +521,7 @@ def _split_words(text: str, heredocs: Iterator[str]) -> SimpleCommand | None:
     index = 0
     while index < len(tokens):
         token = tokens[index]
-        if token and set(token) <= set("<>&") and token != "&":
+        if token and set(token) <= set("<>&|") and token not in ("&", "|"):
             target = tokens[index + 1] if index + 1 < len(tokens) else ""
             index += 2
             if token == "<<":
@@ -516,9 +542,23 @@ def _split_words(text: str, heredocs: Iterator[str]) -> SimpleCommand | None:
 
 
 def _expand(word: str, state: _State) -> str:
-    """Expand ``~`` and variables; unknown variables become empty, as in the shell."""
+    """Expand ``~`` and variables; unknown variables become empty, as in the shell.
+
+    Variables past the first ``_MAX_VALUE`` substituted characters count as unknown too."""
+    return _expand_bounded(word, state)[0]
+
+
+def _expand_bounded(word: str, state: _State) -> tuple[str, bool]:
+    """:func:`_expand`, and whether every variable fitted within ``_MAX_VALUE``."""
+    added = 0
 
     def substitute(match: re.Match[str]) -> str:
+        nonlocal added
+        value = lookup(match)
+        added += len(value)
+        return value if added <= _MAX_VALUE else ""
+
+    def lookup(match: re.Match[str]) -> str:
         if match.group(2) is not None:
             name, default = match.group(2), ""
         else:
@@ -533,7 +573,8 @@ def _expand(word: str, state: _State) -> str:
 
     if word == "~" or word.startswith("~/"):
         word = HOME + word[1:]
-    return _VARIABLE.sub(substitute, word)
+    expanded = _VARIABLE.sub(substitute, word)
+    return expanded, added <= _MAX_VALUE
 
 
 def _expand_known(word: str, state: _State) -> str:
@@ -616,7 +657,53 @@ def _remember_assignments(words: list[str], state: _State) -> None:
     for word in words:
         if _ASSIGNMENT.fullmatch(word):
             name, value = word.split("=", 1)
-            state.variables[name] = _expand(value, state)
+            expanded, complete = _expand_bounded(value, state)
+            _remember(name, expanded if complete else None, state)
+
+
+def _remember(name: str, value: str | None, state: _State) -> None:
+    """Store a variable; a missing or over-long value makes it unknown (empty)."""
+    if value is None or len(value) > _MAX_VALUE:
+        state.variables.pop(name, None)
+    else:
+        state.variables[name] = value
+
+
+def _assign_loop_variable(args: list[str], state: _State) -> None:
+    """``for VAR in WORDS``: VAR takes the most dangerous word (flag if any word would)."""
+    if len(args) < 2 or args[1] != "in" or not re.fullmatch(r"[A-Za-z_]\w*", args[0]):
+        return
+    words = args[2:]
+    values = [piece for word in words for piece in _expand(word, state).split()]
+    if not values or any("$(" in word for word in words):
+        state.variables.pop(args[0], None)  # run-time values: unknown
+    else:
+        _remember(args[0], _most_dangerous(values, state), state)
+
+
+def _set_positional(args: list[str], state: _State) -> None:
+    """``set -- A B`` (or ``set A B``) assigns ``$1``, ``$2``, ... and ``$@``."""
+    if "--" in args:
+        operands = args[args.index("--") + 1 :]
+    elif args and not args[0].startswith(("-", "+")):
+        operands = args
+    else:
+        return  # set -e, set -o pipefail: options only
+    values = [_expand(operand, state) for operand in operands]
+    for number, value in enumerate(values, start=1):
+        _remember(str(number), value, state)
+    for name in ("@", "*"):
+        _remember(name, _most_dangerous(values, state) if values else None, state)
+
+
+def _most_dangerous(values: list[str], state: _State) -> str:
+    """The value that would break the most serious rule when used as a path."""
+
+    def severity(value: str) -> int:
+        path = _resolve(value, state)
+        return 2 if _is_protected_dir(path) else 1 if _write_rule(path) else 0
+
+    return max(values, key=severity)
 
 
 def _peel_wrappers(argv: list[str]) -> list[str]:
@@ -681,6 +768,7 @@ def _check_pipeline(
 ) -> list[Finding]:
     findings: list[Finding] = []
     feeds_from_network = False
+    literal: str | None = None  # code that a previous stage prints verbatim
     for command in pipeline:
         argv = _peel_wrappers(_strip_prefixes(command.argv, state))
         argv = [_restore(word, substitutions) for word in argv]
@@ -689,9 +777,31 @@ def _check_pipeline(
             continue
         if feeds_from_network and _reads_code_from_stdin(argv):
             findings.append(Finding("pipe-to-shell", _display(argv)))
+        if literal is not None and argv[0] in SHELLS and _reads_code_from_stdin(argv):
+            nested = _State(dict(state.variables), state.cwd, state.depth + 1)
+            findings += _analyse(literal, nested, strict=False)
         feeds_from_network = feeds_from_network or _produces_code(argv)
+        passes_through = argv[0] == "tee" or argv == ["cat"]
+        literal = _printed_literal(argv, command) or (literal if passes_through else None)
         findings += _check_command(argv, command, substitutions, state)
     return findings
+
+
+def _printed_literal(argv: list[str], command: SimpleCommand) -> str | None:
+    """The text ``echo``/``printf`` print, or a here-document given to ``cat``.
+
+    ``\\n`` counts as a line break (``echo -e``, ``printf``); ``printf`` arguments are
+    joined to the format, which is enough to read ``printf 'rm -rf %s' DIR``."""
+    name, args = argv[0], argv[1:]
+    if name == "echo":
+        while args and re.fullmatch(r"-[neE]+", args[0]):
+            args = args[1:]
+        return " ".join(args).replace("\\n", "\n")
+    if name == "printf":
+        return " ".join(args).replace("\\n", "\n")
+    if name == "cat" and len(argv) == 1 and command.stdin_script is not None:
+        return command.stdin_script
+    return None
 
 
 def _restore(word: str, substitutions: list[str]) -> str:
@@ -752,6 +862,10 @@ def _check_command(
     findings += _check_writes(name, args, argv, state)
     if name in {"cd", "pushd"}:
         _change_directory(args, state)
+    elif name == "for":
+        _assign_loop_variable(args, state)
+    elif name == "set":
+        _set_positional(args, state)
     if name == "find":
         findings += _check_find(args, argv, command, substitutions, state)
     return findings
@@ -841,15 +955,38 @@ def _kills_everything(args: list[str]) -> bool:
 
 
 def _options_and_operands(args: list[str]) -> tuple[list[str], list[str]]:
+    """Split arguments into options and (brace-expanded) operands."""
     options, operands, after_dashes = [], [], False
     for arg in args:
         if after_dashes or not arg.startswith("-") or arg == "-":
-            operands.append(arg)
+            operands += _expand_braces(arg)
         elif arg == "--":
             after_dashes = True
         else:
             options.append(arg)
     return options, operands
+
+
+def _expand_braces(word: str) -> list[str]:
+    """Bash brace expansion of ``{a,b}`` lists, in order: ``/{bin,etc}`` is ``/bin /etc``.
+
+    Quotes are already gone, so a quoted ``{a,b}`` is expanded too (the safe direction).
+    Expansion stops before it would produce more than ``_MAX_BRACE_WORDS`` words."""
+    words = [word]
+    while True:
+        matches = [_BRACE_LIST.search(item) for item in words]
+        if not any(matches):
+            return words
+        alternatives = [m.group(1).split(",") if m else [] for m in matches]
+        if sum(max(len(parts), 1) for parts in alternatives) > _MAX_BRACE_WORDS:
+            return words
+        expanded: list[str] = []
+        for item, match, parts in zip(words, matches, alternatives, strict=True):
+            if match is None:
+                expanded.append(item)
+            else:
+                expanded += [item[: match.start()] + part + item[match.end() :] for part in parts]
+        words = expanded
 
 
 def _is_recursive(options: list[str]) -> bool:
@@ -869,6 +1006,14 @@ def _check_deletion(name: str, args: list[str], argv: list[str], state: _State) 
     ):
         return [Finding("rm-root", _display(argv))]
     if name == "mv" and any(_is_protected_dir(_resolve(o, state)) for o in operands[:-1]):
+        return [Finding("rm-root", _display(argv))]
+    deletes_extra = any(o == "--del" or o.startswith("--delete") for o in options)
+    if (
+        name == "rsync"
+        and deletes_extra
+        and len(operands) > 1
+        and _is_protected_dir(_resolve(operands[-1], state))
+    ):
         return [Finding("rm-root", _display(argv))]
     if name in PERMISSION_COMMANDS:
         targets = [_resolve(o, state) for o in operands[1:]] if name != "chattr" else []
@@ -909,9 +1054,6 @@ def _check_writes(name: str, args: list[str], argv: list[str], state: _State) ->
     return findings
 
 
-_IN_PLACE = ("-i", "--in-place", "-pi")
-
-
 def _option_values(args: list[str], names: tuple[str, ...]) -> list[str]:
     values = []
     for index, arg in enumerate(args):
@@ -947,23 +1089,36 @@ def _check_find(
     for arg in args:
         if arg.startswith(("-", "(", "!")):
             break
-        roots.append(arg)
-    roots = roots or ["."]
+        roots += _expand_braces(arg)
+    roots = list(dict.fromkeys(roots)) or ["."]
     findings: list[Finding] = []
     if "-delete" in args and any(_is_protected_dir(_resolve(r, state)) for r in roots):
         findings.append(Finding("rm-root", _display(argv)))
-    for index, arg in enumerate(args):
-        if arg in ("-exec", "-execdir", "-ok", "-okdir"):
-            end = next(
-                (i for i in range(index + 1, len(args)) if args[i] in (";", "+", "\\;")), len(args)
-            )
-            sub_argv = args[index + 1 : end]
-            for root in roots:
-                concrete = [root if word == "{}" else word for word in sub_argv]
-                if concrete:
-                    sub = SimpleCommand(concrete)
-                    findings += _check_pipeline([sub], substitutions, state)
+    actions = _find_actions(args)
+    if len(roots) * len(actions) > _FIND_WORK_LIMIT:
+        return [*findings, Finding("unparseable", "find: too many roots and -exec actions")]
+    if actions and state.depth > _MAX_DEPTH:
+        return [*findings, Finding("unparseable", "nesting too deep")]
+    nested = _State(dict(state.variables), state.cwd, state.depth + 1)
+    for action in actions:
+        for root in roots:
+            concrete = SimpleCommand([root if word == "{}" else word for word in action])
+            findings += _check_pipeline([concrete], substitutions, nested)
     return findings
+
+
+def _find_actions(args: list[str]) -> list[tuple[str, ...]]:
+    """The distinct commands run by ``-exec``/``-execdir``/``-ok``/``-okdir``, in order."""
+    actions: list[tuple[str, ...]] = []
+    index = 0
+    while index < len(args):
+        if args[index] in _FIND_ACTIONS:
+            start = index + 1
+            index = next((i for i in range(start, len(args)) if args[i] in _FIND_ENDS), len(args))
+            if index > start:
+                actions.append(tuple(args[start:index]))
+        index += 1
+    return list(dict.fromkeys(actions))
 
 
 def _fork_bombs(pipelines: list[list[SimpleCommand]]) -> list[Finding]:
