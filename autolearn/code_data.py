@@ -275,22 +275,37 @@ def load_local(path: str | Path) -> list[CodeProblem]:
 
 def _mbpp_tests_as_list(row: dict[str, Any], path: Path) -> dict[str, Any]:
     """The row with ``test_list`` as a list of strings (one string counts as one test)."""
-    tests = row["test_list"]
-    if isinstance(tests, str):
-        return {**row, "test_list": [tests]}
-    if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
+    tests = _string_list(row["test_list"])
+    if tests is None:
         raise UserError(f"{path}: task {row['task_id']!r}: test_list must be a list of strings")
-    return row
+    return {**row, "test_list": tests}
+
+
+def _string_list(value: Any) -> list[str] | None:
+    """``value`` as a list of strings (a lone string is a list of one); ``None`` if it is not."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    return None
 
 
 def _unique_ids(problems: list[CodeProblem], path: Path) -> list[CodeProblem]:
     """``problems``, after checking that no two share a task id (results are keyed by it)."""
-    seen: set[str] = set()
-    for problem in problems:
-        if problem.task_id in seen:
-            raise UserError(f"{path}: task id {problem.task_id!r} appears twice")
-        seen.add(problem.task_id)
+    index = _first_repeated_id(problems)
+    if index is not None:
+        raise UserError(f"{path}: task id {problems[index].task_id!r} appears twice")
     return problems
+
+
+def _first_repeated_id(problems: Sequence[CodeProblem]) -> int | None:
+    """The index of the first problem whose task id an earlier problem already has."""
+    seen: set[str] = set()
+    for index, problem in enumerate(problems):
+        if problem.task_id in seen:
+            return index
+        seen.add(problem.task_id)
+    return None
 
 
 def _looks_custom(rows: list[Any]) -> bool:
@@ -329,14 +344,10 @@ def parse_custom(data: Any, path: str | Path = "<custom>") -> list[CodeProblem]:
         data = data.get("problems")
     if not isinstance(data, list) or not data:
         raise UserError(f"{path}: 'problems' must be a non-empty list")
-    problems: list[CodeProblem] = []
-    seen: set[str] = set()
-    for index, entry in enumerate(data):
-        problem = _custom_problem(entry, f"{path}: problem #{index}")
-        if problem.task_id in seen:
-            raise UserError(f"{path}: problem #{index}: duplicate task_id {problem.task_id!r}")
-        seen.add(problem.task_id)
-        problems.append(problem)
+    problems = [_custom_problem(e, f"{path}: problem #{i}") for i, e in enumerate(data)]
+    index = _first_repeated_id(problems)
+    if index is not None:
+        raise UserError(f"{path}: problem #{index}: duplicate task_id {problems[index].task_id!r}")
     return problems
 
 
@@ -382,15 +393,10 @@ def _custom_problem(entry: Any, where: str) -> CodeProblem:
 
 
 def _custom_tests(tests: Any, where: str) -> list[str]:
-    if isinstance(tests, str):
-        tests = [tests]
-    if (
-        not isinstance(tests, list)
-        or not tests
-        or not all(isinstance(t, str) and t.strip() for t in tests)
-    ):
+    listed = _string_list(tests)
+    if not listed or not all(t.strip() for t in listed):
         raise UserError(f"{where}: 'tests' must be a non-empty string or list of non-empty strings")
-    return list(tests)
+    return listed
 
 
 def _require_python(code: str, where: str, key: str) -> None:

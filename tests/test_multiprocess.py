@@ -24,6 +24,10 @@ def launch_command(*argv: str) -> list[str]:
     ]  # fmt: skip
 
 
+# Two 16-token completions of one prompt per process and step: the smallest valid batch.
+TINY_BATCH = ("--max_completion_length", "16", "--num_generations", "2", "--batch_size", "2")
+
+
 def worker_pid(launcher_pid: int, rank: int) -> int:
     """The process id of the launcher's worker of ``rank`` (Linux /proc)."""
     children = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
@@ -59,9 +63,7 @@ def test_two_processes_train_and_only_rank_zero_writes(
         "--dataset", str(ROOT / "examples" / "math_sample.jsonl"),
         "--max_samples", "8",
         "--max_steps", "2",
-        "--max_completion_length", "16",
-        "--num_generations", "2",
-        "--batch_size", "2",
+        *TINY_BATCH,
         "--output_dir", str(out),
     )  # fmt: skip
     log = result.stdout + result.stderr
@@ -87,9 +89,7 @@ def test_ctrl_c_seen_by_one_process_stops_both_after_the_same_step(
         "--dataset", str(ROOT / "examples" / "math_sample.jsonl"),
         "--max_samples", "8",
         "--max_steps", "200",
-        "--max_completion_length", "16",
-        "--num_generations", "2",
-        "--batch_size", "2",
+        *TINY_BATCH,
         "--output_dir", str(out),
     )  # fmt: skip
     process = subprocess.Popen(
@@ -141,9 +141,7 @@ def test_code_and_bench_scripts_run_under_two_processes(
         "--model", str(tiny_model_dir),
         "--max_samples", "4",
         "--max_steps", "2",
-        "--max_completion_length", "16",
-        "--num_generations", "2",
-        "--batch_size", "2",
+        *TINY_BATCH,
         "--output_dir", str(out),
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
