@@ -82,6 +82,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--tasks_dir", dest="dataset.tasks_dir", metavar="DIR", help="Terminal-Bench tasks"
     )
+    parser.add_argument(
+        "--eval_fraction",
+        dest="dataset.eval_fraction",
+        type=float,
+        metavar="F",
+        help="share of tasks held out for evaluation, e.g. 0.2",
+    )
     return parser.parse_args(argv)
 
 
@@ -104,9 +111,17 @@ def main() -> None:
         tasks_dir=d.tasks_dir or None,
     )
 
+    from autolearn.heldout import HeldOut, require_heldout, split_heldout_rows
+
+    dataset, held = split_heldout_rows(dataset, d.eval_fraction, config.training.seed)
+    heldout = HeldOut("bench", held) if held is not None else None
+    require_heldout(
+        config.training.eval_steps, heldout, "set dataset.eval_fraction (--eval_fraction)"
+    )
+
     import bench_rewards
 
-    run_training(config, dataset, bench_rewards.REWARDS, resume=args.resume)
+    run_training(config, dataset, bench_rewards.REWARDS, resume=args.resume, heldout=heldout)
 
 
 if __name__ == "__main__":

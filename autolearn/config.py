@@ -175,6 +175,12 @@ class TrainingConfig:
     vllm_server_host: str = "127.0.0.1"  # with vllm_mode: server (`trl vllm-serve`)
     vllm_server_port: int = 8000
     ddp_timeout: int = 600  # seconds a process waits for the others before giving up
+    vllm_importance_sampling_correction: bool = True  # TRL's correction of vLLM/trainer log-probs
+    eval_steps: int = 0  # held-out evaluation at step 0, every N steps and at the end (0 = off)
+    eval_num_samples: int = (
+        1  # completions per held-out prompt: 1 = greedy, more = sampled (pass@k)
+    )
+    eval_max_prompts: int = 64  # at most this many held-out prompts per evaluation
 
 
 @dataclass
@@ -184,8 +190,13 @@ class MathDataConfig:
     name: str = "examples/math_sample.jsonl"
     subset: str = "main"
     split: str = "train"
-    max_samples: int = 0  # 0 = all
+    max_samples: int = 0  # 0 = all (rg: generators: 1000 problems)
     prompt_style: str = "one_shot"  # one_shot | zero_shot
+    eval_fraction: float = (
+        0.0  # share of problems held out for evaluation (seeded by training.seed)
+    )
+    eval_name: str = ""  # a separate held-out file instead (question/answer columns)
+    rg_options: dict[str, Any] = field(default_factory=dict)  # rg:NAME generator config
 
 
 @dataclass
@@ -210,6 +221,7 @@ class BenchDataConfig:
     )
     tasks_dir: str = ""  # Terminal-Bench task folders ("" = the bundled examples/terminal_tasks)
     max_samples: int = 0  # 0 = all
+    eval_fraction: float = 0.0  # share of tasks held out for evaluation (seeded by training.seed)
 
 
 @dataclass
@@ -357,6 +369,9 @@ def validate(config: Config) -> None:
     """
     _validate_model(config.model)
     _validate_training(config.training)
+    eval_fraction = getattr(config.dataset, "eval_fraction", 0.0)
+    if not 0.0 <= eval_fraction < 1.0:
+        raise UserError(f"dataset.eval_fraction must be in [0, 1), got {eval_fraction}")
     if not config.rewards:
         raise UserError("the rewards section is empty: name at least one reward with its weight")
 
@@ -388,6 +403,9 @@ def _validate_training(t: TrainingConfig) -> None:
             "save_steps",
         ),
     )
+    if t.eval_steps < 0:
+        raise UserError(f"training.eval_steps must be 0 (off) or more, got {t.eval_steps}")
+    _check_at_least_one("training", t, ("eval_num_samples", "eval_max_prompts"))
     for key in ("learning_rate", "temperature"):
         if getattr(t, key) <= 0:
             raise UserError(f"training.{key} must be positive, got {getattr(t, key)}")
@@ -436,6 +454,12 @@ COMMON_FLAGS: list[tuple[str, str, type, str]] = [
     ("--report_to", "training.report_to", str, "none | wandb | tensorboard"),
     ("--dataset", "dataset.name", str, "dataset name or local file"),
     ("--max_samples", "dataset.max_samples", int, "use at most this many rows (0 = all)"),
+    (
+        "--eval_steps",
+        "training.eval_steps",
+        int,
+        "evaluate on the held-out split at step 0, every N steps and at the end (0 = off)",
+    ),
 ]
 
 

@@ -7,7 +7,9 @@ dataset and a reward registry; everything about TRL lives here. Outputs in
     config.yaml         the resolved config of the run
     metrics.jsonl       one JSON line per logging step (loss, reward, each reward component,
                         the wall time of the step and, on a GPU, peak memory so far)
-    reward_curve.png    reward per step, total and per component (at every save and the end)
+    reward_curve.png    reward per step, total and per component (at every save and the end),
+                        beside the held-out scores when the run evaluates (autolearn.heldout)
+    best/, best.json    the adapter that scored best on the held-out prompts, its step and score
     checkpoint-N/       resumable checkpoints every ``save_steps`` (and on Ctrl-C)
     adapter/            the final LoRA adapter and tokenizer
     merged/             the LoRA merged into the base weights, loadable with plain transformers
@@ -33,6 +35,8 @@ from typing import Any
 
 from autolearn.config import Config, parse_reward_spec, save_config
 from autolearn.errors import EXIT_INTERRUPTED, UserError
+from autolearn.heldout import HeldOut, build_evaluator
+from autolearn.heldout import make_callback as make_heldout_callback
 from autolearn.models import (
     TrainingModel,
     cuda_available,
@@ -182,6 +186,7 @@ def grpo_config(config: Config, tm: TrainingModel, weights: list[float]) -> Any:
     }
     if tm.vllm:
         kwargs["use_vllm"] = True
+        kwargs["vllm_importance_sampling_correction"] = t.vllm_importance_sampling_correction
         if tm.backend == "transformers":
             kwargs["vllm_mode"] = t.vllm_mode
             if t.vllm_mode == "server":  # generation on a `trl vllm-serve` process of its own
@@ -331,7 +336,9 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_rewards(metrics_path: Path, png_path: Path) -> Path | None:
-    """Draw the total reward and each reward component against the step."""
+    """Draw the total reward and each reward component against the step (and held-out scores)."""
+    from autolearn.heldout import draw_heldout, read_eval_rows
+
     rows = [r for r in read_metrics(metrics_path) if r.get("reward") is not None]
     if not rows:
         return None
@@ -340,7 +347,12 @@ def plot_rewards(metrics_path: Path, png_path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    eval_rows = read_eval_rows(metrics_path)
+    if eval_rows:
+        fig, (ax, eval_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
+        draw_heldout(eval_ax, eval_rows)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
     steps = [r["step"] for r in rows]
     ax.plot(steps, [r["reward"] for r in rows], label="reward (weighted sum)", linewidth=2.2)
     components = sorted(
@@ -469,8 +481,12 @@ def train(
     registry: Mapping[str, RewardFn],
     *,
     resume: bool = False,
+    heldout: HeldOut | None = None,
 ) -> Path:
-    """Run GRPO and save the adapter and the merged model; returns the output directory."""
+    """Run GRPO and save the adapter and the merged model; returns the output directory.
+
+    With ``training.eval_steps`` and a ``heldout`` set, the run is evaluated on it as it goes.
+    """
     from trl import GRPOTrainer
 
     output_dir = Path(config.training.output_dir)
@@ -501,6 +517,11 @@ def train(
         trainer.remove_callback(ProgressCallback)
         for callback in make_callbacks(output_dir, interrupt, rollouts):
             trainer.add_callback(callback)
+        if heldout is not None and config.training.eval_steps > 0:
+            evaluator = build_evaluator(
+                heldout, config, reward_functions=functions, reward_weights=weights
+            )
+            trainer.add_callback(make_heldout_callback(evaluator, trainer, tm))
         log_run_header(config, tm, dataset, weights)
         trainer.train(resume_from_checkpoint=resume_from)
     if primary:
