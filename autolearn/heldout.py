@@ -467,8 +467,11 @@ def make_callback(evaluator: Evaluator, trainer: Any, tm: Any) -> Any:
                 evaluator.run(trainer, tm, 0)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if evaluator.due(state.global_step, state.max_steps):
-                evaluator.run(trainer, tm, state.global_step)
+            step = state.global_step
+            # a run stopped early (Ctrl-C) is evaluated where it stops, like one that ends
+            last = state.max_steps if not control.should_training_stop else step
+            if evaluator.due(step, last):
+                evaluator.run(trainer, tm, step)
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if not state.is_world_process_zero:
