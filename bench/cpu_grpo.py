@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from autolearn.config import Config, MathDataConfig, ModelConfig, TrainingConfig  # noqa: E402
 
 EASY_TASK = "rg:chain_sum"
-EASY_OPTIONS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+EASY_OPTIONS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
 
 
 def bench_config(

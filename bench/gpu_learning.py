@@ -371,6 +371,9 @@ def drive(args: argparse.Namespace) -> int:
             n: replace(r, backend="transformers", fp8=False, vllm=False) for n, r in chosen.items()
         }
     args.out.mkdir(parents=True, exist_ok=True)
+    from autolearn.models import resolve_model_path
+
+    resolve_model_path(settings.model)  # converts the embedded GGUF once, before the runs race
     for name in chosen:  # a fresh run folder for every run started now
         subprocess.run(["rm", "-rf", str(args.out / "runs" / name)], check=False)
     processes = {

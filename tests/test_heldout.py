@@ -151,3 +151,22 @@ def test_restore_drops_a_best_checkpoint_from_a_trimmed_step(tmp_path: Path) -> 
     (tmp_path / "best.json").write_text(json.dumps({"step": 0, "score": 0.1}))
     evaluator.restore()
     assert (tmp_path / "best").is_dir()
+
+
+@pytest.mark.slow
+def test_gpu_learning_benchmark_runs_on_cpu_with_tiny_settings(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench"
+    result = run_script(
+        "bench/gpu_learning.py", "--smoke", "--model", str(tiny_model_dir), "--out", str(out),
+        "--runs", "fp8_is_on_s1,hf_bf16",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "results.json").read_text())
+    assert set(summary["runs"]) == {"fp8_is_on_s1", "hf_bf16"}
+    for run in summary["runs"].values():
+        assert [step for step, _ in run["heldout_accuracy"]] == [0, 1, 2]
+        assert 0 < run["eval_share"] < 1
+    assert (out / "heldout_accuracy.png").stat().st_size > 5000
+    assert "| fp8_is_on |" in (out / "results.md").read_text()
