@@ -182,24 +182,26 @@ def build_math_splits(
 ) -> tuple[Any, Any | None]:
     """(training, held-out) datasets for math GRPO from a ``MathDataConfig``.
 
-    ``rg:NAME`` generates both from disjoint seeds (``eval_prompts`` held-out problems when
-    ``evaluate``); otherwise the held-out rows are ``eval_name``'s file, or a seeded
-    ``eval_fraction`` of the training file. No held-out rows: ``None``.
+    ``rg:NAME`` generates both from disjoint seeds (when ``evaluate``: ``eval_fraction`` of
+    the training count held out, or ``eval_prompts`` without it); otherwise the held-out rows
+    are ``eval_name``'s file, or a seeded ``eval_fraction`` of the training file. No held-out
+    rows: ``None``.
     """
     from autolearn.heldout import split_heldout_rows
-    from autolearn.procedural import build_procedural_splits, is_procedural
+    from autolearn.procedural import DEFAULT_TRAIN_SIZE, build_procedural_splits, is_procedural
 
     d = dataset
     if is_procedural(d.name):
-        if d.eval_name or d.eval_fraction:
+        if d.eval_name:
             raise UserError(
-                "rg: datasets generate their own held-out problems; "
-                "leave dataset.eval_name and dataset.eval_fraction unset"
+                "rg: datasets generate their own held-out problems; leave dataset.eval_name unset"
             )
+        train_size = d.max_samples or DEFAULT_TRAIN_SIZE
+        eval_size = max(1, round(train_size * d.eval_fraction)) if d.eval_fraction else eval_prompts
         return build_procedural_splits(
             d.name,
-            train_size=d.max_samples,
-            eval_size=eval_prompts if evaluate else 0,
+            train_size=train_size,
+            eval_size=eval_size if evaluate else 0,
             seed=seed,
             options=d.rg_options,
             prompt_style=d.prompt_style,

@@ -11,7 +11,8 @@ baseline, before any update), every N steps and after the last step, and:
   (code, run in the sandbox through :mod:`autolearn.evaluation`), or ``eval/reward`` and one
   ``eval/<reward>`` per reward (bench), plus ``eval/seconds``;
 * keeps the adapter that scored best in ``best/``, its step and score in ``best.json``;
-* ends the run with one line such as ``held-out accuracy 0.03 -> 0.41 (best 0.44 at step 80)``.
+* ends the run with one line such as ``held-out accuracy 0.03 -> 0.41 (best 0.44 at step 80),
+  format 0.10 -> 0.95``.
 
 Completions come from the rollout engine: Unsloth's vLLM engine (``fast_generate`` with the
 live LoRA weights), TRL's colocated vLLM (synced to the current weights as TRL does), or
@@ -419,6 +420,8 @@ class Evaluator:
         line = f"held-out {name} {first[key]:.2f} -> {last[key]:.2f}"
         if best is not None:
             line += f" (best {best[key]:.2f} at step {best['step']})"
+        if "eval/format" in first and "eval/format" in last:
+            line += f", format {first['eval/format']:.2f} -> {last['eval/format']:.2f}"
         return line
 
     def time_share(self, wall_seconds: float) -> str:

@@ -21,8 +21,8 @@ held-out curve) to ``--out``, and each run's folder (metrics.jsonl, reward_curve
 ``--out/runs``. Results from runs of earlier calls in the same ``--out`` are kept and
 summarised together.
 
-    python bench/gpu_learning.py --out "$OUT" --runs fp8_is_on_s1,fp8_is_on_s2,bf16_s1,bf16_s2
-    python bench/gpu_learning.py --out "$OUT" --runs fp8_is_off_s1,fp8_is_off_s2,hf_bf16
+    python bench/gpu_learning.py --out /tmp/gl --export "$OUT" --runs fp8_is_on_s1,fp8_is_on_s2,bf16_s1,bf16_s2
+    python bench/gpu_learning.py --out /tmp/gl --export "$OUT" --runs fp8_is_off_s1,fp8_is_off_s2,hf_bf16
     python bench/gpu_learning.py --smoke --model DIR --out /tmp/smoke   # CPU: tiny, 2 steps
 """
 
@@ -356,6 +356,30 @@ def results_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SMALL_FILES = (
+    "metrics.jsonl",
+    "reward_curve.png",
+    "run.log",
+    "config.yaml",
+    "best.json",
+    "run.json",
+)
+
+
+def export_small_files(out: Path, target: Path) -> None:
+    """Copy the results and each run's small files (no weights) to ``target``."""
+    import shutil
+
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "results.md", "heldout_accuracy.png"):
+        shutil.copy2(out / name, target / name)
+    for run_dir in sorted((out / "runs").glob("*")):
+        for name in SMALL_FILES:
+            if (run_dir / name).is_file():
+                (target / "runs" / run_dir.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run_dir / name, target / "runs" / run_dir.name / name)
+
+
 def drive(args: argparse.Namespace) -> int:
     """Start the asked runs at once, wait, summarise every run found under ``--out``."""
     settings = settings_from_args(args)
@@ -399,6 +423,8 @@ def drive(args: argparse.Namespace) -> int:
     (args.out / "results.json").write_text(json.dumps(summary, indent=2))
     (args.out / "results.md").write_text(results_markdown(summary))
     plot_curves(results, args.out / "heldout_accuracy.png")
+    if args.export:
+        export_small_files(args.out, args.export)
     sys.stdout.write(results_markdown(summary))
     return 0 if all(e["exit"] in (0, 130) for e in exits.values()) else 1
 
@@ -437,6 +463,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=450, help="seconds per vLLM run")
     parser.add_argument("--hf-budget", type=float, default=240, help="seconds for hf_bf16")
     parser.add_argument("--model", default="", help="model (default: the embedded one)")
+    parser.add_argument(
+        "--export", type=Path, default=None, help="also copy results and small run files here"
+    )
     parser.add_argument(
         "--smoke",
         action="store_true",

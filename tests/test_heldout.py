@@ -129,6 +129,10 @@ def test_schedule_summary_and_best_from_history(tmp_path: Path) -> None:
         {"step": 10, "eval/accuracy": 0.41},
     ]
     assert evaluator.summary_line() == "held-out accuracy 0.03 -> 0.41 (best 0.44 at step 4)"
+    evaluator.history[0]["eval/format"], evaluator.history[-1]["eval/format"] = 0.1, 0.95
+    assert evaluator.summary_line() == (
+        "held-out accuracy 0.03 -> 0.41 (best 0.44 at step 4), format 0.10 -> 0.95"
+    )
     assert evaluator.due(12, 20) and not evaluator.due(13, 20) and evaluator.due(13, 13)
     assert not evaluator.due(8, 20)  # already evaluated: a resumed run does not repeat it
 
@@ -160,7 +164,7 @@ def test_gpu_learning_benchmark_runs_on_cpu_with_tiny_settings(
     out = tmp_path / "bench"
     result = run_script(
         "bench/gpu_learning.py", "--smoke", "--model", str(tiny_model_dir), "--out", str(out),
-        "--runs", "fp8_is_on_s1,hf_bf16",
+        "--runs", "fp8_is_on_s1,hf_bf16", "--export", str(tmp_path / "export"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "results.json").read_text())
@@ -170,3 +174,7 @@ def test_gpu_learning_benchmark_runs_on_cpu_with_tiny_settings(
         assert 0 < run["eval_share"] < 1
     assert (out / "heldout_accuracy.png").stat().st_size > 5000
     assert "| fp8_is_on |" in (out / "results.md").read_text()
+    exported = tmp_path / "export"
+    assert (exported / "results.json").is_file()
+    assert (exported / "runs" / "hf_bf16" / "metrics.jsonl").is_file()
+    assert not list(exported.rglob("*.safetensors"))  # no weights come back
