@@ -391,8 +391,9 @@ def drive(args: argparse.Namespace) -> int:
         return 2
     chosen = {n: runs[n] for n in names}
     if args.smoke:
-        chosen = {
-            n: replace(r, backend="transformers", fp8=False, vllm=False) for n, r in chosen.items()
+        chosen = {  # CPU: the transformers backend, and no time budget to speak of
+            n: replace(r, backend="transformers", fp8=False, vllm=False, budget_s=3600)
+            for n, r in chosen.items()
         }
     args.out.mkdir(parents=True, exist_ok=True)
     from autolearn.models import resolve_model_path
