@@ -515,11 +515,15 @@ def load_config(
     return config
 
 
-def save_config(config: Config, path: str | Path) -> Path:
-    """Write the resolved config as YAML (same layout as the input files)."""
+def save_config(config: Config, path: str | Path, header: str = "") -> Path:
+    """Write the resolved config as YAML (same layout as the input files).
+
+    ``header`` goes first, as ``#`` comments, so that the file still loads with ``--config``.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    p.write_text(comments + yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
     return p
 
 
