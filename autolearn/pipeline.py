@@ -37,8 +37,7 @@ def start_run(
 ) -> Config:
     """Resolve the run's config from ``defaults``, ``--config`` and the flags; set up logging.
 
-    Also checks the reporting packages and the output folder now (claiming the folder on the
-    main process), before the dataset is built, and then picks the backend: Unsloth, when
+    Also checks the reporting packages and the output folder now, before the dataset is built, and then picks the backend: Unsloth, when
     chosen, must be imported before transformers, peft and trl, which building the dataset
     and the rewards may import.
     """
@@ -47,7 +46,7 @@ def start_run(
 
     setup_logging(args.verbose)
     check_reporting(config.training.report_to)
-    check_output_dir(config, resume=bool(getattr(args, "resume", False)))
+    check_output_dir(config, resume=bool(getattr(args, "resume", False)), claim=False)
     choose_backend(config)
     return config
 
@@ -84,13 +83,16 @@ def check_reporting(report_to: str) -> None:
     )
 
 
-def check_output_dir(config: Config, *, resume: bool) -> str | None:
-    """Check the output folder for this run (see :func:`autolearn.rundir.check_run_dir`)."""
+def check_output_dir(config: Config, *, resume: bool, claim: bool) -> str | None:
+    """Check the output folder for this run (see :func:`autolearn.rundir.check_run_dir`).
+
+    With ``claim``, the main process also takes the folder for the run (writes ``run.json``).
+    """
     return check_run_dir(
         Path(config.training.output_dir),
         resume=resume,
         max_steps=config.training.max_steps,
-        claim=main_process(),
+        claim=claim and main_process(),
     )
 
 
@@ -127,7 +129,7 @@ def run_training(
 
     check_batch_shape(config)
     check_reporting(config.training.report_to)
-    check_output_dir(config, resume=resume)
+    check_output_dir(config, resume=resume, claim=True)
     backend = choose_backend(config)
     tm = load_training_model(config.model, backend, seed=config.training.seed)
     dataset = drop_long_prompts(dataset, tm.tokenizer, config.training.max_prompt_length)

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -145,7 +146,6 @@ def session_entry(resume_from: str | None) -> dict[str, Any]:
         "cwd": os.getcwd(),
         "argv": list(sys.argv),
         "resumed_from": Path(resume_from).name if resume_from else None,
-        "pid": os.getpid(),
     }
 
 
@@ -165,8 +165,9 @@ def check_run_dir(output_dir: Path, *, resume: bool, max_steps: int, claim: bool
 
     Raises :class:`UserError` for a folder the run may not use and :class:`NothingToDoError`
     for ``--resume`` of a run that already reached ``max_steps`` with its model saved. With
-    ``claim`` (the main process), creates the folder and writes ``run.json`` into it, which
-    also proves it writable, before anything else is written there.
+    ``claim`` (the main process, once the run is about to start), creates the folder and
+    writes ``run.json`` into it before anything else is written there; without it, only
+    checks that it could.
     """
     check_location(output_dir)
     record = read_run_record(output_dir)
@@ -189,14 +190,25 @@ def check_run_dir(output_dir: Path, *, resume: bool, max_steps: int, claim: bool
 
 
 def check_location(output_dir: Path) -> None:
-    """Refuse an output path that is a file or lies under one."""
+    """Refuse an output path that is a file, lies under one, or where no file can be written.
+
+    Writing is tried for real (a hidden temporary file in the folder, or in its nearest
+    existing parent), as permissions, read-only mounts and ``/proc`` all answer differently.
+    """
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output_dir {output_dir} is a file, not a folder")
-    for parent in output_dir.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"--output_dir {output_dir}: {parent} is a file, not a folder")
-            return
+    existing = output_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--output_dir {output_dir}: {existing} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".autolearn-probe-"):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"--output_dir {output_dir}: cannot create files in {existing} ({exc.strerror or exc})"
+        ) from None
 
 
 def refuse_foreign_names(output_dir: Path) -> None:
@@ -264,14 +276,7 @@ def finished_at(checkpoint: str | Path | None, max_steps: int) -> bool:
 
 
 def claim_run_dir(output_dir: Path, record: dict[str, Any] | None, resume_from: str | None) -> None:
-    """Create the folder and write ``run.json``: a new record, or one more session on resume.
-
-    A second call from the same process (the scripts check early, then the pipeline again)
-    changes nothing.
-    """
-    sessions = record.get("sessions", []) if record else []
-    if sessions and sessions[-1].get("pid") == os.getpid():
-        return
+    """Create the folder and write ``run.json``: a new record, or one more session on resume."""
     if record is not None and resume_from is not None:
         claimed = record
     else:  # a new run; the config an earlier attempt wrote here is still ours to replace
