@@ -93,6 +93,7 @@ def check_output_dir(config: Config, *, resume: bool, claim: bool) -> str | None
         resume=resume,
         max_steps=config.training.max_steps,
         claim=claim and main_process(),
+        writer=main_process(),
     )
 
 

@@ -160,20 +160,24 @@ def file_sha256(path: Path) -> str | None:
 # --------------------------------------------------------------------------- the checks
 
 
-def check_run_dir(output_dir: Path, *, resume: bool, max_steps: int, claim: bool) -> str | None:
+def check_run_dir(
+    output_dir: Path, *, resume: bool, max_steps: int, claim: bool, writer: bool = True
+) -> str | None:
     """Check ``output_dir`` for a run and return the checkpoint to resume from (or ``None``).
 
     Raises :class:`UserError` for a folder the run may not use and :class:`NothingToDoError`
     for ``--resume`` of a run that already reached ``max_steps`` with its model saved. With
     ``claim`` (the main process, once the run is about to start), creates the folder and
     writes ``run.json`` into it before anything else is written there; without it, only
-    checks that it could.
+    checks that it could. The edited-config check is left to the ``writer`` (the main
+    process under ``accelerate launch``): the others could see the main process's
+    ``config.yaml`` before its checksum.
     """
     check_location(output_dir)
     record = read_run_record(output_dir)
     if record is None:
         refuse_foreign_names(output_dir)
-    else:
+    elif writer:
         refuse_edited_config(output_dir, record)
     checkpoint = checkpoint_to_resume(output_dir, resume=resume)
     if checkpoint is None:

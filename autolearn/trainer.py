@@ -556,7 +556,7 @@ def record_run_start(config: Config, tm: TrainingModel, args: Any, output_dir: P
     header = (
         "The config of this run: built-in defaults < your YAML < your flags.\n"
         f"Resolved here: backend {resolved['backend']}, {resolved['weights']} weights on "
-        f"{resolved['device']}, rollouts via {resolved['rollouts']} (more in run.json)."
+        f"{resolved['device']},\nrollouts via {resolved['rollouts']} (more in run.json)."
     )
     save_config(config, output_dir / "config.yaml", header=header)
     update_run_record(

@@ -161,3 +161,50 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_stops(
     assert len(checkpoints) == 1 and (checkpoints[0] / "adapter_model.safetensors").is_file()
     assert f"checkpoint kept in {checkpoints[0]} (continue with --resume)" in seen
     assert not (out / "merged").exists()
+
+
+def test_on_a_terminal_the_ctrl_c_message_is_not_glued_to_the_progress_bar(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    out = tmp_path / "tty"
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # bar width
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    process = subprocess.Popen(
+        train_command(tiny_model_dir, out, "--max_steps", "200"),
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        cwd=ROOT,
+        env=env,
+    )
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 240
+    signalled = False
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the process ended and closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+        # Once the bar is drawn again after step 1's line (with the reward in it).
+        step_done = re.search(rb"step 1/200[^\n]*\n.*reward=", seen, re.S) is not None
+        if not signalled and (step_done or time.monotonic() > deadline):
+            process.send_signal(signal.SIGINT)
+            signalled = True
+    os.close(leader)
+    process.wait(timeout=240)
+    text = seen.decode(errors="replace")
+    assert process.returncode == 130, text[-3000:]
+    assert "it/s]" in text or "s/it]" in text  # a terminal does get the bar
+    at = text.index("WARNING autolearn.trainer: Ctrl-C: saving a checkpoint")
+    line_start = max(text.rfind("\r", 0, at), text.rfind("\n", 0, at))
+    assert re.fullmatch(r"\d\d:\d\d:\d\d ", text[line_start + 1 : at]), text[at - 300 : at + 80]
