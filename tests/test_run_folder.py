@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from autolearn.errors import NothingToDoError, UserError
@@ -265,8 +266,9 @@ def test_the_reward_plot_smooths_noisy_steps_on_integer_ticks(tmp_path: Path) ->
         if line.get_label() in ("reward (weighted sum)", "correctness")
     ]
     assert len(faint) == 2 and len(smooth) == 2
-    assert list(faint[0].get_ydata()) == [r["reward"] for r in rows]  # raw values, per step
-    assert list(smooth[0].get_ydata()) == moving_average([r["reward"] for r in rows], 6)
+    raw = [r["reward"] for r in rows]
+    assert np.asarray(faint[0].get_ydata()).tolist() == raw  # the values of each step
+    assert np.asarray(smooth[0].get_ydata()).tolist() == moving_average(raw, 6)
     fig.canvas.draw()
     ticks = [t for t in ax.get_xticks() if 1 <= t <= 36]
     assert ticks and all(float(t).is_integer() for t in ticks)
