@@ -603,20 +603,8 @@ def train(
             trim_metrics(output_dir / "metrics.jsonl", checkpoint_step(resume_from))
     if resume_from is not None and finished_at(resume_from, config.training.max_steps):
         return save_unsaved_final_model(trainer, tm, output_dir, resume_from)
-    interactive = not args.disable_tqdm
-    memory = RunMemory()
-    with GracefulInterrupt() as interrupt, progress_output(interactive):
-        remove_progress_callbacks(trainer)
-        for callback in make_callbacks(
-            output_dir, interrupt, rollouts, memory, interactive=interactive
-        ):
-            trainer.add_callback(callback)
-        log_run_header(config, tm, dataset, weights)
-        memory.start(trainer.model, vllm=tm.vllm)
-        try:
-            trainer.train(resume_from_checkpoint=resume_from)
-        finally:
-            memory.stop()
+    log_run_header(config, tm, dataset, weights)
+    interrupt = run_grpo(trainer, tm, output_dir, resume_from, rollouts)
     if primary:
         plot_rewards(output_dir / "metrics.jsonl", output_dir / "reward_curve.png")
     step = trainer.state.global_step
@@ -638,6 +626,38 @@ def train(
     if primary:
         update_run_record(output_dir, status=f"finished at step {step}")
     return output_dir
+
+
+def run_grpo(
+    trainer: Any,
+    tm: TrainingModel,
+    output_dir: Path,
+    resume_from: str | None,
+    rollouts: RolloutClock,
+) -> InterruptFlag:
+    """Train with our callbacks, Ctrl-C/SIGTERM handling and memory figures; returns the flag."""
+    primary = trainer.is_world_process_zero()
+    interactive = not trainer.args.disable_tqdm
+    memory = RunMemory()
+    with GracefulInterrupt() as interrupt, progress_output(interactive):
+        remove_progress_callbacks(trainer)
+        for callback in make_callbacks(
+            output_dir, interrupt, rollouts, memory, interactive=interactive
+        ):
+            trainer.add_callback(callback)
+        memory.start(trainer.model, vllm=tm.vllm)
+        try:
+            trainer.train(resume_from_checkpoint=resume_from)
+        except BaseException as exc:  # a crash or a second Ctrl-C: say so in run.json
+            if primary:
+                step = trainer.state.global_step
+                update_run_record(
+                    output_dir, status=f"died in step {step + 1} ({type(exc).__name__})"
+                )
+            raise
+        finally:
+            memory.stop()
+    return interrupt
 
 
 def save_unsaved_final_model(

@@ -221,6 +221,8 @@ def test_ctrl_c_names_the_checkpoint_it_saved_and_resume_continues_without_dupli
         train_tiny(config, signal_during_step(4, None))
     assert reward_steps(tmp_path) == [1, 2, 3]
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
+    record = read_run_record(tmp_path)
+    assert record is not None and record["status"] == "died in step 4 (RuntimeError)"
 
     # Resumed, it logs step 3 once more and is stopped by Ctrl-C during step 4.
     with pytest.raises(SystemExit) as stopped:
