@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolearn.cli import plural
 from autolearn.errors import UserError, one_line
 from autolearn.jsonl import read_json_lines
 
@@ -550,9 +551,9 @@ def _log_selection(
 ) -> None:
     source = problems[0].source
     logger.info(
-        "code dataset %s: %d problems, %d for training, %d held out",
+        "code dataset %s: %s, %d for training, %d held out",
         source,
-        len(problems),
+        plural(len(problems), "problem"),
         len(train),
         len(held),
     )

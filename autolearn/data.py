@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from autolearn.cli import plural
 from autolearn.errors import UserError, one_line
 from autolearn.hub import hub_reachable, require_hub
 
@@ -165,13 +166,17 @@ def drop_long_prompts(dataset: Any, tokenizer: Any, max_prompt_length: int) -> A
     dropped = before - len(dataset)
     if dropped:
         logger.warning(
-            "dropped %d of %d prompts longer than max_prompt_length=%d tokens",
+            "dropped %d of %s longer than max_prompt_length=%d tokens",
             dropped,
-            before,
+            plural(before, "prompt"),
             max_prompt_length,
         )
     else:
-        logger.info("all %d prompts fit in max_prompt_length=%d tokens", before, max_prompt_length)
+        logger.info(
+            "%s fit in max_prompt_length=%d tokens",
+            "the prompt" if before == 1 else f"all {before} prompts",
+            max_prompt_length,
+        )
     if len(dataset) == 0:
         raise UserError(f"every prompt is longer than max_prompt_length={max_prompt_length} tokens")
     return dataset

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolearn.cli import plural
 from autolearn.code_data import (
     CodeProblem,
     chat_prompt,
@@ -100,14 +101,18 @@ def pass_at_k_table(counts: Mapping[str, tuple[int, int]], ks: Sequence[int]) ->
     if not counts:
         raise UserError("no samples to score")
     fewest = min(n for n, _ in counts.values())
+    short = sum(1 for n, _ in counts.values() if n == fewest)
     values: dict[int, float] = {}
     skipped: dict[int, str] = {}
     for k in ks:
         if k > fewest:
-            skipped[k] = (
-                f"pass@{k} skipped: it needs at least {k} samples per problem, "
-                f"and some problems have only {fewest}"
+            have = (
+                f"every problem has {plural(fewest, 'sample')}"
+                if short == len(counts)
+                else f"{plural(short, 'problem')} of {len(counts)} "
+                f"{'has' if short == 1 else 'have'} only {fewest}"
             )
+            skipped[k] = f"pass@{k} skipped: it needs at least {k} samples per problem, and {have}"
             continue
         values[k] = sum(pass_at_k(n, c, k) for n, c in counts.values()) / len(counts)
     return PassAtK(values, skipped)
@@ -219,16 +224,16 @@ def problems_for(
         raise UserError(f"samples name task {unknown[0]!r}{more}, which the benchmark lacks")
     missing = len(by_id) - len({s.task_id for s in samples})
     if missing:
-        logger.info("%d of %d problems have no samples and are left out", missing, len(by_id))
+        logger.info("%d of %s have no samples and are left out", missing, plural(len(by_id), "problem"))
     return by_id
 
 
 def _samples_of(samples: list[Sample], task_ids: set[str], path: str | Path) -> list[Sample]:
     kept = [s for s in samples if s.task_id in task_ids]
     if not kept:
-        raise UserError(f"{path}: no sample is for one of the {len(task_ids)} chosen problems")
+        raise UserError(f"{path}: no sample is for the {plural(len(task_ids), 'chosen problem')}")
     if len(kept) < len(samples):
-        logger.info("%d samples of other problems are left out", len(samples) - len(kept))
+        logger.info("%s of other problems left out", plural(len(samples) - len(kept), "sample"))
     return kept
 
 
@@ -603,8 +608,8 @@ def evaluate_model(
         model, tokenizer = load_inference_model(model_name)
         style = resolve_prompt_style(settings.prompt_style, tokenizer)
         prompts = build_prompts(problems, tokenizer, style)
-        logger.info("generating %d x %d completions (%s prompts, transformers)",
-                    len(prompts), settings.n_samples, style)  # fmt: skip
+        logger.info("generating %s x %s (%s prompts, transformers)", plural(len(prompts), "prompt"),
+                    plural(settings.n_samples, "completion"), style)  # fmt: skip
         completions = generate_completions(
             model, tokenizer, prompts, settings, stop_sequences(benchmark, style),
             add_special_tokens=style == "completion", progress=progress,

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from autolearn.cli import plural
 from autolearn.config import Config, parse_reward_spec, save_config
 from autolearn.errors import EXIT_INTERRUPTED, UserError
 from autolearn.models import (
@@ -124,7 +125,7 @@ def check_batch_shape(config: Config, processes: int | None = None) -> int:
     completions = processes * t.per_device_train_batch_size * t.gradient_accumulation_steps
     if completions % t.num_generations:
         raise UserError(
-            f"{processes} process(es) x per_device_train_batch_size {t.per_device_train_batch_size} x "
+            f"{plural(processes, 'process', 'processes')} x per_device_train_batch_size {t.per_device_train_batch_size} x "
             f"gradient_accumulation_steps {t.gradient_accumulation_steps} = {completions} completions "
             f"per step, which is not a multiple of num_generations {t.num_generations}; change "
             "per_device_train_batch_size (--batch_size) or num_generations so that it divides"
@@ -146,8 +147,7 @@ def grpo_config(config: Config, tm: TrainingModel, weights: list[float]) -> Any:
         "output_dir": t.output_dir,
         "num_generations": t.num_generations,
         "learning_rate": t.learning_rate,
-        "max_steps": t.max_steps if t.max_steps > 0 else -1,
-        "num_train_epochs": t.num_train_epochs,
+        "max_steps": t.max_steps,
         "per_device_train_batch_size": t.per_device_train_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
         "max_completion_length": t.max_completion_length,
@@ -533,16 +533,15 @@ def log_run_header(config: Config, tm: TrainingModel, dataset: Any, weights: lis
         "vLLM" if tm.vllm else "transformers generate",
     )
     logger.info(
-        "dataset %s: %d prompts | %d prompts x %d generations per step (%d process(es) x "
-        "batch %d x accumulation %d) | %s steps",
+        "dataset %s: %s | %s x %d generations per step (%s x batch %d x accumulation %d) | %s",
         config.dataset.name,
-        len(dataset),
-        prompts_per_step,
+        plural(len(dataset), "prompt"),
+        plural(prompts_per_step, "prompt"),
         t.num_generations,
-        world_size(),
+        plural(world_size(), "process", "processes"),
         t.per_device_train_batch_size,
         t.gradient_accumulation_steps,
-        t.max_steps if t.max_steps > 0 else f"{t.num_train_epochs} epoch(s) of",
+        plural(t.max_steps, "step"),
     )
     logger.info(
         "rewards: %s",
