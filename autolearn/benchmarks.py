@@ -93,10 +93,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from autolearn.cli import plural
 from autolearn.diffs import DiffError, parse_patch
 from autolearn.errors import UserError, one_line
-from autolearn.cli import plural
-from autolearn.jsonl import read_json_lines
+from autolearn.jsonl import read_local_rows
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -189,10 +189,8 @@ def read_swe_file(path: str | Path) -> list[dict[str, str]]:
         raise UserError(f"SWE-bench file not found: {file}")
     if file.suffix not in SWE_LOCAL_SUFFIXES:
         raise UserError(f"{file}: unsupported format (use {', '.join(SWE_LOCAL_SUFFIXES)})")
-    raw_rows = _read_parquet(file) if file.suffix == ".parquet" else _read_json_rows(file)
-    if not raw_rows:
-        raise UserError(f"{file}: no SWE-bench instances in the file")
-    return [_validated_swe_row(row, f"{file} row {n}", strict=True) for n, row in raw_rows]
+    rows = read_local_rows(file, "SWE-bench instances")
+    return [_validated_swe_row(row, f"{file}: {where}", strict=True) for where, row in rows]
 
 
 def _read_swe_rows(source: str) -> list[dict[str, str]]:
@@ -222,30 +220,6 @@ def _read_swe_hub(name: str) -> list[dict[str, str]]:
     if not rows:
         raise UserError(f"{name}: no usable SWE-bench instances")
     return rows
-
-
-def _read_json_rows(file: Path) -> list[tuple[int, Any]]:
-    if file.suffix == ".json":
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{file}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"{file}: cannot read it ({one_line(str(exc))})") from None
-        if not isinstance(data, list):
-            raise UserError(f"{file}: expected a JSON list of SWE-bench instances")
-        return list(enumerate(data, start=1))
-    return list(read_json_lines(file))
-
-
-def _read_parquet(file: Path) -> list[tuple[int, Any]]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(file)
-    except Exception as exc:  # pyarrow raises several unrelated types for bad files
-        raise UserError(f"{file}: not a readable Parquet file ({one_line(str(exc))})") from None
-    return list(enumerate(table.to_pylist(), start=1))
 
 
 def _validated_swe_row(row: Any, where: str, *, strict: bool) -> dict[str, str]:

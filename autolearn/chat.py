@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from autolearn.errors import UserError, one_line
-from autolearn.jsonl import read_json_lines
+from autolearn.jsonl import ROW_SUFFIXES, read_json_lines, read_local_rows
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -342,7 +342,7 @@ def load_benchmark_prompts(
     """
     file = Path(path) if path is not None else DEFAULT_BENCHMARK_PROMPTS
     rows = _read_prompt_rows(file)
-    prompts = [_benchmark_prompt(row, file, number, prompt_style) for number, row in rows]
+    prompts = [_benchmark_prompt(row, file, place, prompt_style) for place, row in rows]
     if limit is not None:
         prompts = prompts[: max(0, limit)]
     if not prompts:
@@ -350,26 +350,18 @@ def load_benchmark_prompts(
     return prompts
 
 
-def _read_prompt_rows(file: Path) -> list[tuple[int, Any]]:
+def _read_prompt_rows(file: Path) -> list[tuple[str, Any]]:
     if not file.is_file():
         raise UserError(f"prompts file not found: {file}")
-    if file.suffix != ".json":
-        return list(read_json_lines(file))
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-        if not isinstance(data, list):
-            raise UserError(f"{file}: expected a JSON list of prompts")
-        return list(enumerate(data, 1))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{file}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{file}: cannot read it ({one_line(str(exc))})") from None
+    if file.name.lower().endswith(ROW_SUFFIXES):
+        return read_local_rows(file, "prompts")
+    return [(f"line {n}", row) for n, row in read_json_lines(file)]  # JSON lines by any name
 
 
-def _benchmark_prompt(row: Any, file: Path, number: int, style: str) -> BenchmarkPrompt:
+def _benchmark_prompt(row: Any, file: Path, place: str, style: str) -> BenchmarkPrompt:
     from autolearn.data import math_prompt
 
-    where = f"{file}: row {number}"
+    where = f"{file}: {place}"
     if not isinstance(row, dict):
         raise UserError(f"{where} is not a JSON object")
     answer = None if row.get("answer") is None else str(row["answer"])

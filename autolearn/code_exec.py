@@ -518,7 +518,10 @@ def _scored_with_cache(
             fresh = compute(todo)
         except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
             logger.warning(
-                "%s failed on a batch of %s (scored None): %s", tool, plural(len(todo), "program"), exc
+                "%s failed on a batch of %s (scored None): %s",
+                tool,
+                plural(len(todo), "program"),
+                exc,
             )
         else:
             for key, score in zip(todo, fresh, strict=True):

@@ -224,7 +224,9 @@ def problems_for(
         raise UserError(f"samples name task {unknown[0]!r}{more}, which the benchmark lacks")
     missing = len(by_id) - len({s.task_id for s in samples})
     if missing:
-        logger.info("%d of %s have no samples and are left out", missing, plural(len(by_id), "problem"))
+        logger.info(
+            "%d of %s have no samples and are left out", missing, plural(len(by_id), "problem")
+        )
     return by_id
 
 

@@ -236,7 +236,7 @@ def test_default_prompts_are_the_bundled_math_problems() -> None:
 def test_malformed_prompt_rows_are_user_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "ok?"}\n{"text": "no prompt key"}\n')
-    with pytest.raises(UserError, match="row 2 needs a 'question'"):
+    with pytest.raises(UserError, match="line 2 needs a 'question'"):
         load_benchmark_prompts(bad)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"question": "ok?"}\n\n{"question": \n')
@@ -244,7 +244,7 @@ def test_malformed_prompt_rows_are_user_errors(tmp_path: Path) -> None:
         load_benchmark_prompts(broken)
     empty_chat = tmp_path / "empty_chat.jsonl"
     empty_chat.write_text('{"prompt": []}\n')
-    with pytest.raises(UserError, match=r"row 1 needs .*non-empty list of chat messages"):
+    with pytest.raises(UserError, match=r"line 1 needs .*non-empty list of chat messages"):
         load_benchmark_prompts(empty_chat)
 
 
