@@ -95,6 +95,7 @@ def main() -> None:
 
     from autolearn import evaluation
     from autolearn.errors import UserError
+    from autolearn.paths import check_output_files, write_failure
     from autolearn.trainer import setup_logging
 
     setup_logging(args.verbose)
@@ -105,6 +106,8 @@ def main() -> None:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
     if args.limit is not None and args.samples:
         raise UserError("--limit picks problems to generate for; a --samples file is scored whole")
+    results_path = Path(args.output)
+    check_output_files([results_path, evaluation.summary_path(results_path)])
     if args.heldout_from:
         benchmark, problems = evaluation.heldout_benchmark(args.heldout_from)
     else:
@@ -134,20 +137,22 @@ def main() -> None:
             args.model, problems, benchmark, ks, settings,
             backend=args.backend, limits=limits, progress=progress,
         )  # fmt: skip
-    results_path = Path(args.output)
-    evaluation.write_results(results_path, run.scored)
     selection = {
         "test_file": args.test_file,
         "heldout_from": args.heldout_from,
         "limit": args.limit,
     }
     summary = evaluation.build_summary(run, benchmark, results_path, selection)
-    evaluation.write_summary(evaluation.summary_path(results_path), summary)
     if args.k is not None:  # the default asks for pass@10 only where it can be had
         hint = "" if args.samples else " (raise --n_samples)"
         for message in run.pass_k.skipped.values():
             logger.warning("%s%s", message, hint)
-    Console().print(evaluation.summary_table(summary))
+    Console().print(evaluation.summary_table(summary))  # first: a failed write loses no result
+    try:
+        evaluation.write_results(results_path, run.scored)
+        evaluation.write_summary(evaluation.summary_path(results_path), summary)
+    except OSError as exc:
+        raise write_failure(results_path, exc) from None
     logger.info("results: %s; summary: %s", results_path, evaluation.summary_path(results_path))
 
 

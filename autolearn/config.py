@@ -547,7 +547,29 @@ def load_config(
     if finalize is not None:
         finalize(config)
     validate(config)
+    absolute_data_paths(config.dataset)
     return config
+
+
+# Dataset settings that are always paths, and the endings of a dataset name that is a file.
+DATA_PATH_FIELDS = ("test_file", "data_file", "repos_dir", "tasks_dir")
+DATA_FILE_ENDINGS = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
+
+
+def absolute_data_paths(dataset: Any) -> None:
+    """Make the dataset section's file and folder paths absolute, against the working directory.
+
+    The saved ``config.yaml`` then names the same files from anywhere (``eval_code.py
+    --heldout_from RUN_DIR`` reads it back). Hub names and built-in names are left as they are.
+    """
+    from autolearn.paths import absolute
+
+    for key in DATA_PATH_FIELDS:
+        if isinstance(getattr(dataset, key, None), str):
+            setattr(dataset, key, absolute(getattr(dataset, key)))
+    name = getattr(dataset, "name", "")
+    if isinstance(name, str) and (name.lower().endswith(DATA_FILE_ENDINGS) or Path(name).is_file()):
+        dataset.name = absolute(name)
 
 
 def save_config(config: Config, path: str | Path) -> Path:

@@ -151,7 +151,8 @@ def heldout_benchmark(run_dir: str | Path) -> tuple[str, list[CodeProblem]]:
     The run's saved ``config.yaml`` names the dataset, ``eval_fraction`` and seed; splitting
     the same dataset the same way gives the same held-out problems.
     """
-    from autolearn.config import read_yaml
+    from autolearn.config import DATA_FILE_ENDINGS, read_yaml
+    from autolearn.paths import resolve_saved_path
 
     config_path = Path(run_dir) / "config.yaml"
     if not config_path.is_file():
@@ -165,9 +166,16 @@ def heldout_benchmark(run_dir: str | Path) -> tuple[str, list[CodeProblem]]:
             f"--heldout_from: that run held nothing out (dataset.eval_fraction is 0 in {config_path})"
         )
     name = str(data.get("name", ""))
+    test_file = data.get("test_file") if name == "custom" else None
+    saved_output_dir = str(training.get("output_dir") or "")
+    run = Path(run_dir)
+    if test_file:
+        test_file = str(resolve_saved_path(str(test_file), run, saved_output_dir, "test_file"))
+    elif name.lower().endswith(DATA_FILE_ENDINGS):
+        name = str(resolve_saved_path(name, run, saved_output_dir, "dataset.name"))
     _, held = load_code_splits(
         name,
-        path=data.get("test_file") if name == "custom" else None,
+        path=test_file,
         split=data.get("split") or None,
         eval_fraction=float(data["eval_fraction"]),
         seed=int(training.get("seed", 42)),

@@ -74,34 +74,61 @@ def resolve_reward(name: str, registry: Mapping[str, RewardFn]) -> RewardFn:
     return function
 
 
+def reward_settings(function: RewardFn) -> list[str]:
+    """The settings a reward takes: its keyword-only parameters (those after ``*``).
+
+    Positional parameters are what TRL passes (prompts, completions, dataset columns such as
+    ``answer``), and ``**kwargs`` takes the other columns; neither is a setting.
+    """
+    parameters = inspect.signature(function).parameters.values()
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
 def bind_reward_kwargs(function: RewardFn, kwargs: Mapping[str, Any], name: str) -> RewardFn:
     """Fix keyword settings of a reward (e.g. the length window of ``reasoning``).
 
-    The wrapper keeps the reward's ``__name__``, which TRL uses to log it.
+    A name that is not one of :func:`reward_settings` is an error listing the valid ones, even
+    when the reward takes ``**kwargs`` (it would silently ignore a misspelt setting). The
+    wrapper keeps the reward's ``__name__``, which TRL uses to log it.
     """
     if not kwargs:
         return function
-    parameters = inspect.signature(function).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    unknown = [k for k in kwargs if k not in parameters]
-    if unknown and not accepts_any:
+    settings = reward_settings(function)
+    unknown = [k for k in kwargs if k not in settings]
+    if unknown:
+        takes = (
+            f"its settings are {', '.join(settings)}"
+            if settings
+            else "it takes no settings (a custom reward declares them as keyword-only "
+            "parameters, after *)"
+        )
         raise UserError(
-            f"reward_kwargs.{name}: reward '{name}' takes no setting(s) {', '.join(unknown)}; "
-            f"it takes {', '.join(p for p in parameters if p not in ('prompts', 'completions', 'kwargs'))}"
+            f"reward_kwargs.{name}: reward '{name}' has no setting {', '.join(unknown)}; {takes}"
         )
     bound = functools.partial(function, **kwargs)
     return functools.update_wrapper(bound, function)
+
+
+def check_reward_kwargs(config: Config, registry: Mapping[str, RewardFn]) -> None:
+    """Check ``reward_kwargs`` before a model loads: they must name rewards in use, and settings
+    the rewards have. Custom rewards (``module:function``) are checked when they are imported,
+    after the backend, since their module may import transformers before Unsloth.
+    """
+    unknown_kwargs = [k for k in config.reward_kwargs if k not in config.rewards]
+    if unknown_kwargs:
+        raise UserError(
+            f"reward_kwargs names reward(s) not in rewards: {', '.join(unknown_kwargs)}"
+        )
+    for name, kwargs in config.reward_kwargs.items():
+        if name in registry:
+            bind_reward_kwargs(registry[name], kwargs, name)
 
 
 def build_rewards(
     config: Config, registry: Mapping[str, RewardFn]
 ) -> tuple[list[RewardFn], list[float]]:
     """The reward functions and their weights, in config order, for TRL's ``reward_weights``."""
-    unknown_kwargs = [k for k in config.reward_kwargs if k not in config.rewards]
-    if unknown_kwargs:
-        raise UserError(
-            f"reward_kwargs names reward(s) not in rewards: {', '.join(unknown_kwargs)}"
-        )
+    check_reward_kwargs(config, registry)
     functions: list[RewardFn] = []
     weights: list[float] = []
     for name, weight in config.rewards.items():
