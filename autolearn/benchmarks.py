@@ -96,7 +96,7 @@ import yaml
 from autolearn.cli import plural
 from autolearn.diffs import DiffError, parse_patch
 from autolearn.errors import UserError, one_line
-from autolearn.jsonl import read_local_rows
+from autolearn.jsonl import read_local_rows, read_text
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -524,12 +524,11 @@ def read_terminal_task(task_dir: str | Path) -> TerminalTask:
     spec_file = folder / "task.yaml"
     if not spec_file.is_file():
         raise UserError(f"{folder}: missing task.yaml")
+    text = read_text(spec_file)
     try:
-        spec = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
+        spec = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UserError(f"{spec_file}: invalid YAML ({one_line(str(exc))[:120]})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{spec_file}: cannot read it ({one_line(str(exc))})") from None
     if not isinstance(spec, dict):
         raise UserError(f"{spec_file}: expected a mapping with 'instruction' and 'difficulty'")
     for key in ("instruction", "difficulty"):

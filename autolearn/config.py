@@ -337,14 +337,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {p} is a directory; give the YAML file in it")
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
+    from autolearn.jsonl import read_text
+
+    text = read_text(p)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise UserError(
-            f"{p} is not UTF-8 text (byte {exc.start}): save the config file as UTF-8"
-        ) from None
-    except OSError as exc:
-        raise UserError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

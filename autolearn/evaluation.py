@@ -514,17 +514,13 @@ def _generate_batch(
     )
 
 
-def generate_vllm(
-    model_name: str,
-    problems: Sequence[CodeProblem],
-    settings: GenerationSettings,
-    benchmark: str,
-) -> tuple[list[list[str]], str]:
-    """``n_samples`` completions per problem with vLLM, and the prompt style used.
+def load_vllm(model_name: str, seed: int) -> tuple[Any, Any]:
+    """A vLLM engine for a merged model (or hub name), and its tokenizer. GPU only.
 
-    GPU only; the CPU tests cannot run it.
+    Used by ``eval_code.py`` and by ``inference.py --mode benchmark``; the CPU tests cannot
+    run it.
     """
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
     from autolearn.embedded import fix_tokenizer, is_embedded
     from autolearn.models import adapter_base, load_tokenizer, resolve_model_path
@@ -535,22 +531,49 @@ def generate_vllm(
     tokenizer = load_tokenizer(path)
     if is_embedded(model_name):
         fix_tokenizer(tokenizer)
-    style = resolve_prompt_style(settings.prompt_style, tokenizer)
-    prompts = build_prompts(problems, tokenizer, style)
-    token_ids = [
-        tokenizer(text, add_special_tokens=style == "completion")["input_ids"] for text in prompts
-    ]
+    return LLM(model=path, tokenizer=path, seed=seed), tokenizer
+
+
+def vllm_generate(
+    llm: Any,
+    token_ids: Sequence[Sequence[int]],
+    settings: GenerationSettings,
+    stops: Sequence[str],
+) -> list[list[str]]:
+    """``n_samples`` completions per prompt (given as token ids), all in one vLLM call.
+
+    vLLM schedules every prompt at once (continuous batching); ``settings.batch_size`` is
+    for transformers only.
+    """
+    from vllm import SamplingParams
+
     params = SamplingParams(
         n=settings.n_samples,
         temperature=settings.temperature,
         top_p=1.0 if settings.greedy else SAMPLING_TOP_P,
         max_tokens=settings.max_new_tokens,
-        stop=list(stop_sequences(benchmark, style)) or None,
+        stop=list(stops) or None,
         seed=settings.seed,
     )
-    llm = LLM(model=path, tokenizer=path, seed=settings.seed)
-    outputs = llm.generate([{"prompt_token_ids": ids} for ids in token_ids], params)
-    return [[choice.text for choice in output.outputs] for output in outputs], style
+    outputs = llm.generate([{"prompt_token_ids": list(ids)} for ids in token_ids], params)
+    return [[choice.text for choice in output.outputs] for output in outputs]
+
+
+def generate_vllm(
+    model_name: str,
+    problems: Sequence[CodeProblem],
+    settings: GenerationSettings,
+    benchmark: str,
+) -> tuple[list[list[str]], str]:
+    """``n_samples`` completions per problem with vLLM, and the prompt style used. GPU only."""
+    llm, tokenizer = load_vllm(model_name, settings.seed)
+    style = resolve_prompt_style(settings.prompt_style, tokenizer)
+    prompts = build_prompts(problems, tokenizer, style)
+    token_ids = [
+        tokenizer(text, add_special_tokens=style == "completion")["input_ids"] for text in prompts
+    ]
+    completions = vllm_generate(llm, token_ids, settings, stop_sequences(benchmark, style))
+    return completions, style
 
 
 # --------------------------------------------------------------------------- whole runs

@@ -24,20 +24,40 @@ def read_json_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     opener = gzip.open if file.name.endswith(".gz") else open
     rows: list[tuple[int, dict[str, Any]]] = []
     try:
-        with opener(file, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
+        with opener(file, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                line = _decoded(raw, file, f"line {number}")
                 if line.strip():
                     rows.append((number, parse_json_object(line, file, number)))
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{file}: cannot read it: {not_utf8(exc)}") from None
     except OSError as exc:
         raise UserError(f"{file}: cannot read it ({one_line(str(exc))})") from None
     return rows
 
 
-def not_utf8(exc: UnicodeDecodeError) -> str:
-    """The reason for a decoding error, in words (with the offset of the bad byte)."""
-    return f"not UTF-8 text (byte {exc.start}: {exc.reason}); save the file as UTF-8"
+def read_text(path: str | Path) -> str:
+    """A whole text file (optionally gzipped) as UTF-8; a bad byte is an error naming its line."""
+    file = Path(path)
+    opener = gzip.open if file.name.endswith(".gz") else open
+    try:
+        with opener(file, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise UserError(f"{file}: cannot read it ({one_line(str(exc))})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(f"{file}: cannot read it: line {line} is {NOT_UTF8}") from None
+
+
+NOT_UTF8 = "not UTF-8 text; save the file as UTF-8"
+
+
+def _decoded(raw: bytes, file: Path, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{file}: cannot read it: {where} is {NOT_UTF8}") from None
 
 
 def parse_json_object(line: str, file: Path, number: int) -> dict[str, Any]:
@@ -54,26 +74,19 @@ def parse_json_object(line: str, file: Path, number: int) -> dict[str, Any]:
 def read_json_file(path: str | Path) -> Any:
     """The parsed content of a JSON file (optionally gzipped), with one-line errors."""
     file = Path(path)
-    opener = gzip.open if file.name.endswith(".gz") else open
     try:
-        with opener(file, "rt", encoding="utf-8") as handle:
-            return json.load(handle)
+        return json.loads(read_text(file))
     except json.JSONDecodeError as exc:
         raise UserError(f"{file}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{file}: cannot read it: {not_utf8(exc)}") from None
-    except OSError as exc:
-        raise UserError(f"{file}: cannot read it ({one_line(str(exc))})") from None
 
 
 def _holds_json_lines(file: Path) -> bool:
     """Whether a ``.json`` file is JSON lines (one object per line) rather than one value."""
+    text = read_text(file)
     try:
-        json.loads(file.read_text(encoding="utf-8"))
+        json.loads(text)
     except json.JSONDecodeError as exc:
-        return exc.msg == "Extra data" and file.read_text(encoding="utf-8").lstrip()[:1] == "{"
-    except (OSError, UnicodeDecodeError):
-        return False  # read_json_file says what is wrong
+        return exc.msg == "Extra data" and text.lstrip()[:1] == "{"
     return False
 
 

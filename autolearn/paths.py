@@ -22,12 +22,21 @@ def check_output_files(paths: Sequence[Path], flag: str = "--output") -> None:
     for path in paths:
         if path.is_dir():
             raise UserError(f"{flag} {path} is a directory; give a file name")
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise UserError(f"{flag} {path} cannot be written: {blocking} is a file, not a folder")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{flag} {path} cannot be written: {_reason(exc)}") from None
+        try:
             with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".probe-"):
                 pass
         except OSError as exc:
-            raise UserError(f"{flag} {path} cannot be written: {_reason(exc)}") from None
+            raise UserError(
+                f"{flag} {path} cannot be written: no file can be created in {path.parent} "
+                f"({exc.strerror or exc})"
+            ) from None
         if path.exists() and not os.access(path, os.W_OK):
             raise UserError(f"{flag} {path} cannot be written: the file is read-only")
 

@@ -75,7 +75,12 @@ def run_training(
 ) -> Path:
     """Train on ``dataset`` (with a chat ``prompt`` column) with GRPO as ``config`` says."""
     from autolearn.data import drop_long_prompts
-    from autolearn.trainer import check_batch_shape, check_reward_kwargs, checkpoint_to_resume, train
+    from autolearn.trainer import (
+        check_batch_shape,
+        check_reward_kwargs,
+        checkpoint_to_resume,
+        train,
+    )
 
     check_reward_kwargs(config, registry)
     check_batch_shape(config)

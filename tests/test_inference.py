@@ -14,11 +14,13 @@ import pexpect
 import pytest
 
 from autolearn.chat import (
+    Answer,
     BenchmarkPrompt,
     Measurement,
     load_benchmark_prompts,
     percentile,
-    summarize,
+    summarize_batched,
+    summarize_stream,
 )
 from autolearn.errors import UserError
 
@@ -130,15 +132,22 @@ def test_benchmark_mode_prints_table_and_writes_json(tiny_model_dir: Path, tmp_p
     report = json.loads(output.read_text())
     summary = report["summary"]
     assert summary["prompts"] == 3 and summary["graded"] == 3
+    assert summary["engine"] == "transformers"  # no vLLM here
     assert 0.0 <= summary["accuracy"] <= 1.0
+    assert summary["stream_prompts"] == 3  # fewer prompts than --stream_prompts' 8
     assert summary["latency_p50_s"] <= summary["latency_p95_s"]
     assert 0 < summary["ttft_mean_s"] <= summary["latency_mean_s"]
-    assert 0 < summary["generated_tokens"] <= 3 * 8
-    assert summary["tokens_per_s"] > 0 and summary["peak_memory_mb"] > 0
+    assert 0 < summary["generated_tokens"] <= 3 * 8 + 3  # re-tokenized replies may differ a bit
+    assert summary["tokens_per_s"] > 0 and summary["stream_tokens_per_s"] > 0
+    assert summary["peak_memory_mb"] > 0
     assert summary["memory_kind"] == "process_rss" and summary["model"] == str(tiny_model_dir)
-    assert len(report["requests"]) == 3
+    assert len(report["requests"]) == 3 and len(report["answers"]) == 3
     assert report["requests"][0]["label"].startswith("Mia has 8 pencils")
-    assert all(r["correct"] in (True, False) for r in report["requests"])
+    assert all(r["correct"] in (True, False) for r in report["answers"])
+    # Greedy decoding: the batched pass answers as the single-stream pass did.
+    assert [a["response"] for a in report["answers"]] == [
+        r["response"] for r in report["requests"]
+    ]
 
 
 def test_benchmark_prompts_without_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -208,20 +217,28 @@ def test_percentile_interpolates_like_numpy() -> None:
         percentile([], 50)
 
 
-def test_summarize_aggregates_requests() -> None:
+def test_summaries_aggregate_requests_and_answers() -> None:
     rows = [
-        Measurement("a", "the answer is 4", latency_s=1.0, ttft_s=0.1, new_tokens=10, answer="4",
-                    correct=True),
-        Measurement("b", "5", latency_s=3.0, ttft_s=0.3, new_tokens=30, answer="6", correct=False),
+        Measurement("a", "the answer is 4", latency_s=1.0, ttft_s=0.1, new_tokens=10),
+        Measurement("b", "5", latency_s=3.0, ttft_s=0.3, new_tokens=30),
         Measurement("c", "hi", latency_s=2.0, ttft_s=0.2, new_tokens=20),
-    ]  # fmt: skip
-    summary = summarize(rows, 512.0, "process_rss")
-    assert summary["accuracy"] == 0.5 and summary["graded"] == 2
-    assert summary["latency_mean_s"] == pytest.approx(2.0)
-    assert summary["latency_p50_s"] == pytest.approx(2.0)
-    assert summary["latency_p95_s"] == pytest.approx(2.9)
-    assert summary["ttft_mean_s"] == pytest.approx(0.2)
-    assert summary["tokens_per_s"] == pytest.approx(60 / 6.0)
+    ]
+    stream = summarize_stream(rows)
+    assert stream["stream_prompts"] == 3
+    assert stream["latency_mean_s"] == pytest.approx(2.0)
+    assert stream["latency_p50_s"] == pytest.approx(2.0)
+    assert stream["latency_p95_s"] == pytest.approx(2.9)
+    assert stream["ttft_mean_s"] == pytest.approx(0.2)
+    assert stream["stream_tokens_per_s"] == pytest.approx(60 / 6.0)
+    assert summarize_stream([])["latency_mean_s"] is None  # --stream_prompts 0
+    answers = [
+        Answer("a", "4", new_tokens=10, answer="4", correct=True),
+        Answer("b", "5", new_tokens=30, answer="6", correct=False),
+        Answer("c", "hi", new_tokens=20),
+    ]
+    batched = summarize_batched(answers, seconds=2.0)
+    assert batched["accuracy"] == 0.5 and batched["graded"] == 2 and batched["prompts"] == 3
+    assert batched["tokens_per_s"] == pytest.approx(30.0)
 
 
 def test_default_prompts_are_the_bundled_math_problems() -> None:
