@@ -145,9 +145,52 @@ def test_benchmark_mode_prints_table_and_writes_json(tiny_model_dir: Path, tmp_p
     assert report["requests"][0]["label"].startswith("Mia has 8 pencils")
     assert all(r["correct"] in (True, False) for r in report["answers"])
     # Greedy decoding: the batched pass answers as the single-stream pass did.
-    assert [a["response"] for a in report["answers"]] == [
-        r["response"] for r in report["requests"]
-    ]
+    assert [a["response"] for a in report["answers"]] == [r["response"] for r in report["requests"]]
+
+
+def test_benchmark_without_single_stream_pass(tiny_model_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable, SCRIPT, "--model", str(tiny_model_dir), "--mode", "benchmark",
+            "--limit", "3", "--max_new_tokens", "4", "--stream_prompts", "0", "--batch_size", "2",
+            "--backend", "transformers", "--output", str(output), "--no_progress",
+        ],
+        cwd=ROOT, env=script_env(tmp_path), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "not measured" in done.stdout and "batches of 2" in done.stdout
+    report = json.loads(output.read_text())
+    assert report["requests"] == [] and len(report["answers"]) == 3
+    assert report["summary"]["latency_mean_s"] is None and report["summary"]["batch_size"] == 2
+
+
+def test_batched_answers_keep_prompt_order_across_batches(tiny_model_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from autolearn.chat import ChatSettings, run_batched, transformers_generator
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():  # sharper logits: answers that depend on the prompt, no near-ties
+        for parameter in model.parameters():
+            parameter.mul_(20.0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = load_benchmark_prompts(limit=5)
+    settings = ChatSettings(temperature=0.0, max_new_tokens=6)
+
+    def answers(batch_size: int) -> list[str]:
+        generate = transformers_generator(
+            model, tokenizer, settings, batch_size=batch_size, seed=0, progress=False
+        )
+        found, seconds = run_batched(generate, tokenizer, prompts)
+        assert seconds > 0 and [a.label for a in found] == [p.label for p in prompts]
+        assert all(a.correct in (True, False) for a in found)  # the bundled prompts have answers
+        return [a.response for a in found]
+
+    one_by_one = answers(1)
+    assert answers(2) == one_by_one  # 3 batches (2, 2, 1), answers in prompt order
+    assert len(set(one_by_one)) > 1  # the prompts differ, so their answers do
 
 
 def test_benchmark_prompts_without_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -175,6 +218,9 @@ def test_benchmark_prompts_without_answers(tiny_model_dir: Path, tmp_path: Path)
         (["--max_new_tokens", "0"], "error: --max_new_tokens must be at least 1"),
         (["--temperature", "nan"], "error: --temperature must be a number >= 0"),
         (["--mode", "benchmark", "--limit", "0"], "error: --limit must be at least 1"),
+        (["--mode", "benchmark", "--batch_size", "0"], "error: --batch_size must be at least 1"),
+        (["--mode", "benchmark", "--stream_prompts", "-1"], "error: --stream_prompts must be at"),
+        (["--mode", "benchmark", "--backend", "vllm"], "error: --backend vllm needs the vllm"),
     ],
 )
 def test_bad_input_gives_one_error_line(extra: list[str], message: str, tmp_path: Path) -> None:

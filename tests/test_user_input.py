@@ -140,7 +140,9 @@ def test_math_json_and_parquet_files_name_the_item(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=re.escape("d.json: item 2 is not an object")):
         build_math_dataset(str(listed))
     listed.write_bytes(b'[{"question": "' + LATIN1 + b'", "answer": "1"}]')
-    with pytest.raises(UserError, match=re.escape("d.json: cannot read it: line 1 is not UTF-8 text")):
+    with pytest.raises(
+        UserError, match=re.escape("d.json: cannot read it: line 1 is not UTF-8 text")
+    ):
         build_math_dataset(str(listed))
     import datasets
 
@@ -156,15 +158,21 @@ def test_math_json_and_parquet_files_name_the_item(tmp_path: Path) -> None:
 def test_code_and_prompt_files_that_are_not_utf8(tmp_path: Path) -> None:
     suite = tmp_path / "suite.json"
     suite.write_bytes(b'[{"task_id": "' + LATIN1 + b'"}]')
-    with pytest.raises(UserError, match=re.escape("suite.json: cannot read it: line 1 is not UTF-8")):
+    with pytest.raises(
+        UserError, match=re.escape("suite.json: cannot read it: line 1 is not UTF-8")
+    ):
         load_local(suite)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_bytes(b'{"prompt": "' + LATIN1 + b'"}\n')
-    with pytest.raises(UserError, match=re.escape("prompts.jsonl: cannot read it: line 1 is not UTF-8")):
+    with pytest.raises(
+        UserError, match=re.escape("prompts.jsonl: cannot read it: line 1 is not UTF-8")
+    ):
         load_benchmark_prompts(prompts)
     swe = tmp_path / "swe.jsonl"
     swe.write_bytes(b'{"instance_id": "' + LATIN1 + b'"}\n')
-    with pytest.raises(UserError, match=re.escape("swe.jsonl: cannot read it: line 1 is not UTF-8")):
+    with pytest.raises(
+        UserError, match=re.escape("swe.jsonl: cannot read it: line 1 is not UTF-8")
+    ):
         load_swe_bench(str(swe))
 
 
