@@ -144,7 +144,7 @@ def main() -> None:
         from autolearn.paths import check_output_files
 
         check_output_files([Path(args.output)])
-        engine = choose_backend(args.backend)
+        engine = choose_backend(args.backend, args.model)
     from autolearn.models import load_inference_model, resolve_model_path
 
     resolve_model_path(args.model)  # a bad name fails here, before anything is logged

@@ -430,18 +430,30 @@ def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
-def choose_backend(requested: str) -> str:
-    """``auto``: vLLM when it is installed and a CUDA GPU is present, else transformers."""
-    from autolearn.models import cuda_available, package_available
+def choose_backend(requested: str, model_name: str | None = None) -> str:
+    """``auto``: vLLM when it is installed and a CUDA GPU is present, else transformers.
+
+    vLLM loads merged models only: for a LoRA adapter ``model_name``, ``auto`` is
+    transformers and ``vllm`` is an error, said before anything loads.
+    """
+    from autolearn.models import adapter_base, cuda_available, package_available, resolve_model_path
 
     if requested not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}")
     vllm_usable = package_available("vllm") and cuda_available()
     if requested == "vllm" and not vllm_usable:
         raise UserError("--backend vllm needs the vllm package and a CUDA GPU")
-    if requested == "auto":
-        return "vllm" if vllm_usable else "transformers"
-    return requested
+    if requested == "transformers" or not vllm_usable:
+        return "transformers"
+    if model_name is not None and adapter_base(resolve_model_path(model_name)) is not None:
+        if requested == "vllm":
+            raise UserError(
+                f"{model_name} is a LoRA adapter: vLLM needs a merged model (the run's merged/ "
+                "folder), or use --backend transformers"
+            )
+        logger.info("%s is a LoRA adapter: generating with transformers, not vLLM", model_name)
+        return "transformers"
+    return "vllm"
 
 
 def generate_completions(
@@ -631,7 +643,7 @@ def evaluate_model(
     """Generate ``n_samples`` completions per problem with ``model_name`` and score them."""
     check_settings(settings)
     limits = limits or default_limits()
-    chosen = choose_backend(backend)
+    chosen = choose_backend(backend, model_name)
     started = time.perf_counter()
     if chosen == "vllm":
         completions, style = generate_vllm(model_name, problems, settings, benchmark)

@@ -331,3 +331,25 @@ def test_long_conversations_are_trimmed_oldest_first(tiny_model_dir: Path) -> No
     assert kept == sorted(kept)  # the newest exchanges survive, in order
     assert trimmed[-2]["content"].startswith("answer 5")
     assert trim_history(tokenizer, messages, budget=10**6, keep_system=True) == messages
+
+
+def test_backend_selection(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autolearn import models
+    from autolearn.evaluation import choose_backend
+
+    assert choose_backend("auto", str(tiny_model_dir)) == "transformers"  # this machine: no vLLM
+    with pytest.raises(UserError, match="--backend vllm needs the vllm package and a CUDA GPU"):
+        choose_backend("vllm")
+    # What a GPU machine with vLLM would choose (only the two probes of the machine are set).
+    monkeypatch.setattr(models, "cuda_available", lambda: True)
+    monkeypatch.setattr(models, "package_available", lambda name: name == "vllm")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "x"}))
+    assert choose_backend("auto", str(tiny_model_dir)) == "vllm"
+    assert choose_backend("transformers", str(tiny_model_dir)) == "transformers"
+    assert choose_backend("auto", str(adapter)) == "transformers"  # vLLM loads merged models
+    with pytest.raises(UserError, match="is a LoRA adapter: vLLM needs a merged model"):
+        choose_backend("vllm", str(adapter))
