@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from autolearn import code_exec
+from autolearn.cli import plural
 from autolearn.code_exec import Candidate
 from autolearn.completions import completion_text, prompt_text
 from autolearn.errors import UserError
@@ -104,9 +105,9 @@ def _warn_sandbox_errors(results: Sequence[ExecResult | None]) -> None:
     errors = [r for r in results if r is not None and r.status == "error"]
     if errors:
         logger.warning(
-            "sandbox could not run %d of %d programs (scored None): %s",
+            "sandbox could not run %d of %s (scored None): %s",
             len(errors),
-            len(results),
+            plural(len(results), "program"),
             errors[0].message,
         )
 
@@ -302,7 +303,9 @@ def _reference_results(
     )
     if broken:
         logger.warning(
-            "%d reference solution(s) fail their own tests; performance is None there", broken
+            "%s %s own tests; performance is None there",
+            plural(broken, "reference solution"),
+            "fails its" if broken == 1 else "fail their",
         )
     return [r if ok else None for r, ok in zip(results, present, strict=True)]
 
