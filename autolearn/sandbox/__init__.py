@@ -121,7 +121,7 @@ from autolearn.sandbox.isolation import (
     isolation_level,
 )
 from autolearn.sandbox.limits import Limits, _rlimits
-from autolearn.sandbox.process import _execute
+from autolearn.sandbox.process import _execute, frame
 from autolearn.sandbox.protocol import _parse_verdicts
 from autolearn.sandbox.results import (
     STATUSES,
@@ -138,6 +138,7 @@ __all__ = [
     "SITE_PACKAGES_ENV",
     "STATUSES",
     "ZYGOTE_ENV",
+    "Driver",
     "ExecResult",
     "Limits",
     "PythonJob",
@@ -152,24 +153,48 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Driver:
+    """The trusted side of an isolated run.
+
+    `prelude` is trusted code the tests may use (a dataset prompt's imports and helpers); it runs
+    in the driver process before the units. `calls` are the names the tests use that the
+    candidate's program provides: in the driver they are stand-ins that call into the
+    candidate's process, which answers with plain data only.
+    """
+
+    prelude: str = ""
+    calls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PythonJob:
     """One `run_python` call for `run_python_batch`."""
 
     program: str
     tests: tuple[str, ...] = ()
     limits: Limits | None = None
+    driver: Driver | None = None
 
 
 def run_python(
-    program: str, tests: Sequence[str] = (), *, limits: Limits | None = None
+    program: str,
+    tests: Sequence[str] = (),
+    *,
+    limits: Limits | None = None,
+    driver: Driver | None = None,
 ) -> ExecResult:
-    """Run `program`, then each test unit (Python source) in order, in one fresh sandbox process.
+    """Run `program`, then each test unit (Python source) in order, in one sandbox.
+
+    With a `driver` the verdicts are isolated: the units run in a process of their own, with the
+    driver's prelude, and reach the program only through its `calls` (``verdict ==
+    "isolated"``). A unit that passes a value that is not plain data to the program makes the
+    whole run fall back to one process (``verdict == "in_process"``), as does ``driver=None``.
 
     A unit that raises counts as failed and the next unit still runs; a timeout ends the run.
     ``status == "passed"`` iff the setup and every unit are proven complete.
     """
     units = _check_python_input(program, tests)
-    return _run_python_checked(program, units, limits or Limits())
+    return _run_python_checked(program, units, limits or Limits(), _check_driver(driver))
 
 
 def run_shell(
@@ -215,7 +240,8 @@ def run_python_batch(
     for job in jobs:
         if not isinstance(job, PythonJob):
             raise UserError(f"run_python_batch expects PythonJob items, got {type(job).__name__}")
-        key = PythonJob(job.program, _check_python_input(job.program, job.tests), job.limits)
+        units = _check_python_input(job.program, job.tests)
+        key = PythonJob(job.program, units, job.limits, _check_driver(job.driver))
         keys.append(key)
         unique.setdefault(key, len(unique))
     if not unique:
@@ -257,11 +283,22 @@ def _check_python_input(program: object, tests: object) -> tuple[str, ...]:
     return units
 
 
+def _check_driver(driver: object) -> Driver | None:
+    if driver is None:
+        return None
+    if not isinstance(driver, Driver) or not isinstance(driver.prelude, str):
+        raise UserError("sandbox driver must be a Driver with a str prelude")
+    calls = tuple(driver.calls)
+    if not all(isinstance(name, str) and name.isidentifier() for name in calls):
+        raise UserError(f"sandbox driver calls must be identifiers, got {calls!r}")
+    return Driver(driver.prelude, calls)
+
+
 def _run_batch_job(job: PythonJob) -> ExecResult:
     """One batch job; a host-side failure becomes an "error" result instead of sinking the batch."""
     limits = job.limits or Limits()
     try:
-        return _run_python_checked(job.program, job.tests, limits)
+        return _run_python_checked(job.program, job.tests, limits, job.driver)
     except UserError:
         raise
     except Exception as exc:
@@ -269,17 +306,44 @@ def _run_batch_job(job: PythonJob) -> ExecResult:
         return ExecResult("error", len(job.tests), 0, False, None, 0.0, "", "", "?", str(exc))
 
 
-def _run_python_checked(program: str, tests: tuple[str, ...], limits: Limits) -> ExecResult:
+def _run_python_checked(
+    program: str, tests: tuple[str, ...], limits: Limits, driver: Driver | None = None
+) -> ExecResult:
+    if driver is not None:
+        result = _run_once(program, tests, limits, driver)
+        if result is not None:
+            return result
+    result = _run_once(program, tests, limits, None)
+    assert result is not None
+    return result
+
+
+def _run_once(
+    program: str, tests: tuple[str, ...], limits: Limits, driver: Driver | None
+) -> ExecResult | None:
+    """One run, isolated when `driver` is given; None when an isolated run needs in-process mode.
+
+    For an isolated run the job's first frame (what the candidate process may see) holds the
+    program and the called names; the second, read by the driver after the fork, holds the key,
+    the prelude and the tests.
+    """
     level = _effective_level()
     key = secrets.token_bytes(32)
-    job = {"mode": "python", "key": key, "program": program, "tests": tests}
+    trusted = b""
+    if driver is None:
+        job: dict = {"mode": "python", "key": key, "program": program, "tests": tests}
+    else:
+        job = {"mode": "isolated", "program": program, "names": driver.calls}
+        trusted = frame(marshal.dumps({"key": key, "prelude": driver.prelude, "tests": tests}))
     outcome = None
     if level == "bwrap" and _ZYGOTES.usable():
         zygote_job = {**job, "limits": _rlimits(limits, level), "path": _job_sys_path()}
-        outcome = _ZYGOTES.run(marshal.dumps(zygote_job), limits)
+        outcome = _ZYGOTES.run(frame(marshal.dumps(zygote_job)) + trusted, limits)
     if outcome is None:
-        outcome = _execute(job, limits, level)
+        outcome = _execute(job, limits, level, trusted=trusted)
     verdicts = _parse_verdicts(outcome.verdict_bytes, key, len(tests))
+    if verdicts.in_process_needed and not verdicts.tamper:
+        return None
     if outcome.verdict_flood and not verdicts.tamper:
         verdicts.tamper = "verdict channel flooded"
     status, message = _python_status(outcome, verdicts, tests, program, limits)
@@ -292,6 +356,7 @@ def _run_python_checked(program: str, tests: tuple[str, ...], limits: Limits) ->
         tests_passed=verdicts.passed if setup_ok else 0,
         setup_ok=setup_ok,
         isolation=level,
+        verdict="in_process" if driver is None else "isolated",
     )
 
 

@@ -212,12 +212,12 @@ def _sandbox_paths(
 ) -> dict[str, str]:
     """cwd, HOME, TMPDIR and the shell script path, as seen inside the sandbox."""
     if host_dir is None:  # bwrap: everything lives in the private tmpfs /tmp; bwrap sets the cwd
-        home = "/tmp/work" if mode == "python" else "/tmp/home"
+        home = "/tmp/home" if mode == "shell" else "/tmp/work"
         return {"cwd": "/", "home": home, "tmp": "/tmp", "script": "/tmp/.sandbox-script.sh"}
     for name in ("work", "tmp", "home"):
         (host_dir / name).mkdir()
     cwd = str(host_dir / "work") if workdir is None else str(workdir)
-    home = str(host_dir / ("work" if mode == "python" else "home"))
+    home = str(host_dir / ("home" if mode == "shell" else "work"))
     script = str(host_dir / "tmp" / ".sandbox-script.sh")
     return {"cwd": cwd, "home": home, "tmp": str(host_dir / "tmp"), "script": script}
 

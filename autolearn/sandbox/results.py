@@ -26,6 +26,7 @@ class ExecResult:
     stderr: str
     isolation: str
     message: str = ""
+    verdict: str = "in_process"  # "isolated": the tests ran apart from the candidate
 
     @property
     def passed(self) -> bool:
@@ -51,6 +52,7 @@ def _result(
     tests_passed: int,
     setup_ok: bool,
     isolation: str,
+    verdict: str = "in_process",
 ) -> ExecResult:
     """ExecResult from the verdict fields plus what every run reports (exit, time, output)."""
     return ExecResult(
@@ -64,6 +66,7 @@ def _result(
         stderr=_text(outcome.stderr_tail),
         isolation=isolation,
         message=message,
+        verdict=verdict,
     )
 
 
