@@ -26,7 +26,7 @@ from autolearn.sandbox.isolation import (
     _seccomp_pipe,
     _wrapper_argv,
 )
-from autolearn.sandbox.limits import _CGROUPS, Limits, _rlimits
+from autolearn.sandbox.limits import _CGROUPS, Limits, RunCgroup, _rlimits, sandbox_memory_bytes
 
 _HARNESS_PATH = Path(__file__).with_name("_harness.py")
 
@@ -76,6 +76,7 @@ class _Outcome:
     output_killed: str = ""
     verdict_flood: bool = False
     spawn_error: str = ""
+    oom_killed: bool = False  # the memory cgroup's OOM killer ended a task of the run
 
 
 class _RunPipes:
@@ -266,7 +267,11 @@ def _execute(
     seccomp_fd = _seccomp_pipe() if level == "bwrap" else None
     if seccomp_fd is not None:
         pipes.extra_child_ends.append(seccomp_fd)
-    cgroup = _CGROUPS.create(limits.max_pids + _TASK_OVERHEAD[level]) if cgroup_ok else None
+    cgroup = None
+    if cgroup_ok:
+        cgroup = _CGROUPS.create(
+            limits.max_pids + _TASK_OVERHEAD[level], sandbox_memory_bytes(limits)
+        )
     try:
         paths = _sandbox_paths(mode, level, host_dir, workdir)
         job = {**job, "limits": _rlimits(limits, level), "path": _job_sys_path()}
@@ -321,7 +326,11 @@ def _popen(
 
 
 def _spawn_and_supervise(
-    launch: _Launch, pipes: _RunPipes, job_bytes: bytes, limits: Limits, cgroup: Path | None
+    launch: _Launch,
+    pipes: _RunPipes,
+    job_bytes: bytes,
+    limits: Limits,
+    cgroup: RunCgroup | None,
 ) -> _Outcome:
     started = time.monotonic()
     extra = [pipes.job_r, *([pipes.verdict_w] if pipes.verdict_w is not None else [])]
@@ -342,6 +351,7 @@ def _spawn_and_supervise(
     finally:
         _kill_group(proc.pid)
         if cgroup is not None:
+            outcome.oom_killed = cgroup.oom_kills() > 0
             _CGROUPS.destroy(cgroup)
         collector.drain()
         status, usage = _wait4(proc)

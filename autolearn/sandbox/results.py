@@ -122,6 +122,9 @@ def _killed_status(outcome: _Outcome, limits: Limits, where: str) -> tuple[str, 
 
 def _exit_status(outcome: _Outcome, limits: Limits, where: str) -> tuple[str, str]:
     """Status from how the process ended when no verdict explains it."""
+    if outcome.oom_killed:
+        limit = f"memory limit ({limits.memory_mb} MiB for the whole sandbox)"
+        return "memory", f"{limit} reached {where}".strip()
     signal_name = _death_signal(outcome)
     if _cpu_exhausted(outcome, limits, signal_name):
         return "timeout", f"CPU time limit ({limits.cpu_seconds} s) reached {where}".strip()

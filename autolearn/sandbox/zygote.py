@@ -23,7 +23,7 @@ from autolearn.sandbox.isolation import (
     _seccomp_pipe,
     _wrapper_argv,
 )
-from autolearn.sandbox.limits import _CGROUPS, Limits
+from autolearn.sandbox.limits import _CGROUPS, Limits, sandbox_memory_bytes
 from autolearn.sandbox.process import (
     _BOOTSTRAP,
     _HARNESS_CODE,
@@ -60,7 +60,9 @@ class _Zygote:
     def __init__(self, file_size_mb: int) -> None:
         self.file_size_mb = file_size_mb
         self.alive = False
-        self.cgroup = _CGROUPS.create(Limits().max_pids + _ZYGOTE_TASKS)
+        self.cgroup = _CGROUPS.create(
+            Limits().max_pids + _ZYGOTE_TASKS, sandbox_memory_bytes(Limits())
+        )
         self.control, child_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         boot_r, boot_w = os.pipe()
         seccomp_fd = _seccomp_pipe()
@@ -123,9 +125,10 @@ class _Zygote:
     def run(self, job_bytes: bytes, limits: Limits) -> _Outcome:
         """Run one job; raise `_ZygoteError` if the zygote could not even take it."""
         pipes = _RunPipes(verdicts=True)
+        oom_kills = 0
         if self.cgroup is not None:
-            with contextlib.suppress(OSError):
-                (self.cgroup / "pids.max").write_text(str(limits.max_pids + _ZYGOTE_TASKS))
+            self.cgroup.set_limits(limits.max_pids + _ZYGOTE_TASKS, sandbox_memory_bytes(limits))
+            oom_kills = self.cgroup.oom_kills()
         started = time.monotonic()
         try:
             socket.send_fds(self.control, [b"R"], pipes.child_ends())
@@ -140,6 +143,8 @@ class _Zygote:
         state = "timeout"
         try:
             state = collector.pump(self.control.fileno(), started + limits.timeout_s, bool)
+            if self.cgroup is not None:
+                outcome.oom_killed = self.cgroup.oom_kills() > oom_kills
             if state == "done":
                 self._read_exit(outcome)
             else:
