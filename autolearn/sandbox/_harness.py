@@ -854,14 +854,14 @@ class _Channel:
         return self.receive()
 
     def close(self) -> None:
-        """Let the candidate exit (end of file on its call pipe) and reap it."""
+        """Close the channel and SIGKILL the candidate without waiting: whoever reaps orphans
+        in the sandbox (the zygote, bubblewrap's init, or the host's group kill) reaps it."""
         import posix
 
         posix.close(self.calls_w)
         posix.close(self.replies_r)
-        try:
+        try:  # noqa: SIM105 - the harness keeps its imports to the bare minimum
             posix.kill(self.pid, 9)
-            posix.waitpid(self.pid, 0)
         except OSError:
             pass
 
@@ -1059,6 +1059,14 @@ _WRITABLE_DIRS = ("/tmp", "/dev/shm")
 _WORKDIR = "/tmp/work"
 
 
+# Standard modules that dataset code imports most (HumanEval: typing in 21 of 164 prompts, then
+# math, random, string, copy...); typing alone costs more than the rest of a job's start-up.
+_PRELOADED = (
+    "typing", "math", "random", "re", "collections", "string", "copy", "hashlib", "itertools",
+    "functools", "heapq", "bisect",
+)  # fmt: skip
+
+
 def _zygote_main(control_fd: int) -> None:
     """Serve jobs sent over the control socket until the host closes it."""
     import _blake2  # noqa: F401 - loaded once here instead of in every child
@@ -1068,6 +1076,8 @@ def _zygote_main(control_fd: int) -> None:
     import socket
     import types  # noqa: F401
 
+    for name in _PRELOADED:  # imported once here, so that no job pays for them again
+        __import__(name)
     control = socket.socket(fileno=control_fd)
     _wipe_writable_dirs()
     control.send(b"Z")
@@ -1104,6 +1114,7 @@ def _job_child(fds: list) -> None:
 
     if len(fds) != 4:
         raise ValueError("a job needs four pipes")
+    sys.modules["random"].seed()  # each job draws its own numbers, not the zygote's sequence
     job_fd, out_fd, err_fd, verdict_fd = fds
     null = posix.open("/dev/null", posix.O_RDONLY)
     posix.dup2(null, 0)
