@@ -894,7 +894,8 @@ def _drive(trusted: dict, emit: Emit, channel: _Channel) -> bool:
         posix.write(2, f"trusted prelude failed: {type(exc).__name__}: {exc}\n".encode())
         return False
     emit(b"A", -1, "")
-    try:
+    units = [_compile_unit(source, index) for index, source in enumerate(trusted["tests"])]
+    try:  # the candidate has been setting up meanwhile
         setup = channel.receive()
     except _CandidateGone:
         emit(b"E", 0, "")
@@ -908,9 +909,8 @@ def _drive(trusted: dict, emit: Emit, channel: _Channel) -> bool:
         return False
     _bind_names(namespace, setup[2], channel)  # type: ignore[index]
     all_ok = True
-    units = trusted["tests"]
-    for index, source in enumerate(units):
-        outcome = _run_unit(source, index, namespace)
+    for index, unit in enumerate(units):
+        outcome = _run_unit(unit, namespace)
         if outcome == "gone":
             emit(b"E", index, "")
             channel.end_like_candidate()
@@ -955,11 +955,21 @@ def _bind_names(namespace: dict, kinds: dict, channel: _Channel) -> None:
             namespace.pop(name, None)  # missing: the test meets a NameError, as it would
 
 
-def _run_unit(source: str, index: int, namespace: dict) -> str:
-    """'' when the unit passed, else its failure payload, or "gone" / "in_process"."""
+def _compile_unit(source: str, index: int) -> object:
+    """The unit's code object, or its failure payload (a str) when it does not compile."""
     try:
-        code = compile(source, f"<test {index + 1}>", "exec", dont_inherit=True)
-        exec(code, namespace)
+        return compile(source, f"<test {index + 1}>", "exec", dont_inherit=True)
+    except BaseException as exc:
+        name, detail, lineno = _describe(exc)
+        return f"{name}|{lineno}|{detail}"[:_MSG_LIMIT]
+
+
+def _run_unit(code: object, namespace: dict) -> str:
+    """'' when the unit passed, else its failure payload, or "gone" / "in_process"."""
+    if type(code) is str:
+        return code
+    try:
+        exec(code, namespace)  # type: ignore[arg-type]
     except _CandidateGone:
         return "gone"
     except _InProcessNeeded:
@@ -1086,9 +1096,9 @@ def _zygote_main(control_fd: int) -> None:
         if not message:
             posix._exit(0)
         status, cpu_s = _fork_job(fds)
-        _kill_all_but_me()
-        _wipe_writable_dirs()
+        _kill_all_but_me()  # before "D": no leftover process may hold the job's pipes
         control.send(b"D" + marshal.dumps((status, cpu_s)))
+        _wipe_writable_dirs()  # before the next job is read from the control socket
 
 
 def _fork_job(fds: list) -> tuple:
