@@ -149,13 +149,18 @@ def _report_to_trainer(
     """Hand TRL (which passes ``log_metric`` and ``log_extra``) the batch's run outcomes.
 
     Metrics ``code/<status>`` give the share of completions per outcome (watch ``code/no_code``
-    and ``code/timeout`` for reward hacking); the completions table gets a ``run_status`` column.
+    and ``code/timeout`` for reward hacking), and ``code/isolated_share`` the share of runs whose
+    verdicts came from a process apart from the candidate; the completions table gets a
+    ``run_status`` column.
     """
     statuses = [run_status(c, r) for c, r in zip(candidates, results, strict=True)]
     log_metric, log_extra = columns.get("log_metric"), columns.get("log_extra")
     if callable(log_metric) and statuses:
         for status in RUN_STATUSES:
             log_metric(f"code/{status}", statuses.count(status) / len(statuses))
+        ran = [r for r in results if r is not None and r.status != "error"]
+        if ran:
+            log_metric("code/isolated_share", sum(r.verdict == "isolated" for r in ran) / len(ran))
     if callable(log_extra):
         log_extra("run_status", statuses)
 
