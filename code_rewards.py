@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from autolearn import code_exec
+from autolearn.cli import plural
 from autolearn.code_exec import Candidate
 from autolearn.completions import completion_text, prompt_text
 from autolearn.errors import UserError
@@ -104,9 +105,9 @@ def _warn_sandbox_errors(results: Sequence[ExecResult | None]) -> None:
     errors = [r for r in results if r is not None and r.status == "error"]
     if errors:
         logger.warning(
-            "sandbox could not run %d of %d programs (scored None): %s",
+            "sandbox could not run %d of %s (scored None): %s",
             len(errors),
-            len(results),
+            plural(len(results), "program"),
             errors[0].message,
         )
 
@@ -148,13 +149,18 @@ def _report_to_trainer(
     """Hand TRL (which passes ``log_metric`` and ``log_extra``) the batch's run outcomes.
 
     Metrics ``code/<status>`` give the share of completions per outcome (watch ``code/no_code``
-    and ``code/timeout`` for reward hacking); the completions table gets a ``run_status`` column.
+    and ``code/timeout`` for reward hacking), and ``code/isolated_share`` the share of runs whose
+    verdicts came from a process apart from the candidate; the completions table gets a
+    ``run_status`` column.
     """
     statuses = [run_status(c, r) for c, r in zip(candidates, results, strict=True)]
     log_metric, log_extra = columns.get("log_metric"), columns.get("log_extra")
     if callable(log_metric) and statuses:
         for status in RUN_STATUSES:
             log_metric(f"code/{status}", statuses.count(status) / len(statuses))
+        ran = [r for r in results if r is not None and r.status != "error"]
+        if ran:
+            log_metric("code/isolated_share", sum(r.verdict == "isolated" for r in ran) / len(ran))
     if callable(log_extra):
         log_extra("run_status", statuses)
 
@@ -302,7 +308,9 @@ def _reference_results(
     )
     if broken:
         logger.warning(
-            "%d reference solution(s) fail their own tests; performance is None there", broken
+            "%s %s own tests; performance is None there",
+            plural(broken, "reference solution"),
+            "fails its" if broken == 1 else "fail their",
         )
     return [r if ok else None for r, ok in zip(results, present, strict=True)]
 

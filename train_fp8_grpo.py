@@ -28,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     description = "GRPO training on GSM8K-style math problems, with the rewards of rewards.py."
     parser = training_parser(
         description,
+        default_config(),
         help_overrides={
             "--dataset": "hub name, local .jsonl/.json/.parquet file, or rg:NAME (a reasoning-gym "
             "generator, e.g. rg:basic_arithmetic)"

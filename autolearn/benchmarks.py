@@ -85,6 +85,7 @@ import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +93,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from autolearn.cli import plural
 from autolearn.diffs import DiffError, parse_patch
 from autolearn.errors import UserError, one_line
-from autolearn.jsonl import read_json_lines
+from autolearn.jsonl import read_local_rows, read_text
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -170,10 +172,13 @@ def load_swe_bench(
     _check_max_samples(max_samples)
     rows = _read_swe_rows(source)
     if max_samples is not None:
+        _warn_if_fewer(len(rows), max_samples, "SWE-bench instances")
         rows = rows[:max_samples]
     repos_root = _existing_dir(repos_dir, "--repos_dir") if repos_dir is not None else None
+    if repos_root is not None:
+        _warn_missing_clones(rows, repos_root)
     records = [_swe_record(row, repos_root, max_file_chars) for row in rows]
-    logger.info("loaded %d SWE-bench instances from %s", len(records), source)
+    logger.info("loaded %s from %s", plural(len(records), "SWE-bench instance"), source)
     return Dataset.from_list(records)
 
 
@@ -184,10 +189,8 @@ def read_swe_file(path: str | Path) -> list[dict[str, str]]:
         raise UserError(f"SWE-bench file not found: {file}")
     if file.suffix not in SWE_LOCAL_SUFFIXES:
         raise UserError(f"{file}: unsupported format (use {', '.join(SWE_LOCAL_SUFFIXES)})")
-    raw_rows = _read_parquet(file) if file.suffix == ".parquet" else _read_json_rows(file)
-    if not raw_rows:
-        raise UserError(f"{file}: no SWE-bench instances in the file")
-    return [_validated_swe_row(row, f"{file} row {n}", strict=True) for n, row in raw_rows]
+    rows = read_local_rows(file, "SWE-bench instances")
+    return [_validated_swe_row(row, f"{file}: {where}", strict=True) for where, row in rows]
 
 
 def _read_swe_rows(source: str) -> list[dict[str, str]]:
@@ -217,30 +220,6 @@ def _read_swe_hub(name: str) -> list[dict[str, str]]:
     if not rows:
         raise UserError(f"{name}: no usable SWE-bench instances")
     return rows
-
-
-def _read_json_rows(file: Path) -> list[tuple[int, Any]]:
-    if file.suffix == ".json":
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{file}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"{file}: cannot read it ({one_line(str(exc))})") from None
-        if not isinstance(data, list):
-            raise UserError(f"{file}: expected a JSON list of SWE-bench instances")
-        return list(enumerate(data, start=1))
-    return list(read_json_lines(file))
-
-
-def _read_parquet(file: Path) -> list[tuple[int, Any]]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(file)
-    except Exception as exc:  # pyarrow raises several unrelated types for bad files
-        raise UserError(f"{file}: not a readable Parquet file ({one_line(str(exc))})") from None
-    return list(enumerate(table.to_pylist(), start=1))
 
 
 def _validated_swe_row(row: Any, where: str, *, strict: bool) -> dict[str, str]:
@@ -284,6 +263,22 @@ def _swe_record(
     }
 
 
+def _warn_missing_clones(rows: Sequence[Mapping[str, str]], repos_root: Path) -> None:
+    """One warning for all the instances whose repository has no clone under ``repos_root``."""
+    missing = Counter(row["repo"] for row in rows if find_repo(repos_root, row["repo"]) is None)
+    if missing:
+        logger.warning(
+            "no clone under %s for %s of %d (%s): their prompts have no file contents "
+            "and their patches are not checked to apply",
+            repos_root,
+            plural(sum(missing.values()), "instance"),
+            len(rows),
+            ", ".join(f"{repo} x{count}" for repo, count in missing.most_common(5))
+            + (f" and {plural(len(missing) - 5, 'more repository', 'more repositories')}"
+               if len(missing) > 5 else ""),
+        )  # fmt: skip
+
+
 def _clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
@@ -321,8 +316,7 @@ def find_repo(repos_dir: str | Path, repo: str) -> Path | None:
 def gold_file_contents(repos_dir: str | Path, repo: str, commit: str, patch: str) -> dict[str, str]:
     """Content at ``commit`` of each file the patch touches (new files are skipped)."""
     clone = find_repo(repos_dir, repo)
-    if clone is None:
-        logger.warning("no clone of %s under %s: prompt without file contents", repo, repos_dir)
+    if clone is None:  # load_swe_bench warns once for all such instances
         return {}
     contents = {}
     for section in parse_patch(patch).files:
@@ -485,6 +479,7 @@ def load_terminal_bench(
     _check_max_samples(max_samples)
     tasks = read_terminal_tasks(tasks_dir)
     if max_samples is not None:
+        _warn_if_fewer(len(tasks), max_samples, "Terminal-Bench tasks")
         tasks = tasks[:max_samples]
     records = [
         {
@@ -498,7 +493,16 @@ def load_terminal_bench(
         }
         for task in tasks
     ]
-    logger.info("loaded %d Terminal-Bench tasks from %s", len(records), tasks_dir)
+    bundled = Path(tasks_dir).resolve() == TERMINAL_TASKS_DIR.resolve()
+    logger.info(
+        "loaded %s from %s%s",
+        plural(len(records), "Terminal-Bench task"),
+        tasks_dir,
+        " (the bundled examples: Terminal-Bench tasks are not on the hub; --tasks_dir DIR "
+        "uses your own)"
+        if bundled
+        else "",
+    )
     return Dataset.from_list(records)
 
 
@@ -520,12 +524,11 @@ def read_terminal_task(task_dir: str | Path) -> TerminalTask:
     spec_file = folder / "task.yaml"
     if not spec_file.is_file():
         raise UserError(f"{folder}: missing task.yaml")
+    text = read_text(spec_file)
     try:
-        spec = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
+        spec = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UserError(f"{spec_file}: invalid YAML ({one_line(str(exc))[:120]})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{spec_file}: cannot read it ({one_line(str(exc))})") from None
     if not isinstance(spec, dict):
         raise UserError(f"{spec_file}: expected a mapping with 'instruction' and 'difficulty'")
     for key in ("instruction", "difficulty"):
@@ -731,14 +734,37 @@ def load_benchmark(
     """Dataset for ``swe-lite``, ``swe-verified`` or ``terminal``.
 
     ``data_file`` replaces the hub for the SWE-bench names; ``tasks_dir`` defaults to the
-    bundled ``examples/terminal_tasks``.
+    bundled ``examples/terminal_tasks`` (Terminal-Bench has no hub dataset), and the log says
+    so. A source of the other benchmark is an error rather than silently unused.
     """
+    check_sources(benchmark, data_file=data_file, repos_dir=repos_dir, tasks_dir=tasks_dir)
     if benchmark in SWE_HUB_DATASETS:
         source = str(data_file) if data_file is not None else benchmark
         return load_swe_bench(source, max_samples=max_samples, repos_dir=repos_dir)
-    if benchmark == "terminal":
-        return load_terminal_bench(tasks_dir or TERMINAL_TASKS_DIR, max_samples=max_samples)
-    raise UserError(f"unknown benchmark {benchmark!r}: choose one of {', '.join(BENCHMARKS)}")
+    return load_terminal_bench(tasks_dir or TERMINAL_TASKS_DIR, max_samples=max_samples)
+
+
+def check_sources(
+    benchmark: str,
+    *,
+    data_file: str | Path | None = None,
+    repos_dir: str | Path | None = None,
+    tasks_dir: str | Path | None = None,
+) -> None:
+    """Refuse a source the benchmark would not read (a SWE-bench file for terminal, ...)."""
+    family = benchmark_family(benchmark)
+    if family == "terminal":
+        for flag, value in (("--data_file", data_file), ("--repos_dir", repos_dir)):
+            if value is not None:
+                raise UserError(
+                    f"{flag} is for SWE-bench, not terminal: Terminal-Bench tasks come from "
+                    "--tasks_dir DIR (default: the bundled examples/terminal_tasks)"
+                )
+    elif tasks_dir is not None:
+        raise UserError(
+            f"--tasks_dir is for Terminal-Bench, not {benchmark}: a local SWE-bench file is "
+            "--data_file FILE"
+        )
 
 
 def benchmark_family(benchmark: str) -> str:
@@ -753,6 +779,16 @@ def benchmark_family(benchmark: str) -> str:
 def _check_max_samples(max_samples: int | None) -> None:
     if max_samples is not None and max_samples < 1:
         raise UserError(f"--max_samples must be at least 1, got {max_samples}")
+
+
+def _warn_if_fewer(available: int, max_samples: int, what: str) -> None:
+    if available < max_samples:
+        logger.warning(
+            "--max_samples %d: there are only %d %s, and all of them are used",
+            max_samples,
+            available,
+            what,
+        )
 
 
 def _existing_dir(path: str | Path, what: str) -> Path:

@@ -299,11 +299,16 @@ def score_with_rewards(
 # --------------------------------------------------------------------------- the evaluator
 
 
+def is_eval_row(row: Mapping[str, Any]) -> bool:
+    """Whether a ``metrics.jsonl`` row is a held-out evaluation (it has ``eval/`` metrics)."""
+    return any(k.startswith("eval/") for k in row)
+
+
 def read_eval_rows(metrics_path: Path) -> list[dict[str, Any]]:
-    """The evaluation rows of ``metrics.jsonl`` (those with ``eval/`` metrics), in file order."""
+    """The evaluation rows of ``metrics.jsonl``, in file order."""
     from autolearn.trainer import read_metrics
 
-    return [r for r in read_metrics(metrics_path) if any(k.startswith("eval/") for k in r)]
+    return [r for r in read_metrics(metrics_path) if is_eval_row(r)]
 
 
 @dataclass
@@ -516,8 +521,10 @@ def build_evaluator(
 # --------------------------------------------------------------------------- plot
 
 
-def draw_heldout(ax: Any, rows: Sequence[Mapping[str, Any]]) -> bool:
-    """Draw every held-out metric in [0, 1] against the step on ``ax``; False without rows."""
+def draw_heldout(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """Draw every held-out score against the step on ``ax`` (a panel of the reward plot)."""
+    from matplotlib.ticker import MaxNLocator
+
     keys = sorted(
         {
             k
@@ -529,13 +536,13 @@ def draw_heldout(ax: Any, rows: Sequence[Mapping[str, Any]]) -> bool:
         }
     )
     if not rows or not keys:
-        return False
+        return
     steps = [r["step"] for r in rows]
     for key in keys:
         ax.plot(steps, [r.get(key, math.nan) for r in rows], marker="o", label=key[5:])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("held-out score")
     ax.set_title("held-out evaluation")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return True

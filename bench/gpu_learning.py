@@ -155,7 +155,8 @@ def child(run: Run, settings: Settings, output_dir: Path) -> None:
     train, held = build_math_splits(
         config.dataset, seed=t.seed, eval_prompts=t.eval_max_prompts, evaluate=True
     )
-    (output_dir / "run.json").write_text(json.dumps({"run": asdict(run), **asdict(settings)}))
+    # beside the run's own files (run.json is the toolkit's record of the run)
+    (output_dir / "bench_run.json").write_text(json.dumps({"run": asdict(run), **asdict(settings)}))
     run_training(config, train, rewards.REWARDS, heldout=HeldOut("math", held))
 
 
@@ -216,7 +217,9 @@ def summarise_run(run_dir: Path) -> dict[str, Any] | None:
         return None
     steps = [r for r in rows if r.get("reward") is not None]
     evals = [r for r in rows if "eval/accuracy" in r]
-    train_rows = [r for r in rows if "train_runtime" in r]
+    record_file = run_dir / "run.json"
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    train_rows = [r for r in [*rows, record.get("summary") or {}] if "train_runtime" in r]
     step_times = [r["step_seconds"] for r in steps[2:] if r.get("step_seconds")]
     rollout = [r["rollout_seconds"] for r in steps[2:] if r.get("rollout_seconds")]
     eval_seconds = sum(r["eval/seconds"] for r in evals)
@@ -363,6 +366,7 @@ SMALL_FILES = (
     "config.yaml",
     "best.json",
     "run.json",
+    "bench_run.json",
 )
 
 

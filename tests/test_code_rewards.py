@@ -431,6 +431,7 @@ def test_trainer_gets_run_status_metrics_and_column() -> None:
     assert extra["run_status"] == ["passed", "no_code", "syntax_error"]
     assert metrics["code/passed"] == pytest.approx(1 / 3)
     assert metrics["code/timeout"] == 0.0
+    assert metrics.pop("code/isolated_share") == 1.0  # the one run had isolated verdicts
     assert set(metrics) == {f"code/{status}" for status in code_rewards.RUN_STATUSES}
     assert sum(metrics.values()) == pytest.approx(1.0)  # every outcome has its share
 
