@@ -340,7 +340,7 @@ class Evaluator:
             if best is None or saved.get("step") != best["step"]:
                 # best/ came from a step the resumed run no longer has: drop it, re-earn it
                 shutil.rmtree(self.output_dir / "best", ignore_errors=True)
-                best_file.unlink()
+                best_file.unlink(missing_ok=True)  # another process may have been first
 
     def evaluated(self, step: int) -> bool:
         """Whether ``step`` already has a row."""
