@@ -7,15 +7,19 @@ needs is absent (TRL then ignores that row for that reward).
 SWE-bench (columns ``patch``; optionally ``repos_dir``, ``repo``, ``base_commit``):
 
 * ``swe_format`` -- 1.0 when the answer holds a well-formed unified diff (file headers,
-  hunk headers whose line counts match). With ``repos_dir`` and the repo's clone present,
-  the diff must also apply at ``base_commit`` (``git apply --check``); a well-formed diff
-  that does not apply scores :data:`NOT_APPLYING_SCORE`.
-* ``swe_similarity`` -- SWE-RL's reward: for every file in the union of the predicted and
-  gold patches, ``difflib.SequenceMatcher(None, pred, gold, autojunk=False).ratio()`` of
-  the two per-file hunk texts (0 when one side lacks the file), averaged.
-* ``swe_files`` -- F1 of the touched-file sets of prediction and gold.
+  hunk headers whose line counts match) that really changes something: at least one hunk
+  with a net change (:meth:`autolearn.diffs.Patch.has_changes`). With ``repos_dir`` and the
+  repo's clone present, the diff must also apply at ``base_commit`` (``git apply
+  --check``); a well-formed diff that does not apply scores :data:`NOT_APPLYING_SCORE`.
+* ``swe_similarity`` -- SWE-RL's reward on what the patches change: for every file in the
+  union of the files the predicted and gold patches change,
+  ``difflib.SequenceMatcher(None, pred, gold, autojunk=False).ratio()`` of the two files'
+  net removed and added lines (context lines and lines removed and re-added unchanged
+  cancel out; 0 when one side does not change the file), averaged.
+* ``swe_files`` -- F1 of the sets of files that prediction and gold really change (a lone
+  ``diff --git`` line, an empty binary section or a no-op hunk changes no file).
 
-An answer without a parseable diff scores 0 on all three.
+An answer without a parseable diff, or whose diff changes nothing, scores 0 on all three.
 
 Terminal-Bench (column ``task_dir``):
 
@@ -82,8 +86,8 @@ def _column(value: Any, size: int) -> list[Any]:
 
 
 def patch_similarity(predicted: Patch, gold: Patch) -> float:
-    """SWE-RL similarity of two parsed patches (mean per-file ratio over the union)."""
-    pred_files, gold_files = predicted.by_file(), gold.by_file()
+    """SWE-RL similarity of what two patches change (mean per-file ratio over the union)."""
+    pred_files, gold_files = predicted.changes(), gold.changes()
     paths = set(pred_files) | set(gold_files)
     if not paths:
         return 0.0
@@ -94,6 +98,9 @@ def patch_similarity(predicted: Patch, gold: Patch) -> float:
             continue
         pred_text = pred_files[path][:MAX_COMPARE_CHARS]
         gold_text = gold_files[path][:MAX_COMPARE_CHARS]
+        if pred_text == gold_text:  # also two binary or rename-only sections
+            scores.append(1.0)
+            continue
         scores.append(difflib.SequenceMatcher(None, pred_text, gold_text, autojunk=False).ratio())
     return sum(scores) / len(scores)
 
@@ -110,10 +117,14 @@ def file_f1(predicted: set[str], gold: set[str]) -> float:
 @lru_cache(maxsize=256)
 def _gold(patch_text: str) -> Patch | None:
     try:
-        return parse_patch(patch_text)
+        gold = parse_patch(patch_text)
     except ValueError:
         logger.warning("gold patch does not parse; the row is skipped by the SWE rewards")
         return None
+    if not gold.has_changes():
+        logger.warning("gold patch changes nothing; the row is skipped by the SWE rewards")
+        return None
+    return gold
 
 
 @lru_cache(maxsize=4096)
@@ -154,7 +165,7 @@ def swe_format(
 
 def _format_score(text: str, root: Any, repo: Any, commit: Any) -> float:
     patch = extract_patch(text)
-    if patch is None:
+    if patch is None or not patch.has_changes():
         return 0.0
     if not (root and repo and commit):
         return 1.0
@@ -179,7 +190,8 @@ def _score_against_gold(
             scores.append(None)
             continue
         predicted = extract_patch(text)
-        scores.append(score(predicted, gold) if predicted else 0.0)
+        changes = predicted is not None and predicted.has_changes()
+        scores.append(score(predicted, gold) if changes else 0.0)
     return scores
 
 
@@ -203,7 +215,7 @@ def swe_files(
     return _score_against_gold(
         completions,
         patch,
-        lambda predicted, gold: file_f1(predicted.touched_files(), gold.touched_files()),
+        lambda predicted, gold: file_f1(predicted.changed_files(), gold.changed_files()),
     )
 
 

@@ -295,6 +295,62 @@ def test_wrong_file_scores_zero_for_that_file() -> None:
     assert similarity == pytest.approx(0.5) and files == pytest.approx(2 / 3)
 
 
+NO_OP_PATCH = (  # the gold patch's lines, removed and re-added unchanged
+    "--- a/textkit/slug.py\n+++ b/textkit/slug.py\n@@ -10,6 +10,6 @@\n"
+    "     for char in ascii_text.lower():\n         if char.isalnum():\n"
+    "-            chars.append(char)\n+            chars.append(char)\n"
+    "         else:\n             chars.append(sep)\n"
+    '-    return "".join(chars)\n+    return "".join(chars)\n'
+)
+CONTEXT_ONLY_PATCH = (
+    "--- a/textkit/slug.py\n+++ b/textkit/slug.py\n@@ -10,3 +10,3 @@\n"
+    "     for char in ascii_text.lower():\n         if char.isalnum():\n"
+    "             chars.append(char)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        NO_OP_PATCH,
+        CONTEXT_ONLY_PATCH,
+        "diff --git a/textkit/slug.py b/textkit/slug.py\n",  # a lone header
+        "diff --git a/textkit/slug.py b/textkit/slug.py\nindex 249f0a8..b9b0d19 100644\n"
+        "GIT binary patch\n",  # an empty binary section
+        "diff --git a/textkit/slug.py b/textkit/slug.py\nold mode 100644\nnew mode 100755\n",
+    ],
+)
+def test_a_patch_that_changes_nothing_scores_zero_on_all_three(completion: str) -> None:
+    assert parse_patch(completion).changed_files() == set()  # it parses, yet changes nothing
+    assert all_swe([fenced(completion)], ROWS[:1]) == [[0.0], [0.0], [0.0]]
+
+
+def test_similarity_compares_the_changes_not_the_context() -> None:
+    # Positive control: the gold changes with one line of context instead of three.
+    gold_lines = GOLD.split("\n")
+    narrow = "\n".join(
+        gold_lines[:4]
+        + ["@@ -12,4 +12,4 @@ def slugify(text, sep=\"-\"):"]
+        + gold_lines[7:]
+    )
+    assert parse_patch(narrow).changes() == parse_patch(GOLD).changes()
+    assert all_swe([fenced(narrow)], ROWS[:1]) == [[1.0], [1.0], [1.0]]
+    # A no-op hunk in another file beside the gold patch changes no file and costs nothing.
+    no_op_readme = "--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-# textkit\n+# textkit\n"
+    assert all_swe([fenced(GOLD + no_op_readme)], ROWS[:1]) == [[1.0], [1.0], [1.0]]
+    # Half of the gold change (one of its two edits) earns part of the similarity.
+    half = GOLD.replace('-    return "".join(chars)\n+    return "".join(chars).strip(sep)\n', "")
+    half = half.replace("@@ -10,6 +10,6 @@", "@@ -10,5 +10,5 @@")
+    [fmt], [similarity], [files] = all_swe([fenced(half)], ROWS[:1])
+    assert fmt == 1.0 and files == 1.0 and 0.2 < similarity < 0.8
+
+
+def test_gold_patches_change_what_they_say() -> None:
+    for row in ROWS:
+        gold = parse_patch(row["patch"])
+        assert gold.has_changes() and gold.changed_files() == gold.touched_files()
+
+
 @pytest.mark.parametrize(
     "completion",
     [
