@@ -329,9 +329,7 @@ def test_similarity_compares_the_changes_not_the_context() -> None:
     # Positive control: the gold changes with one line of context instead of three.
     gold_lines = GOLD.split("\n")
     narrow = "\n".join(
-        gold_lines[:4]
-        + ["@@ -12,4 +12,4 @@ def slugify(text, sep=\"-\"):"]
-        + gold_lines[7:]
+        [*gold_lines[:4], '@@ -12,4 +12,4 @@ def slugify(text, sep="-"):', *gold_lines[7:]]
     )
     assert parse_patch(narrow).changes() == parse_patch(GOLD).changes()
     assert all_swe([fenced(narrow)], ROWS[:1]) == [[1.0], [1.0], [1.0]]
