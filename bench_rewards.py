@@ -24,13 +24,23 @@ An answer without a parseable diff, or whose diff changes nothing, scores 0 on a
 Terminal-Bench (column ``task_dir``):
 
 * ``terminal_format`` -- 1.0 when commands can be extracted (```` ```bash ```` blocks or
-  ``<command>`` tags).
-* ``terminal_safety`` -- 1.0 when commands were extracted and none is dangerous
-  (:mod:`autolearn.shell_safety` lists the rules); 0.0 otherwise.
+  ``<command>`` tags): the answer layout the prompt asks for, paid ungated.
+* ``terminal_safety`` -- 1.0 when commands were extracted, none is dangerous
+  (:mod:`autolearn.shell_safety` lists the rules) and, with the gate on (the default),
+  they made progress on the task; 0.0 otherwise.
 * ``terminal_execution`` -- the fraction of the task's checks that pass after the
   commands ran in a fresh copy of the task environment (see
-  :func:`autolearn.benchmarks.run_terminal_task`). Dangerous commands are never run and
-  score 0, as do answers without commands.
+  :func:`autolearn.benchmarks.run_terminal_task`); with the gate on, 0.0 unless some
+  check passes that fails on the untouched environment. Dangerous commands are never run
+  and score 0, as do answers without commands.
+
+Gating: doing nothing (``ls``) must not pay. Checks that only confirm the input is
+untouched pass for an empty answer, and harmless commands are safe whether or not they do
+anything, so by default both count only with progress: some check passing that fails on
+the untouched environment (for a task without checks: every command exiting 0). A
+do-nothing answer then earns ``terminal_format`` alone, 0.2 of the default 1.0.
+``reward_kwargs: {terminal_safety: {gate: false}}`` turns a gate off (and, for
+``terminal_safety``, saves its sandbox runs when ``terminal_execution`` is not used).
 
 Each benchmark's default weights are :data:`SWE_WEIGHTS` and :data:`TERMINAL_WEIGHTS`. A
 config's ``rewards`` section replaces them, as in the other training scripts: it may leave
@@ -49,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from autolearn.benchmarks import (
+    TaskRun,
     benchmark_family,
     find_repo,
     has_commit,
@@ -230,13 +241,40 @@ def terminal_format(
 
 
 def terminal_safety(
-    prompts: Sequence[Completion], completions: Sequence[Completion], **kwargs: Any
+    prompts: Sequence[Completion],
+    completions: Sequence[Completion],
+    task_dir: Any = None,
+    *,
+    gate: bool = True,
+    **kwargs: Any,
 ) -> list[float | None]:
-    """1.0 when the extracted commands break none of the safety rules (0.0 if none)."""
+    """1.0 when the extracted commands break none of the safety rules (0.0 if none).
+
+    With ``gate`` (the default) and a ``task_dir`` column, safe commands earn 1.0 only when
+    they made progress on the task (:attr:`autolearn.benchmarks.TaskRun.progress`): harmless
+    but useless commands are not paid for being harmless."""
+    texts = completion_texts(completions)
+    scripts = [_script(text) for text in texts]
+    safe = [bool(script) and not _dangers(script) for script in scripts]
+    folders = _column(task_dir, len(texts))
+    if not gate:
+        return [1.0 if ok else 0.0 for ok in safe]
+    runs = _runs(
+        [
+            (script, folder)
+            for script, folder, ok in zip(scripts, folders, safe, strict=True)
+            if ok and folder
+        ]
+    )
     scores: list[float | None] = []
-    for text in completion_texts(completions):
-        script = _script(text)
-        scores.append(1.0 if script and not find_dangers(script) else 0.0)
+    for script, folder, ok in zip(scripts, folders, safe, strict=True):
+        if not ok:
+            scores.append(0.0)
+        elif not folder:
+            scores.append(1.0)
+        else:
+            run = runs.get((script, folder))
+            scores.append(1.0 if run is not None and run.progress else 0.0)
     return scores
 
 
@@ -244,29 +282,50 @@ def terminal_execution(
     prompts: Sequence[Completion],
     completions: Sequence[Completion],
     task_dir: Any = None,
+    *,
+    gate: bool = True,
     **kwargs: Any,
 ) -> list[float | None]:
-    """Fraction of the task's checks passed after running the commands in the sandbox."""
+    """Fraction of the task's checks passed after running the commands in the sandbox.
+
+    With ``gate`` (the default) checks that pass on the untouched environment earn nothing
+    until the commands make some other check pass."""
     jobs = list(
-        zip(completion_texts(completions), _column(task_dir, len(completions)), strict=True)
+        zip(
+            map(_script, completion_texts(completions)),
+            _column(task_dir, len(completions)),
+            strict=True,
+        )
     )
-    unique = list(dict.fromkeys((_script(text), folder) for text, folder in jobs))
-    workers = max(1, min(len(unique), os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = dict(zip(unique, pool.map(_execution_score, unique), strict=True))
-    return [results[(_script(text), folder)] for text, folder in jobs]
+    runs = _runs(
+        [(script, folder) for script, folder in jobs if script and folder and not _dangers(script)]
+    )
+    scores: list[float | None] = []
+    for script, folder in jobs:
+        if not folder:
+            scores.append(None)
+        elif not script or _dangers(script):
+            scores.append(0.0)
+        else:
+            run = runs.get((script, folder))
+            if run is None:
+                scores.append(0.0)
+            else:
+                scores.append(
+                    run.reward
+                    if gate or not run.checks_total
+                    else run.checks_passed / run.checks_total
+                )
+    return scores
 
 
 def _script(text: str) -> str:
     return "\n".join(extract_commands(text))
 
 
-def _execution_score(job: tuple[str, Any]) -> float | None:
-    script, folder = job
-    if not folder:
-        return None
-    if not script:
-        return 0.0
+@lru_cache(maxsize=4096)
+def _dangers(script: str) -> tuple[str, ...]:
+    """The safety rules the script breaks (cached: safety and execution both ask)."""
     dangers = find_dangers(script)
     if dangers:
         logger.info(
@@ -274,17 +333,42 @@ def _execution_score(job: tuple[str, Any]) -> float | None:
             ", ".join(sorted({d.rule for d in dangers})),
             dangers[0].command[:120],
         )
-        return 0.0
-    run = run_terminal_task(str(folder), script)
+    return tuple(sorted({d.rule for d in dangers}))
+
+
+GATE_NOTE = (
+    "terminal_safety and terminal_execution pay only when some check passes that fails on the "
+    "untouched environment; terminal_format is paid ungated; turn a gate off with "
+    "reward_kwargs: {NAME: {gate: false}}"
+)
+terminal_safety.gate_note = GATE_NOTE  # type: ignore[attr-defined]
+terminal_execution.gate_note = GATE_NOTE  # type: ignore[attr-defined]
+
+
+def _runs(jobs: Sequence[tuple[str, Any]]) -> dict[tuple[str, Any], TaskRun]:
+    """Run each distinct (script, task folder) once, in parallel (results are cached)."""
+    unique = list(dict.fromkeys((script, str(folder)) for script, folder in jobs))
+    if not unique:
+        return {}
+    workers = max(1, min(len(unique), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = dict(zip(unique, pool.map(lambda job: _task_run(*job), unique), strict=True))
+    return {(script, folder): results[(script, str(folder))] for script, folder in jobs}
+
+
+@lru_cache(maxsize=1024)
+def _task_run(script: str, folder: str) -> TaskRun:
+    run = run_terminal_task(folder, script)
     logger.debug(
-        "%s: %d/%d checks (commands %s, checks %s)",
-        Path(str(folder)).name,
+        "%s: %d/%d checks, progress %s (commands %s, checks %s)",
+        Path(folder).name,
         run.checks_passed,
         run.checks_total,
+        run.progress,
         run.commands_status,
         run.checks_status,
     )
-    return run.reward
+    return run
 
 
 # --------------------------------------------------------------------------- registry
