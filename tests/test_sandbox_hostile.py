@@ -228,7 +228,7 @@ def test_output_is_capped_to_the_tail() -> None:
 
 
 def test_process_count_is_bounded_even_as_root() -> None:
-    if sb._CGROUPS.parent() is None:
+    if sb.limits._CGROUPS.parent() is None:
         pytest.skip("no writable pids cgroup on this machine")
     program = (
         "import threading, time\nstarted = 0\ntry:\n    for _ in range(500):\n"

@@ -1,4 +1,4 @@
-"""Runner that executes inside the sandbox; `autolearn.sandbox` starts it, the trainer never uses it.
+"""Runner that executes inside the sandbox; `autolearn.sandbox` starts it, the trainer never imports it.
 
 It is launched as ``python -I -S -B -c <BOOTSTRAP> JOB_FD [VERDICT_FD]``; the bootstrap reads
 ``marshal.dumps((code of this module, job dict))`` from JOB_FD and executes this module with
