@@ -100,6 +100,8 @@ from autolearn.terminal_checks import run_checks
 if TYPE_CHECKING:
     from datasets import Dataset
 
+    from autolearn.sandbox.shell_observation import Observation
+
 logger = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
@@ -655,6 +657,21 @@ def run_terminal_task(
     )
 
 
+def observe_terminal_task(
+    task_dir: str | Path, commands: str, *, max_agent_timeout_s: float = 60.0
+) -> Observation:
+    """Run ``commands`` on a fresh copy of the task's environment where their effects
+    outside it are visible (:mod:`autolearn.sandbox.shell_observation`) and report them."""
+    from autolearn.sandbox.shell_observation import observe_shell
+
+    task = read_terminal_task(task_dir)
+    timeout = min(task.max_agent_timeout_sec, max_agent_timeout_s)
+    with tempfile.TemporaryDirectory(prefix="autolearn-task-", ignore_cleanup_errors=True) as tmp:
+        work = Path(tmp) / "work"
+        _copy_environment(task, work)
+        return observe_shell(_commands_script(commands), work, timeout_s=timeout)
+
+
 @functools.lru_cache(maxsize=256)
 def _baseline_passes(task_dir: str, timeout_s: float) -> frozenset[str]:
     """The checks that pass on the task's untouched environment (one run per task)."""
@@ -747,6 +764,7 @@ __all__: Sequence[str] = (
     "load_swe_bench",
     "load_terminal_bench",
     "materialize_fixture_repo",
+    "observe_terminal_task",
     "patch_applies",
     "read_swe_file",
     "read_terminal_task",
