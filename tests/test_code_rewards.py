@@ -189,7 +189,7 @@ def test_a_pass_body_earns_at_most_a_quarter_of_the_default_reward() -> None:
     weighted = code_rewards.make_weighted_reward(limits=LIMITS)
     total = sum(code_rewards.DEFAULT_WEIGHTS.values())
     [nothing] = weighted([STUB], ["    pass\n"], **columns)
-    assert nothing <= 0.25 * total
+    assert nothing is not None and nothing <= 0.25 * total
     [correct] = weighted([STUB], [BODY_CORRECT], **columns)  # positive control
     assert correct == pytest.approx(total)
 
