@@ -246,8 +246,9 @@ _FILE_CHANGING_CODE = re.compile(
     r"|delete|open|write|File|FileUtils|fs)\b"
 )
 _PATH_REACHING_CODE = re.compile(
-    r"\b(?:expanduser|home|environ|getenv|ENV|chdir|parent|parents|dirname|abspath|realpath"
-    r"|resolve|absolute|sep|root|cwd|getcwd|Dir|__dir__|__file__|glob)\b|['\"]\s*[/~]|\.\."
+    r"\b(?:expanduser|environ|getenv|ENV|chdir|parents?|dirname|cwd|getcwd|__file__|__dir__)\b"
+    r"|\bhome\(|\bos\.(?:path\.)?sep\b|\.(?:root|anchor)\b|['\"]\s*[/~]"
+    r"|(?:^|[\s'\"/(,])\.\.(?=[/'\"\s),]|$)"
 )
 _BRACE_LIST = re.compile(r"(?<!\$)\{([^{}]*,[^{}]*)\}")
 _FIND_ACTIONS = frozenset({"-exec", "-execdir", "-ok", "-okdir"})

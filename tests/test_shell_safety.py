@@ -305,3 +305,17 @@ def test_the_analyser_never_raises(script: str) -> None:
     findings = find_dangers(script)
     assert isinstance(findings, list)
     assert find_dangers(b"rm -rf /") != []  # type: ignore[arg-type]  # not even on bytes
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "python3 -c \"import os\nfor root, dirs, files in os.walk('.'):\n"
+        "    [os.remove(os.path.join(root, f)) for f in files if f.endswith('.tmp')]\"",
+        "python3 -c \"import glob, os; [os.remove(p) for p in glob.glob('*.bak')]\"",
+        "python3 -c \"open('out.csv', 'w').write(','.join(['a', 'b']))\"; echo 'Done...'",
+        "python3 -c \"print('a', 'b', sep=','); open('x.txt', 'w').write('Loading...')\"",
+    ],
+)
+def test_interpreter_code_that_changes_work_dir_files_is_safe(script: str) -> None:
+    assert find_dangers(script) == []
