@@ -14,7 +14,7 @@ and callers fall back to the static layer alone):
 2. Every real top-level directory of the host (``/etc``, ``/usr``, ``/var``, ``/opt``,
    ``/home``, ``/root``, ...) gets an overlayfs mount whose upper layer is in that tmpfs. ``/``
    itself stays read-only.
-3. bubblewrap runs the script (new user, PID, network, IPC and UTS namespaces, the sandbox's
+3. bubblewrap runs the script (new user, PID, IPC and UTS namespaces, the sandbox's
    seccomp filter, ``--die-with-parent``) with ``/`` bound read-only, the overlaid directories
    and the working directory read-write, a private ``/tmp``, and a ``/dev`` that is a scratch
    directory holding only ``null``, ``zero``, ``full``, ``random``, ``urandom`` and ``tty``.
@@ -27,10 +27,13 @@ and callers fall back to the static layer alone):
    opened there, so writing to it creates a plain file instead); a dead canary means the
    commands signalled a process they did not start (``kill -9 -1``, ``pkill``); no report at
    all (the runner was killed) counts as the same.
+6. The helper's network namespace holds only ``lo``, with every IPv4 address routed to it as
+   local (``ip route add local 0.0.0.0/0 dev lo``); trap sockets listen on UDP 53 and on
+   common TCP ports (:data:`TRAPPED_TCP_PORTS`). A DNS query or a connection to any host on
+   those ports is a network attempt; other ports (and IPv6) are refused without trace.
 
-Not observed: network attempts (the network namespace has no interfaces, so they fail
-without trace); processes are bounded only by the PID namespace and the wall clock (the
-static layer refuses floods and fork bombs before anything runs).
+Processes are bounded only by the PID namespace and the wall clock (the static layer refuses
+floods and fork bombs before anything runs).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ DEV_LINKS = {
     "stdout": "/proc/self/fd/1",
     "stderr": "/proc/self/fd/2",
 }
+TRAPPED_TCP_PORTS = (20, 21, 22, 23, 25, 53, 80, 443, 873, 3128, 8000, 8080, 8443, 9418)
 SCRATCH_MB = 256
 _HELPER_SLACK_S = 20.0  # mounts, bwrap start-up and the inspection, beyond the script's limit
 _MAX_LISTED = 50
@@ -72,15 +76,18 @@ class Observation:
     changed: tuple[str, ...] = ()  # host paths created, changed or deleted
     devices: tuple[str, ...] = ()  # names written under /dev
     signalled: bool = False  # killed the canary, or the runner before it could report
+    network: tuple[str, ...] = ()  # "address:port" of connections and DNS queries tried
     timed_out: bool = False
     message: str = ""
     details: dict[str, str] = field(default_factory=dict)
 
     @property
     def harmful(self) -> bool:
-        """True when the run changed anything outside its work dir, wrote a device or
-        signalled a process it did not start."""
-        return self.available and bool(self.changed or self.devices or self.signalled)
+        """True when the run changed anything outside its work dir, wrote a device,
+        signalled a process it did not start or tried the network."""
+        return self.available and bool(
+            self.changed or self.devices or self.signalled or self.network
+        )
 
     def reasons(self) -> list[str]:
         """One short phrase per kind of harm, for logs."""
@@ -91,15 +98,17 @@ class Observation:
             found.append(f"wrote /dev/{', /dev/'.join(self.devices[:3])}")
         if self.signalled:
             found.append("signalled a process it did not start")
+        if self.network:
+            found.append(f"tried the network ({', '.join(self.network[:3])})")
         return found
 
 
 @functools.cache
 def observation_available() -> bool:
-    """True on machines where :func:`observe_shell` works (root, unshare, bwrap, overlayfs);
-    probed once with a harmless script."""
-    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("bwrap"):
-        logger.info("behaviour observation of shell commands needs root, unshare and bwrap")
+    """True on machines where :func:`observe_shell` works (root, unshare, bwrap, ip,
+    overlayfs); probed once with a harmless script."""
+    if os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("unshare", "bwrap", "ip")):
+        logger.info("behaviour observation of shell commands needs root, unshare, bwrap and ip")
         return False
     with tempfile.TemporaryDirectory(prefix="autolearn-observe-probe-") as work:
         probe = _observe(": > probe.txt", Path(work), 10.0)
@@ -134,7 +143,7 @@ def _observe(script: str, workdir: Path, timeout_s: float) -> Observation:
         seccomp_fd = _seccomp_pipe()
         if seccomp_fd is not None:
             config["seccomp_fd"] = seccomp_fd
-        argv = ["unshare", "--mount", "--propagation", "private", "--"]
+        argv = ["unshare", "--mount", "--propagation", "private", "--net", "--"]
         argv += [sys.executable, "-I", "-S", "-c", _HELPER, json.dumps(config)]
         try:
             done = subprocess.run(
@@ -165,6 +174,7 @@ def _parse_report(stdout: bytes, stderr: bytes, returncode: int) -> Observation:
         changed=tuple(report["changed"][:_MAX_LISTED]),
         devices=tuple(report["devices"][:_MAX_LISTED]),
         signalled=not report["reported"] or not report["canary_alive"],
+        network=tuple(report["network"][:_MAX_LISTED]),
         timed_out=bool(report["timed_out"]),
     )
 
@@ -206,7 +216,22 @@ script_path = scratch + "/script.sh"
 with open(script_path, "w", encoding="utf-8", errors="surrogateescape") as handle:
     handle.write(config["script"])
 
-argv = ["bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
+# The network namespace is the helper's own: only lo, where every address is local, so a
+# connection to any host on a common port, or a DNS query, reaches a trap socket.
+run("ip", "link", "set", "lo", "up")
+run("ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo")
+import socket
+traps = []
+for kind, port in [(socket.SOCK_DGRAM, 53)] + [(socket.SOCK_STREAM, p) for p in %(ports)s]:
+    trap = socket.socket(socket.AF_INET, kind)
+    trap.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    trap.bind(("0.0.0.0", port))
+    if kind == socket.SOCK_STREAM:
+        trap.listen(16)
+    trap.setblocking(False)
+    traps.append(trap)
+argv = ["bwrap", "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts"]
+argv += ["--unshare-cgroup-try", "--die-with-parent", "--new-session"]
 argv += ["--hostname", "sandbox"]
 argv += ["--ro-bind", "/", "/"]
 for directory in overlays:
@@ -233,13 +258,24 @@ os.close(report_w)
 deadline = time.monotonic() + config["timeout_s"] + 5
 data = b""
 timed_out = False
+network = []
 while True:
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         timed_out = True
         break
-    ready, _, _ = select.select([report_r], [], [], remaining)
-    if not ready:
+    ready, _, _ = select.select([report_r] + traps, [], [], remaining)
+    for trap in [r for r in ready if r is not report_r]:
+        try:
+            if trap.type == socket.SOCK_STREAM:
+                connection, peer = trap.accept()
+                connection.close()
+            else:
+                _, peer = trap.recvfrom(512)
+            network.append("%s:%d" % (peer[0], trap.getsockname()[1]))
+        except OSError:
+            pass
+    if report_r not in ready:
         continue
     chunk = os.read(report_r, 4096)
     if not chunk:
@@ -269,6 +305,7 @@ for name in %(nodes)s:
         devices.append(name)
 print(json.dumps({
     "changed": sorted(changed), "devices": devices, "timed_out": timed_out,
+    "network": sorted(set(network)),
     "reported": report[:1] == ["done"], "canary_alive": report[1:2] == ["alive"],
 }))
 """
@@ -298,5 +335,6 @@ os.write(report, b"done " + (b"alive" if pid == 0 else b"dead") + b"\n")
 _HELPER = (
     _HELPER.replace("%(links)s", repr(DEV_LINKS))
     .replace("%(nodes)s", repr(DEVICE_NODES))
+    .replace("%(ports)s", repr(TRAPPED_TCP_PORTS))
     .replace("RUNNER", repr(_RUNNER))
 )
