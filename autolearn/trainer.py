@@ -148,7 +148,19 @@ def build_rewards(
         function = resolve_reward(name, registry)
         functions.append(bind_reward_kwargs(function, config.reward_kwargs.get(name, {}), name))
         weights.append(float(weight))
+    _log_reward_gates(config, functions)
     return functions, weights
+
+
+def _log_reward_gates(config: Config, functions: Sequence[RewardFn]) -> None:
+    """Say once at start which shaping rewards pay only with the task's core signal."""
+    notes: dict[str, list[str]] = {}
+    for name, function in zip(config.rewards, functions, strict=True):
+        note = getattr(function, "gate_note", None)
+        if note and config.reward_kwargs.get(name, {}).get("gate", True) is not False:
+            notes.setdefault(note, []).append(name)
+    for note, names in notes.items():
+        logger.info("reward gate on for %s: %s", ", ".join(names), note)
 
 
 # --------------------------------------------------------------------------- batch arithmetic
