@@ -14,7 +14,8 @@ and callers fall back to the static layer alone):
 2. Every real top-level directory of the host (``/etc``, ``/usr``, ``/var``, ``/opt``,
    ``/home``, ``/root``, ...) gets an overlayfs mount whose upper layer is in that tmpfs. ``/``
    itself stays read-only.
-3. bubblewrap runs the script (new user, PID, IPC and UTS namespaces, the sandbox's
+3. bubblewrap (the sandbox's own, :func:`autolearn.sandbox.isolation.bwrap_binary`) runs the
+   script (new user, PID, IPC and UTS namespaces, the sandbox's
    seccomp filter, ``--die-with-parent``) with ``/`` bound read-only, the overlaid directories
    and the working directory read-write, a private ``/tmp``, and a ``/dev`` that is a scratch
    directory holding only ``null``, ``zero``, ``full``, ``random``, ``urandom`` and ``tty``.
@@ -32,8 +33,11 @@ and callers fall back to the static layer alone):
    common TCP ports (:data:`TRAPPED_TCP_PORTS`). A DNS query or a connection to any host on
    those ports is a network attempt; other ports (and IPv6) are refused without trace.
 
-Processes are bounded only by the PID namespace and the wall clock (the static layer refuses
-floods and fork bombs before anything runs).
+Residual limits: inside, the commands are root of a user namespace mapped to the host's root
+(that is what makes a write to ``/etc`` succeed, and so visible), without capabilities; they
+can read files only root may read, but nothing leaves the run (no network, the work dir is a
+throw-away copy). Processes are bounded only by the PID namespace and the wall clock (the
+static layer refuses floods and fork bombs before anything runs).
 """
 
 from __future__ import annotations
@@ -107,7 +111,10 @@ class Observation:
 def observation_available() -> bool:
     """True on machines where :func:`observe_shell` works (root, unshare, bwrap, ip,
     overlayfs); probed once with a harmless script."""
-    if os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("unshare", "bwrap", "ip")):
+    from autolearn.sandbox.isolation import bwrap_binary
+
+    tools = [shutil.which("unshare"), shutil.which("ip"), bwrap_binary()]
+    if os.geteuid() != 0 or not all(tools):
         logger.info("behaviour observation of shell commands needs root, unshare, bwrap and ip")
         return False
     with tempfile.TemporaryDirectory(prefix="autolearn-observe-probe-") as work:
@@ -127,7 +134,7 @@ def observe_shell(script: str, workdir: Path, *, timeout_s: float = 10.0) -> Obs
 
 
 def _observe(script: str, workdir: Path, timeout_s: float) -> Observation:
-    from autolearn.sandbox.isolation import _seccomp_pipe
+    from autolearn.sandbox.isolation import _seccomp_pipe, bwrap_binary
 
     with tempfile.TemporaryDirectory(prefix="autolearn-observe-") as scratch:
         config = {
@@ -137,6 +144,7 @@ def _observe(script: str, workdir: Path, timeout_s: float) -> Observation:
             "timeout_s": timeout_s,
             "python": sys.executable,
             "bash": shutil.which("bash") or "/bin/bash",
+            "bwrap": bwrap_binary() or "bwrap",
             "dirs": [d for d in OVERLAID_DIRS if os.path.isdir(d) and not os.path.islink(d)],
             "scratch_mb": SCRATCH_MB,
         }
@@ -230,7 +238,7 @@ for kind, port in [(socket.SOCK_DGRAM, 53)] + [(socket.SOCK_STREAM, p) for p in 
         trap.listen(16)
     trap.setblocking(False)
     traps.append(trap)
-argv = ["bwrap", "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts"]
+argv = [config["bwrap"], "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts"]
 argv += ["--unshare-cgroup-try", "--die-with-parent", "--new-session"]
 argv += ["--hostname", "sandbox"]
 argv += ["--ro-bind", "/", "/"]
