@@ -15,10 +15,10 @@ and callers fall back to the static layer alone):
    ``/home``, ``/root``, ...) gets an overlayfs mount whose upper layer is in that tmpfs. ``/``
    itself stays read-only.
 3. bubblewrap (the sandbox's own, :func:`autolearn.sandbox.isolation.bwrap_binary`) runs the
-   script (new user, PID, IPC and UTS namespaces, the sandbox's
-   seccomp filter, ``--die-with-parent``) with ``/`` bound read-only, the overlaid directories
-   and the working directory read-write, a private ``/tmp``, and a ``/dev`` that is a scratch
-   directory holding only ``null``, ``zero``, ``full``, ``random``, ``urandom`` and ``tty``.
+   script in new user, PID, IPC and UTS namespaces, with the sandbox's seccomp filter and
+   ``--die-with-parent``: ``/`` bound read-only, the overlaid directories and the working
+   directory read-write, a private ``/tmp``, and a ``/dev`` that is a scratch directory
+   holding only ``null``, ``zero``, ``full``, ``random``, ``urandom`` and ``tty``.
 4. Inside, a non-dumpable runner forks a canary process (also non-dumpable) before starting
    bash, waits for bash (and the wall-clock limit), then reports through a pipe only it holds
    whether the canary is still alive.
