@@ -795,6 +795,23 @@ def test_checks_folder_is_read_only_inside_the_sandbox(tmp_path: Path) -> None:
     assert (work / "control.txt").read_text() == "written\n"  # positive control: it ran
 
 
+def test_planted_sitecustomize_and_fake_tests_do_not_fake_a_pass() -> None:
+    passing = "".join(f"def test_fake_{i}():\n    pass\n" for i in range(40))
+    sitecustomize = (
+        "for name in sitecustomize usercustomize; do\n"
+        "  printf 'import os\\nos._exit(0)\\n' > $name.py\n"
+        "done\n"
+        "mkdir -p lib/python3/site-packages && cp sitecustomize.py lib/python3/site-packages/"
+    )
+    fake_tests = (
+        f"cat > test_outputs.py <<'PY'\n{passing}PY\n"
+        "mkdir -p tests && cp test_outputs.py tests/test_outputs.py && cp test_outputs.py conftest.py"
+    )
+    scores = run_count_task(sitecustomize, fake_tests, SOLUTION, gate=False)
+    # only "app.log is untouched" passes for the two attacks; the honest solution passes all
+    assert scores == [pytest.approx(1 / 3), pytest.approx(1 / 3), 1.0]
+
+
 def test_background_processes_do_not_survive_into_the_checks() -> None:
     # Correct answer, plus a background loop that starts overwriting it after 0.3 s.
     # Reward 1.0 only if the loop died with the commands' sandbox run.
