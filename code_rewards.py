@@ -240,11 +240,13 @@ def _apply_gate(
     scores: Sequence[float | None],
     prompts: Sequence[Any],
     completions: Sequence[Any],
-    columns: dict[str, Any],
+    columns: Mapping[str, Any],
     limits: Limits,
+    *,
+    gate: bool,
 ) -> list[float | None]:
-    """Zero the scores of completions that pass no test unit (unless ``gate=False``)."""
-    if not columns.pop("gate", True):
+    """Zero the scores of completions that pass no test unit (unless ``gate`` is off)."""
+    if not gate:
         return list(scores)
     tests = _tests_of(columns, len(completions))
     if not any(tests):
@@ -274,12 +276,11 @@ def build_rewards(limits: Limits | None = None) -> dict[str, RewardFn]:
         ]
 
     def execution(
-        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+        prompts: Sequence[Any], completions: Sequence[Any], *, gate: bool = True, **columns: Any
     ) -> list[float | None]:
-        gate = columns.pop("gate", True)
         candidates, _, results = _run_batch(prompts, completions, columns, run_limits)
         scores = [score_execution(c, r) for c, r in zip(candidates, results, strict=True)]
-        return _apply_gate(scores, prompts, completions, {**columns, "gate": gate}, run_limits)
+        return _apply_gate(scores, prompts, completions, columns, run_limits, gate=gate)
 
     def performance(
         prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
@@ -297,25 +298,22 @@ def build_rewards(limits: Limits | None = None) -> dict[str, RewardFn]:
         return [1.0 if c.runnable else 0.0 for c in prepare_batch(prompts, completions, columns)]
 
     def lint(
-        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+        prompts: Sequence[Any], completions: Sequence[Any], *, gate: bool = True, **columns: Any
     ) -> list[float | None]:
-        gate = columns.pop("gate", True)
         scores = code_exec.lint_scores(prepare_batch(prompts, completions, columns))
-        return _apply_gate(scores, prompts, completions, {**columns, "gate": gate}, run_limits)
+        return _apply_gate(scores, prompts, completions, columns, run_limits, gate=gate)
 
     def complexity(
-        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+        prompts: Sequence[Any], completions: Sequence[Any], *, gate: bool = True, **columns: Any
     ) -> list[float | None]:
-        gate = columns.pop("gate", True)
         scores = code_exec.complexity_scores(prepare_batch(prompts, completions, columns))
-        return _apply_gate(scores, prompts, completions, {**columns, "gate": gate}, run_limits)
+        return _apply_gate(scores, prompts, completions, columns, run_limits, gate=gate)
 
     def type_safety(
-        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+        prompts: Sequence[Any], completions: Sequence[Any], *, gate: bool = True, **columns: Any
     ) -> list[float | None]:
-        gate = columns.pop("gate", True)
         scores = code_exec.type_scores(prepare_batch(prompts, completions, columns))
-        return _apply_gate(scores, prompts, completions, {**columns, "gate": gate}, run_limits)
+        return _apply_gate(scores, prompts, completions, columns, run_limits, gate=gate)
 
     functions: dict[str, RewardFn] = {
         "test_pass": test_pass,

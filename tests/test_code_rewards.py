@@ -457,3 +457,13 @@ def test_trainer_gets_run_status_metrics_and_column() -> None:
 def test_warm_up_analysis_runs_every_analyser() -> None:
     code_exec.warm_up_analysis()
     assert code_exec.mypy_cache_dir().is_dir()
+
+
+def test_gate_is_a_reward_setting_of_the_gated_components() -> None:
+    from autolearn.trainer import bind_reward_kwargs
+
+    for name in code_rewards.GATED:
+        bound = bind_reward_kwargs(code_rewards.REWARDS[name], {"gate": False}, name)
+        assert bound.__name__ == name
+    with pytest.raises(UserError, match="has no setting gate"):
+        bind_reward_kwargs(code_rewards.REWARDS["syntax"], {"gate": False}, "syntax")
