@@ -39,6 +39,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from autolearn.cli import plural
 from autolearn.errors import UserError
 from autolearn.sandbox import Driver, ExecResult, Limits, PythonJob, run_python_batch
 
@@ -634,7 +635,10 @@ def _scored_with_cache(
             fresh = compute(todo)
         except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
             logger.warning(
-                "%s failed on a batch of %d programs (scored None): %s", tool, len(todo), exc
+                "%s failed on a batch of %s (scored None): %s",
+                tool,
+                plural(len(todo), "program"),
+                exc,
             )
         else:
             for key, score in zip(todo, fresh, strict=True):
