@@ -4,7 +4,9 @@ Configuration and running:
     config       defaults < YAML < CLI merging, validation, saving the resolved config
     errors       ``UserError`` and the one-line error handler for entry scripts
     pipeline     the training flow every script shares (config, backend, model, data, train)
-    trainer      TRL GRPOTrainer setup, metrics, plots, checkpoints and the final merge
+    trainer      TRL GRPOTrainer setup, metrics, plots, Ctrl-C and SIGTERM, the final merge
+    rundir       the run folder: run.json, what a run may overwrite, checkpoints, resuming
+    gpu_memory   GPU memory of a run: training side, vLLM's share, device-wide peak
 
 Models:
     models       model backends (unsloth, transformers), name resolution, loading for inference

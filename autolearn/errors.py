@@ -9,7 +9,8 @@ from functools import wraps
 from typing import TypeVar
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM (timeout, SLURM, docker stop)
 
 T = TypeVar("T")
 
@@ -25,13 +26,25 @@ class UserError(Exception):
         self.exit_code = exit_code
 
 
+class NothingToDoError(Exception):
+    """The command has nothing left to do (``--resume`` of a finished run): a note, exit 0."""
+
+
+class Aborted(KeyboardInterrupt):
+    """A second interrupt signal: stop at once, with the exit code that signal calls for."""
+
+    def __init__(self, exit_code: int = EXIT_INTERRUPTED) -> None:
+        super().__init__()
+        self.exit_code = exit_code
+
+
 def one_line(message: str) -> str:
     """Collapse whitespace so an error message fits on one terminal line."""
     return " ".join(str(message).split())
 
 
 def run_main(main: Callable[[], T]) -> Callable[[], T]:
-    """Wrap a script's ``main`` so that ``UserError`` and Ctrl-C end with one line, not a traceback."""
+    """Wrap a script's ``main``: ``UserError``, Ctrl-C and "nothing to do" end with one line, not a traceback."""
 
     @wraps(main)
     def wrapper() -> T:
@@ -40,8 +53,11 @@ def run_main(main: Callable[[], T]) -> Callable[[], T]:
         except UserError as exc:
             sys.stderr.write(f"error: {one_line(str(exc))}\n")
             raise SystemExit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except NothingToDoError as exc:
+            sys.stderr.write(f"{one_line(str(exc))}\n")
+            raise SystemExit(0) from None
+        except KeyboardInterrupt as exc:
             logging.getLogger("autolearn").warning("interrupted")
-            raise SystemExit(EXIT_INTERRUPTED) from None
+            raise SystemExit(getattr(exc, "exit_code", EXIT_INTERRUPTED)) from None
 
     return wrapper

@@ -262,6 +262,7 @@ class ScoredSample:
     tests_passed: int
     tests_total: int
     duration_s: float
+    verdict: str = ""  # "isolated" or "in_process" for samples that ran, "" for the others
 
     def record(self) -> dict[str, Any]:
         """The JSON object written for this sample."""
@@ -274,6 +275,7 @@ class ScoredSample:
             "tests_passed": self.tests_passed,
             "tests_total": self.tests_total,
             "duration_s": round(self.duration_s, 4),
+            "verdict": self.verdict,
         }
 
 
@@ -334,6 +336,7 @@ def _scored(sample: Sample, candidate: Candidate, result: ExecResult | None) -> 
         tests_passed=result.tests_passed,
         tests_total=result.tests_total,
         duration_s=result.duration_s,
+        verdict=result.verdict,
     )
 
 
@@ -711,8 +714,15 @@ def build_summary(
         "skipped_k": {f"pass@{k}": reason for k, reason in run.pass_k.skipped.items()},
         "statuses": dict(Counter(s.status for s in run.scored).most_common()),
         "isolation": isolation_level(),
+        "isolated_share": isolated_share(run.scored),
         "results_file": str(results_path),
     }
+
+
+def isolated_share(scored: Sequence[ScoredSample]) -> float | None:
+    """Share of the samples that ran whose verdicts were isolated from the candidate's process."""
+    ran = [s for s in scored if s.verdict]
+    return round(sum(s.verdict == "isolated" for s in ran) / len(ran), 4) if ran else None
 
 
 def write_results(path: Path, scored: Sequence[ScoredSample]) -> None:
@@ -751,6 +761,8 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
         table.add_row(key.replace("_", " "), str(summary[key]))
     for status, count in summary["statuses"].items():
         table.add_row(f"  {status}", str(count))
+    if summary.get("isolated_share") is not None:
+        table.add_row("isolated verdicts", f"{summary['isolated_share']:.1%}")
     for key in ("generation_s", "scoring_s"):
         if key in summary:
             table.add_row(key.replace("_s", " (s)"), f"{summary[key]:.1f}")

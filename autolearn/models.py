@@ -59,6 +59,11 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def main_process() -> bool:
+    """Whether this is the process that writes the run's files (rank 0, or the only one)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def select_backend(
     requested: str, *, cuda: bool, unsloth_installed: bool, processes: int = 1
 ) -> str:

@@ -1,30 +1,36 @@
 """The training flow every training script shares, from resolved config to saved model.
 
-0. (the script, after :func:`start_run`) build the dataset, so that bad data fails before a
-   model loads;
-1. check the batch arithmetic and the output folder (checkpoints of an earlier run, or none
-   to resume from);
-2. pick the backend, importing Unsloth first when it is chosen;
+0. :func:`start_run`: resolve the config, check the environment (reporting packages) and the
+   output folder (:mod:`autolearn.rundir`), then pick the backend, importing Unsloth before
+   anything imports transformers, peft or trl;
+1. (the script) build the dataset, so that bad data fails before a model loads;
+2. :func:`run_training`: check the batch arithmetic and the output folder once more;
 3. load the model with LoRA;
-4. drop prompts longer than ``max_prompt_length`` tokens;
-5. run GRPO and save.
+4. drop prompts longer than ``max_prompt_length`` tokens (training and held-out), and cap
+   the held-out prompts at ``training.eval_max_prompts``;
+5. run GRPO (evaluating on the held-out prompts every ``eval_steps``) and save.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from autolearn.config import Config, load_config
+from autolearn.errors import UserError
+from autolearn.heldout import HeldOut
 from autolearn.models import (
     cuda_available,
     load_training_model,
+    main_process,
     package_available,
     select_backend,
     world_size,
 )
+from autolearn.rundir import check_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +40,64 @@ def start_run(
 ) -> Config:
     """Resolve the run's config from ``defaults``, ``--config`` and the flags; set up logging.
 
-    Also checks the output folder against ``--resume`` now, before the dataset is built.
+    Also checks the reporting packages and the output folder now, before the dataset is built, and then picks the backend: Unsloth, when
+    chosen, must be imported before transformers, peft and trl, which building the dataset
+    and the rewards may import.
     """
     config = load_config(defaults, args, finalize)
-    from autolearn.trainer import checkpoint_to_resume, setup_logging
+    from autolearn.trainer import setup_logging
 
     setup_logging(args.verbose)
-    checkpoint_to_resume(
-        Path(config.training.output_dir), resume=bool(getattr(args, "resume", False))
-    )
+    check_reporting(config.training.report_to)
+    check_output_dir(config, resume=bool(getattr(args, "resume", False)), claim=False)
+    choose_backend(config)
     return config
+
+
+# The package each ``report_to`` integration imports (transformers' integrations).
+REPORTING_PACKAGES = {
+    "azure_ml": "azureml",
+    "comet_ml": "comet_ml",
+    "mlflow": "mlflow",
+    "neptune": "neptune",
+    "tensorboard": "tensorboard",
+    "trackio": "trackio",
+    "wandb": "wandb",
+    "codecarbon": "codecarbon",
+    "clearml": "clearml",
+    "dagshub": "dagshub",
+    "flyte": "flytekit",
+    "dvclive": "dvclive",
+    "swanlab": "swanlab",
+    "kubeflow": "kubeflow",
+}
+
+
+def check_reporting(report_to: str) -> None:
+    """Refuse a ``report_to`` integration whose package is not installed (before the load)."""
+    package = REPORTING_PACKAGES.get(report_to)
+    if package is None or package_available(package):
+        return
+    if report_to == "tensorboard" and package_available("tensorboardX"):
+        return
+    raise UserError(
+        f"--report_to {report_to} needs the {package} package, which is not installed: "
+        f"pip install {package}, or use --report_to none"
+    )
+
+
+def check_output_dir(config: Config, *, resume: bool, claim: bool) -> str | None:
+    """Check the output folder for this run (see :func:`autolearn.rundir.check_run_dir`).
+
+    With ``claim``, the main process also takes the folder for the run (writes ``run.json``).
+    """
+    return check_run_dir(
+        Path(config.training.output_dir),
+        resume=resume,
+        max_steps=config.training.max_steps,
+        claim=claim and main_process(),
+        writer=main_process(),
+    )
 
 
 def choose_backend(config: Config) -> str:
@@ -72,20 +126,33 @@ def run_training(
     registry: Mapping[str, Callable[..., Any]],
     *,
     resume: bool = False,
+    heldout: HeldOut | None = None,
 ) -> Path:
-    """Train on ``dataset`` (with a chat ``prompt`` column) with GRPO as ``config`` says."""
+    """Train on ``dataset`` (with a chat ``prompt`` column) with GRPO as ``config`` says.
+
+    ``heldout`` is scored every ``training.eval_steps`` steps (see :mod:`autolearn.heldout`).
+    """
     from autolearn.data import drop_long_prompts
-    from autolearn.trainer import (
-        check_batch_shape,
-        check_reward_kwargs,
-        checkpoint_to_resume,
-        train,
-    )
+    from autolearn.heldout import cap_prompts
+    from autolearn.trainer import check_batch_shape, check_reward_kwargs, train
 
     check_reward_kwargs(config, registry)
     check_batch_shape(config)
-    checkpoint_to_resume(Path(config.training.output_dir), resume=resume)
+    check_reporting(config.training.report_to)
+    check_output_dir(config, resume=resume, claim=True)
     backend = choose_backend(config)
     tm = load_training_model(config.model, backend, seed=config.training.seed)
-    dataset = drop_long_prompts(dataset, tm.tokenizer, config.training.max_prompt_length)
-    return train(config, tm, dataset, registry, resume=resume)
+    t = config.training
+    dataset = drop_long_prompts(dataset, tm.tokenizer, t.max_prompt_length)
+    if heldout is not None and t.eval_steps > 0:
+        rows = drop_long_prompts(heldout.dataset, tm.tokenizer, t.max_prompt_length)
+        heldout = replace(heldout, dataset=cap_prompts(rows, t.eval_max_prompts))
+        logger.info(
+            "held-out evaluation: %d prompts x %d completion(s) (%s) at step 0, every %d steps "
+            "and at the end",
+            len(heldout.dataset),
+            t.eval_num_samples,
+            "greedy" if t.eval_num_samples == 1 else f"sampled at temperature {t.temperature:g}",
+            t.eval_steps,
+        )
+    return train(config, tm, dataset, registry, resume=resume, heldout=heldout)

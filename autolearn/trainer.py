@@ -2,19 +2,25 @@
 
 The scripts call :func:`train` with a resolved :class:`~autolearn.config.Config`, a
 dataset and a reward registry; everything about TRL lives here. Outputs in
-``training.output_dir``:
+``training.output_dir`` (the folder rules are in :mod:`autolearn.rundir`):
 
-    config.yaml         the resolved config of the run
-    metrics.jsonl       one JSON line per logging step (loss, reward, each reward component,
-                        the wall time of the step and, on a GPU, peak memory so far)
-    reward_curve.png    reward per step, total and per component (at every save and the end)
-    checkpoint-N/       resumable checkpoints every ``save_steps`` (and on Ctrl-C)
+    run.json            what the run resolved (backend, precision, rollout engine) beside what
+                        was asked, its sessions, status and TRL's end-of-run summary
+    config.yaml         the merged config of the run
+    metrics.jsonl       one JSON line per logged step (loss, reward, each reward component,
+                        the wall time of the step and, on a GPU, memory: training side,
+                        vLLM's share and the device-wide peak)
+    reward_curve.png    reward per step, total and per component (at every save and the end),
+                        above the held-out scores when the run evaluates (autolearn.heldout)
+    best/, best.json    the adapter that scored best on the held-out prompts, its step and score
+    checkpoint-N/       resumable checkpoints every ``save_steps`` (and on Ctrl-C or SIGTERM)
     adapter/            the final LoRA adapter and tokenizer
     merged/             the LoRA merged into the base weights, loadable with plain transformers
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -33,13 +39,24 @@ from typing import Any
 
 from autolearn.cli import plural
 from autolearn.config import Config, parse_reward_spec, save_config
-from autolearn.errors import EXIT_INTERRUPTED, UserError
+from autolearn.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Aborted, UserError
+from autolearn.gpu_memory import RunMemory
+from autolearn.heldout import HeldOut, build_evaluator, draw_heldout, is_eval_row
+from autolearn.heldout import make_callback as make_heldout_callback
 from autolearn.models import (
     TrainingModel,
     cuda_available,
     merge_adapter_into_base,
     prepare_trainer,
     world_size,
+)
+from autolearn.rundir import (
+    checkpoint_step,
+    checkpoint_to_resume,
+    file_sha256,
+    finished_at,
+    trim_metrics,
+    update_run_record,
 )
 
 logger = logging.getLogger(__name__)
@@ -135,7 +152,19 @@ def build_rewards(
         function = resolve_reward(name, registry)
         functions.append(bind_reward_kwargs(function, config.reward_kwargs.get(name, {}), name))
         weights.append(float(weight))
+    _log_reward_gates(config, functions)
     return functions, weights
+
+
+def _log_reward_gates(config: Config, functions: Sequence[RewardFn]) -> None:
+    """Say once at start which shaping rewards pay only with the task's core signal."""
+    notes: dict[str, list[str]] = {}
+    for name, function in zip(config.rewards, functions, strict=True):
+        note = getattr(function, "gate_note", None)
+        if note and config.reward_kwargs.get(name, {}).get("gate", True) is not False:
+            notes.setdefault(note, []).append(name)
+    for note, names in notes.items():
+        logger.info("reward gate on for %s: %s", ", ".join(names), note)
 
 
 # --------------------------------------------------------------------------- batch arithmetic
@@ -205,10 +234,11 @@ def grpo_config(config: Config, tm: TrainingModel, weights: list[float]) -> Any:
         "remove_unused_columns": False,
         "ddp_find_unused_parameters": False,  # LoRA uses every adapter weight in each step
         "ddp_timeout": t.ddp_timeout,  # a crashed rank stops the others after this many seconds
-        "disable_tqdm": False,
+        "disable_tqdm": not sys.stderr.isatty(),  # a redirected log gets one line per step
     }
     if tm.vllm:
         kwargs["use_vllm"] = True
+        kwargs["vllm_importance_sampling_correction"] = t.vllm_importance_sampling_correction
         if tm.backend == "transformers":
             kwargs["vllm_mode"] = t.vllm_mode
             if t.vllm_mode == "server":  # generation on a `trl vllm-serve` process of its own
@@ -273,9 +303,14 @@ class RolloutClock:
 
 
 def make_callbacks(
-    output_dir: Path, interrupt: InterruptFlag, rollouts: RolloutClock | None = None
+    output_dir: Path,
+    interrupt: InterruptFlag,
+    rollouts: RolloutClock | None = None,
+    memory: RunMemory | None = None,
+    *,
+    interactive: bool = True,
 ) -> list[Any]:
-    """Our callbacks: progress bar with reward, metrics file, reward plot, Ctrl-C handling."""
+    """Our callbacks: progress (a bar, or log lines), metrics file, reward plot, signals."""
     from transformers.trainer_callback import ProgressCallback, TrainerCallback
 
     class RewardProgressCallback(ProgressCallback):
@@ -290,8 +325,17 @@ def make_callbacks(
                 self.training_bar.set_postfix(reward=f"{logs['reward']:.3f}", refresh=False)
                 self.training_bar.write(format_log_line(logs, state.global_step, state.max_steps))
 
+    class RewardLogCallback(TrainerCallback):
+        """The same line per log as a log record, for output that is not a terminal."""
+
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
+        ) -> None:
+            if state.is_world_process_zero and logs and "reward" in logs:
+                logger.info("%s", format_log_line(logs, state.global_step, state.max_steps))
+
     class MetricsCallback(TrainerCallback):
-        """Append every log to ``metrics.jsonl`` and redraw the reward curve at each save."""
+        """Append each step's log to ``metrics.jsonl``; redraw the reward curve at each save."""
 
         step_started = 0.0
         step_seconds: float | None = None
@@ -303,16 +347,22 @@ def make_callbacks(
         def on_log(
             self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
         ) -> None:
-            if state.is_world_process_zero and logs:
-                record = {"step": state.global_step, **_jsonable(logs)}
-                if self.step_seconds is not None and "reward" in logs:
-                    record["step_seconds"] = round(self.step_seconds, 3)
-                    if self.rollout_seconds is not None:
-                        record["rollout_seconds"] = round(self.rollout_seconds, 3)
-                    if (peak := gpu_peak_gib()) is not None:
-                        record["gpu_peak_gib"] = peak
-                with (output_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
+            if not state.is_world_process_zero or not logs:
+                return
+            if is_run_summary(logs):  # not a step: it would repeat the last step's number
+                update_run_record(
+                    output_dir, summary={"step": state.global_step, **_jsonable(logs)}
+                )
+                return
+            record = {"step": state.global_step, **_jsonable(logs)}
+            if self.step_seconds is not None and "reward" in logs:
+                record["step_seconds"] = round(self.step_seconds, 3)
+                if self.rollout_seconds is not None:
+                    record["rollout_seconds"] = round(self.rollout_seconds, 3)
+                if memory is not None:
+                    record.update(memory.fields())
+            with (output_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.is_world_process_zero:
@@ -321,21 +371,19 @@ def make_callbacks(
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.step_seconds = time.perf_counter() - self.step_started
             self.rollout_seconds = rollouts.take() if rollouts is not None else None
-            if agree_on_interrupt(interrupt.requested, args.device):
-                interrupt.requested = True  # also on processes that did not see the signal
+            agreed = agree_on_interrupt(interrupt.signum, args.device)
+            if agreed:
+                interrupt.signum = agreed  # also on processes that did not see the signal
                 control.should_save = True
                 control.should_training_stop = True
 
-    return [RewardProgressCallback(), MetricsCallback()]
+    progress = RewardProgressCallback() if interactive else RewardLogCallback()
+    return [progress, MetricsCallback()]
 
 
-def gpu_peak_gib() -> float | None:
-    """Peak memory allocated by torch on this process's GPU so far, or ``None`` without CUDA."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+def is_run_summary(logs: Mapping[str, Any]) -> bool:
+    """Whether a log is the trainer's end-of-run summary (runtime, samples/s, mean loss)."""
+    return "train_runtime" in logs
 
 
 def _jsonable(logs: Mapping[str, Any]) -> dict[str, Any]:
@@ -357,9 +405,59 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     ]
 
 
+# --------------------------------------------------------------------------- plot
+
+PlotPanel = Callable[[Any, list[dict[str, Any]]], None]  # (matplotlib Axes, metrics rows)
+
+
+def smoothing_window(points: int) -> int:
+    """Steps averaged by the smoothed lines: about the square root of the steps, 1 for few."""
+    return 1 if points < 5 else min(50, round(math.sqrt(points)))
+
+
+def moving_average(values: Sequence[float | None], window: int) -> list[float]:
+    """Trailing mean over ``window`` values; missing ones (``None``, NaN) are left out."""
+    out = []
+    for end in range(1, len(values) + 1):
+        chunk = [
+            v for v in values[max(0, end - window) : end] if v is not None and math.isfinite(v)
+        ]
+        out.append(sum(chunk) / len(chunk) if chunk else math.nan)
+    return out
+
+
+def draw_reward_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """Total reward and each component per step: faint raw values under a moving average."""
+    from matplotlib.ticker import MaxNLocator
+
+    steps = [r["step"] for r in rows]
+    window = smoothing_window(len(rows))
+    components = sorted(
+        {k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")}
+    )
+    series = [("reward (weighted sum)", "reward", 2.2)]
+    series += [(key.split("/")[1], key, 1.2) for key in components]
+    for index, (label, key, width) in enumerate(series):
+        values = [r.get(key) for r in rows]
+        color = f"C{index}"
+        if window > 1:
+            raw = [math.nan if v is None else v for v in values]
+            ax.plot(steps, raw, color=color, linewidth=0.8, alpha=0.25)
+        ax.plot(steps, moving_average(values, window), color=color, linewidth=width, label=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean reward")
+    smoothed = f" (mean of the last {window} steps; faint: each step)" if window > 1 else ""
+    ax.set_title("GRPO reward" + smoothed)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def plot_rewards(metrics_path: Path, png_path: Path) -> Path | None:
-    """Draw the total reward and each reward component against the step."""
-    rows = [r for r in read_metrics(metrics_path) if r.get("reward") is not None]
+    """Draw the plot's panels (one function each, see :data:`PlotPanel`) from ``metrics.jsonl``:
+    the rewards, and the held-out scores when the run evaluates."""
+    every_row = read_metrics(metrics_path)
+    rows = [r for r in every_row if r.get("reward") is not None]
     if not rows:
         return None
     import matplotlib
@@ -367,61 +465,77 @@ def plot_rewards(metrics_path: Path, png_path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    steps = [r["step"] for r in rows]
-    ax.plot(steps, [r["reward"] for r in rows], label="reward (weighted sum)", linewidth=2.2)
-    components = sorted(
-        {k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")}
-    )
-    for key in components:
-        values = [r.get(key, math.nan) for r in rows]
-        ax.plot(steps, values, label=key.split("/")[1], linewidth=1, alpha=0.8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean reward")
-    ax.set_title("GRPO reward")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    panels: list[tuple[PlotPanel, list[dict[str, Any]]]] = [(draw_reward_panel, rows)]
+    if eval_rows := [r for r in every_row if is_eval_row(r)]:
+        panels.append((draw_heldout, eval_rows))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 4.5 * len(panels)), squeeze=False)
+    for ax, (panel, panel_rows) in zip(axes[:, 0], panels, strict=True):
+        panel(ax, panel_rows)
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
     return png_path
 
 
-# --------------------------------------------------------------------------- Ctrl-C
+# --------------------------------------------------------------------------- Ctrl-C and SIGTERM
+
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
+def exit_code_for(signum: int) -> int:
+    """The exit status a stopped run ends with: 130 after Ctrl-C, 143 after SIGTERM."""
+    return EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
 
 
 @dataclass
 class InterruptFlag:
-    """Set by the first Ctrl-C; training then saves a checkpoint and stops after the step."""
+    """The first stop signal seen (0: none); training then saves and stops after the step."""
 
-    requested: bool = False
+    signum: int = 0
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop was asked for."""
+        return self.signum != 0
+
+    @property
+    def name(self) -> str:
+        """How the user asked: ``Ctrl-C`` or ``SIGTERM``."""
+        return STOP_SIGNALS.get(signal.Signals(self.signum), "a signal") if self.signum else ""
 
 
 class GracefulInterrupt:
-    """First Ctrl-C: finish the step, checkpoint, stop. Second Ctrl-C: stop at once."""
+    """First Ctrl-C or SIGTERM: finish the step, checkpoint, stop. A second one: stop at once.
+
+    SIGTERM is what ``timeout``, SLURM and ``docker stop`` send before they kill.
+    """
 
     def __init__(self) -> None:
         self.flag = InterruptFlag()
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self.flag.requested:
-            raise KeyboardInterrupt
-        self.flag.requested = True
+            raise Aborted(exit_code_for(signum))
+        self.flag.signum = signum
+        name = self.flag.name
         logger.warning(
-            "Ctrl-C: saving a checkpoint after this step, then stopping (Ctrl-C again to abort)"
+            "%s: saving a checkpoint after this step, then stopping (%s again to abort)",
+            name,
+            name,
         )
 
     def __enter__(self) -> InterruptFlag:
-        self._previous = signal.signal(signal.SIGINT, self._handler)
+        self._previous = {s: signal.signal(s, self._handler) for s in STOP_SIGNALS}
         return self.flag
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
-def agree_on_interrupt(requested: bool, device: Any) -> bool:
-    """Whether any process saw Ctrl-C, so that every process stops after the same step.
+def agree_on_interrupt(signum: int, device: Any) -> int:
+    """The stop signal any process saw (0: none), so that every process stops after the same step.
 
     Under ``torch.distributed`` this is one all-reduce of a single number (on ``device``,
     which NCCL needs to be this process's GPU); a lone process decides by itself.
@@ -430,63 +544,76 @@ def agree_on_interrupt(requested: bool, device: Any) -> bool:
     import torch.distributed as dist
 
     if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() < 2:
-        return requested
-    flag = torch.tensor([int(requested)], device=device)
+        return signum
+    flag = torch.tensor([signum], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+    return int(flag.item())
 
 
 # --------------------------------------------------------------------------- train and save
 
 
-def last_checkpoint(output_dir: Path) -> str | None:
-    """The newest ``checkpoint-N`` directory in ``output_dir``, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
+def keep_model_card_out(trainer: Any) -> None:
+    """Stop TRL from writing its model card, ``README.md``, into the run folder.
 
-    if not output_dir.is_dir():
-        return None
-    return get_last_checkpoint(str(output_dir))
-
-
-def checkpoint_to_resume(output_dir: Path, *, resume: bool) -> str | None:
-    """The checkpoint the run continues from: the newest one with ``resume``, none otherwise.
-
-    A fresh run into a folder with an earlier run's checkpoints is refused: checkpoint
-    rotation (``save_total_limit``) would delete the new run's checkpoints first, and
-    ``--resume`` would later pick the old run's newest one.
+    ``GRPOTrainer._save_checkpoint`` calls ``create_model_card``, which writes
+    ``output_dir/README.md`` at every checkpoint, over whatever README is there. A run never
+    pushes to the hub; PEFT still writes its own card into each checkpoint and ``adapter/``.
     """
-    checkpoint = last_checkpoint(output_dir)
-    if resume and checkpoint is None:
-        raise UserError(f"--resume: no checkpoint-N directory in {output_dir}")
-    if not resume and checkpoint is not None:
-        raise UserError(
-            f"{output_dir} already holds checkpoints of an earlier run: pass --resume to "
-            "continue it, or choose another --output_dir"
-        )
-    return checkpoint
+    trainer.create_model_card = lambda *args, **kwargs: None
 
 
-def checkpoint_step(checkpoint: str | Path) -> int:
-    """The global step a ``checkpoint-N`` directory was saved at (its N)."""
-    return int(Path(checkpoint).name.rpartition("-")[2])
+def rollout_engine(tm: TrainingModel, config: Config) -> str:
+    """What generates the completions: vLLM (and whose) or transformers' ``generate``."""
+    t = config.training
+    if not tm.vllm:
+        return "transformers generate"
+    if tm.backend == "unsloth":
+        return "vllm (unsloth, colocated)"
+    if t.vllm_mode == "server":
+        return f"vllm (trl server {t.vllm_server_host}:{t.vllm_server_port})"
+    return "vllm (trl colocate)"
 
 
-def trim_metrics(path: Path, last_step: int) -> None:
-    """Drop the rows of ``metrics.jsonl`` logged after ``last_step``.
+def resolved_settings(config: Config, tm: TrainingModel, args: Any) -> dict[str, Any]:
+    """What the run resolved on this machine, for ``run.json`` and the config's header."""
+    return {
+        "backend": tm.backend,
+        "device": "cuda" if cuda_available() else "cpu",
+        "processes": world_size(),
+        "weights": weight_precision(tm),
+        "compute_dtype": "bfloat16" if args.bf16 else "float16" if args.fp16 else "float32",
+        "rollouts": rollout_engine(tm, config),
+    }
 
-    A run that died after its last checkpoint logged steps that the resumed run logs again.
-    """
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # blank, or torn by the crash
-            continue
-        if row.get("step", 0) <= last_step:
-            kept.append(line + "\n")
-    path.write_text("".join(kept), encoding="utf-8")
+
+def asked_settings(config: Config) -> dict[str, Any]:
+    """The settings that ``resolved_settings`` resolves, as the config asked for them."""
+    m = config.model
+    return {
+        "backend": m.backend,
+        "load_in_fp8": m.load_in_fp8,
+        "dtype": m.dtype,
+        "fast_inference": m.fast_inference,
+    }
+
+
+def record_run_start(config: Config, tm: TrainingModel, args: Any, output_dir: Path) -> None:
+    """Write ``config.yaml`` and record what was asked and what was resolved in ``run.json``."""
+    resolved = resolved_settings(config, tm, args)
+    header = (
+        "The config of this run: built-in defaults < your YAML < your flags.\n"
+        f"Resolved here: backend {resolved['backend']}, {resolved['weights']} weights on "
+        f"{resolved['device']},\nrollouts via {resolved['rollouts']} (more in run.json)."
+    )
+    save_config(config, output_dir / "config.yaml", header=header)
+    update_run_record(
+        output_dir,
+        status="training",
+        config_sha256=file_sha256(output_dir / "config.yaml"),
+        asked=asked_settings(config),
+        resolved=resolved,
+    )
 
 
 def train(
@@ -496,8 +623,12 @@ def train(
     registry: Mapping[str, RewardFn],
     *,
     resume: bool = False,
+    heldout: HeldOut | None = None,
 ) -> Path:
-    """Run GRPO and save the adapter and the merged model; returns the output directory."""
+    """Run GRPO and save the adapter and the merged model; returns the output directory.
+
+    With ``training.eval_steps`` and a ``heldout`` set, the run is evaluated on it as it goes.
+    """
     from trl import GRPOTrainer
 
     output_dir = Path(config.training.output_dir)
@@ -512,24 +643,26 @@ def train(
         processing_class=tm.tokenizer,
     )
     prepare_trainer(trainer, tm)
+    keep_model_card_out(trainer)
     rollouts = RolloutClock()
     rollouts.attach(trainer)
     primary = trainer.is_world_process_zero()
     if primary:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, output_dir / "config.yaml")
+        record_run_start(config, tm, args, output_dir)
         if resume_from is None:
             (output_dir / "metrics.jsonl").unlink(missing_ok=True)
         else:
             trim_metrics(output_dir / "metrics.jsonl", checkpoint_step(resume_from))
-    from transformers.trainer_callback import ProgressCallback
-
-    with GracefulInterrupt() as interrupt:
-        trainer.remove_callback(ProgressCallback)
-        for callback in make_callbacks(output_dir, interrupt, rollouts):
-            trainer.add_callback(callback)
-        log_run_header(config, tm, dataset, weights)
-        trainer.train(resume_from_checkpoint=resume_from)
+    if resume_from is not None and finished_at(resume_from, config.training.max_steps):
+        return save_unsaved_final_model(trainer, tm, output_dir, resume_from)
+    log_run_header(config, tm, dataset, weights)
+    extra = []
+    if heldout is not None and config.training.eval_steps > 0:
+        evaluator = build_evaluator(
+            heldout, config, reward_functions=functions, reward_weights=weights
+        )
+        extra.append(make_heldout_callback(evaluator, trainer, tm))
+    interrupt = run_grpo(trainer, tm, output_dir, resume_from, rollouts, extra_callbacks=extra)
     if primary:
         plot_rewards(output_dir / "metrics.jsonl", output_dir / "reward_curve.png")
     step = trainer.state.global_step
@@ -539,11 +672,93 @@ def train(
             step,
             output_dir / f"checkpoint-{step}",
         )
-        raise SystemExit(EXIT_INTERRUPTED)
+        if primary:
+            update_run_record(output_dir, status=f"stopped at step {step} by {interrupt.name}")
+        raise SystemExit(exit_code_for(interrupt.signum))
     if interrupt.requested:
-        logger.info("Ctrl-C came during the last step; the run is complete, saving it as usual")
+        logger.info(
+            "%s came during the last step; the run is complete, saving it as usual",
+            interrupt.name,
+        )
     save_final_model(trainer, tm, output_dir)
+    if primary:
+        update_run_record(output_dir, status=f"finished at step {step}")
     return output_dir
+
+
+def run_grpo(
+    trainer: Any,
+    tm: TrainingModel,
+    output_dir: Path,
+    resume_from: str | None,
+    rollouts: RolloutClock,
+    *,
+    extra_callbacks: Sequence[Any] = (),
+) -> InterruptFlag:
+    """Train with our callbacks, Ctrl-C/SIGTERM handling and memory figures; returns the flag.
+
+    ``extra_callbacks`` (held-out evaluation) run after ours in each event, so a step's time
+    and the stop decision are settled before they start.
+    """
+    primary = trainer.is_world_process_zero()
+    interactive = not trainer.args.disable_tqdm
+    memory = RunMemory()
+    with GracefulInterrupt() as interrupt, progress_output(interactive):
+        remove_progress_callbacks(trainer)
+        for callback in make_callbacks(
+            output_dir, interrupt, rollouts, memory, interactive=interactive
+        ):
+            trainer.add_callback(callback)
+        for callback in extra_callbacks:
+            trainer.add_callback(callback)
+        memory.start(trainer.model, vllm=tm.vllm)
+        try:
+            trainer.train(resume_from_checkpoint=resume_from)
+        except BaseException as exc:  # a crash or a second Ctrl-C: say so in run.json
+            if primary:
+                step = trainer.state.global_step
+                update_run_record(
+                    output_dir, status=f"died in step {step + 1} ({type(exc).__name__})"
+                )
+            raise
+        finally:
+            memory.stop()
+    return interrupt
+
+
+def save_unsaved_final_model(
+    trainer: Any, tm: TrainingModel, output_dir: Path, checkpoint: str
+) -> Path:
+    """Save ``adapter/`` and ``merged/`` from the last checkpoint of a run whose final save
+    did not finish, without training another step."""
+    step = checkpoint_step(checkpoint)
+    logger.info(
+        "the run is already at step %d, but its final model was not saved: saving it from %s",
+        step,
+        checkpoint,
+    )
+    trainer._load_from_checkpoint(checkpoint)
+    save_final_model(trainer, tm, output_dir)
+    if trainer.is_world_process_zero():
+        update_run_record(output_dir, status=f"finished at step {step}")
+    return output_dir
+
+
+def remove_progress_callbacks(trainer: Any) -> None:
+    """Drop the trainer's own progress output; :func:`make_callbacks` brings ours."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+
+
+def progress_output(interactive: bool) -> Any:
+    """While the bar is drawn, route console log lines through tqdm so none lands on the bar."""
+    if not interactive:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
 
 
 def log_run_header(config: Config, tm: TrainingModel, dataset: Any, weights: list[float]) -> None:
@@ -557,7 +772,7 @@ def log_run_header(config: Config, tm: TrainingModel, dataset: Any, weights: lis
         tm.backend,
         weight_precision(tm),
         device,
-        "vLLM" if tm.vllm else "transformers generate",
+        rollout_engine(tm, config),
     )
     logger.info(
         "dataset %s: %s | %s x %d generations per step (%s x batch %d x accumulation %d) | %s",
@@ -623,6 +838,10 @@ def setup_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
     )
     main_process = int(os.environ.get("RANK", "0")) == 0
+    if not sys.stderr.isatty():  # a redirected log: no progress bars from datasets, the hub
+        # or weight loading (transformers reads the hub's setting), set before they import
+        for variable in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(variable, "1")
     level = (logging.DEBUG if verbose else logging.INFO) if main_process else logging.ERROR
     logging.getLogger("autolearn").setLevel(level)
     if not main_process:  # one console voice under accelerate launch: rank 0's

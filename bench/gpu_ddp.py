@@ -79,7 +79,9 @@ def launch(
         "merged_saved": (out / "merged" / "config.json").is_file(),
         "samples_per_s_per_gpu": round(per_gpu, 3) if per_gpu else None,
         "samples_per_s_total": round(per_gpu * processes, 3) if per_gpu else None,
-        "gpu_peak_gib_rank0": max((r.get("gpu_peak_gib") or 0 for r in steps_rows), default=None),
+        "gpu_train_peak_gib_rank0": max(
+            (r.get("gpu_train_peak_gib") or 0 for r in steps_rows), default=None
+        ),
         "loss_last": steps_rows[-1].get("loss") if steps_rows else None,
         "log_tail": tail if rc != 0 else "",
     }

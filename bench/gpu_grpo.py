@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import itertools
 import json
 import logging
 import os
@@ -43,7 +42,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -53,6 +51,12 @@ from typing import Any, cast
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from autolearn.gpu_memory import (  # noqa: E402  (after the sys.path line above)
+    DeviceMemoryPoller,
+    cuda_tensor_bytes,
+    vllm_share_bytes,
+)
 
 logger = logging.getLogger("bench.gpu_grpo")
 
@@ -181,67 +185,6 @@ def synchronize() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-
-
-def plain_tensors(tensor: Any) -> list[Any]:
-    """The ordinary tensors holding a tensor's data (a torchao FP8 tensor holds several)."""
-    flatten = getattr(type(tensor), "__tensor_flatten__", None)
-    if flatten is not None:
-        names, _ = tensor.__tensor_flatten__()
-        return [t for name in names for t in plain_tensors(getattr(tensor, name))]
-    return [tensor]
-
-
-def cuda_tensor_bytes(model: Any) -> int:
-    """Bytes of the distinct GPU storages behind a model's parameters and buffers."""
-    seen: set[int] = set()
-    total = 0
-    for outer in itertools.chain(model.parameters(), model.buffers()):
-        try:
-            inner = plain_tensors(outer)
-        except (AttributeError, RuntimeError):
-            inner = [outer]
-        for tensor in inner:
-            if not tensor.is_cuda:
-                continue
-            try:
-                storage = tensor.untyped_storage()
-                key, size = storage.data_ptr(), storage.nbytes()
-            except RuntimeError:  # a storage Python cannot see into: count the tensor itself
-                key, size = id(tensor), tensor.numel() * tensor.element_size()
-            if key not in seen:
-                seen.add(key)
-                total += size
-    return total
-
-
-class DeviceMemoryPoller:
-    """Samples the whole device's used memory (``cudaMemGetInfo``) in a thread."""
-
-    def __init__(self, interval_s: float = 0.05) -> None:
-        self.interval_s = interval_s
-        self.peak_used = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        import torch
-
-        while not self._stop.is_set():
-            free, total = torch.cuda.mem_get_info()
-            self.peak_used = max(self.peak_used, total - free)
-            time.sleep(self.interval_s)
-
-    def start(self) -> DeviceMemoryPoller:
-        """Start sampling."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> int:
-        """Stop sampling; returns the peak in bytes."""
-        self._stop.set()
-        self._thread.join(timeout=1)
-        return self.peak_used
 
 
 @dataclass
@@ -566,8 +509,11 @@ def summarise(case: Case, settings: Settings, error: str) -> dict[str, Any]:
         memory["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GIB
         if rec.poller is not None:
             memory["device_peak_used_gib"] = rec.poller.stop() / GIB
-        start = memory.get("after_init_allocated_gib", 0.0)
-        memory["vllm_share_gib"] = max(start - memory.get("weights_gib", 0.0), 0.0) * case.vllm
+        start = memory.get("after_init_allocated_gib", 0.0) * GIB
+        share = vllm_share_bytes(
+            int(start), int(memory.get("weights_gib", 0.0) * GIB), vllm=case.vllm
+        )
+        memory["vllm_share_gib"] = share / GIB
         memory["train_peak_gib"] = memory["peak_allocated_gib"] - memory["vllm_share_gib"]
     last_end = spans[-1][1] if spans else rec.times["end"]
     return {

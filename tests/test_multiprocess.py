@@ -75,12 +75,14 @@ def test_two_processes_train_and_only_rank_zero_writes(
     assert [r["step"] for r in rows if "reward" in r] == [1, 2]  # written once, not per rank
     assert (out / "merged" / "config.json").is_file()
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "adapter", "checkpoint-2", "config.yaml", "merged", "metrics.jsonl", "reward_curve.png",
+        "adapter", "checkpoint-2", "config.yaml", "merged", "metrics.jsonl", "reward_curve.png",
+        "run.json",
     ]  # fmt: skip
 
 
-def test_ctrl_c_seen_by_one_process_stops_both_after_the_same_step(
-    tiny_model_dir: Path, tmp_path: Path
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_seen_by_one_process_stops_both_after_the_same_step(
+    tiny_model_dir: Path, tmp_path: Path, signum: int
 ) -> None:
     out = tmp_path / "stopped"
     command = launch_command(
@@ -107,8 +109,8 @@ def test_ctrl_c_seen_by_one_process_stops_both_after_the_same_step(
             seen += line
             if "step 1/200" in line:
                 break
-        # Only rank 1 sees Ctrl-C; rank 0 must stop after the same step (else it waits).
-        os.kill(worker_pid(process.pid, rank=1), signal.SIGINT)
+        # Only rank 1 sees the signal; rank 0 must stop after the same step (else it waits).
+        os.kill(worker_pid(process.pid, rank=1), signum)
         seen += process.communicate(timeout=120)[0]
     finally:
         if process.poll() is None:  # the launcher stops its workers (SIGKILL after 30 s)

@@ -1,4 +1,4 @@
-"""Run safety: output folders with old checkpoints, resuming, Ctrl-C, bad TRL settings, header."""
+"""Run safety: output folders with old checkpoints, resuming, Ctrl-C and SIGTERM, bad TRL settings."""
 
 from __future__ import annotations
 
@@ -18,16 +18,11 @@ import pytest
 import rewards
 from autolearn.config import Config, MathDataConfig, ModelConfig, TrainingConfig
 from autolearn.data import build_math_dataset
-from autolearn.errors import EXIT_INTERRUPTED, UserError
+from autolearn.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, UserError
 from autolearn.models import TrainingModel
 from autolearn.pipeline import run_training
-from autolearn.trainer import (
-    agree_on_interrupt,
-    checkpoint_to_resume,
-    grpo_config,
-    trim_metrics,
-    weight_precision,
-)
+from autolearn.rundir import check_run_dir, checkpoint_to_resume, read_run_record, trim_metrics
+from autolearn.trainer import agree_on_interrupt, grpo_config, weight_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "math_sample.jsonl"
@@ -58,6 +53,7 @@ def test_fresh_run_over_old_checkpoints_and_resume_without_one_are_refused(
 def test_script_refuses_old_checkpoints_before_reading_data_or_loading_a_model(
     tmp_path: Path,
 ) -> None:
+    check_run_dir(tmp_path, resume=False, max_steps=5, claim=True)  # an earlier run's folder
     (tmp_path / "checkpoint-5").mkdir()
     command = [
         sys.executable, str(ROOT / "train_fp8_grpo.py"),
@@ -104,11 +100,12 @@ def test_fp8_base_weights_are_reported_as_fp8() -> None:
 # --------------------------------------------------------------------------- Ctrl-C across processes
 
 AGREE = """
+import signal
 import torch.distributed as dist
 from autolearn.trainer import agree_on_interrupt
 dist.init_process_group("gloo")
 rank = dist.get_rank()
-print(agree_on_interrupt(rank == 1, "cpu"), agree_on_interrupt(False, "cpu"))
+print(agree_on_interrupt(signal.SIGTERM if rank == 1 else 0, "cpu"), agree_on_interrupt(0, "cpu"))
 dist.destroy_process_group()
 """
 
@@ -119,8 +116,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_processes_agree_to_stop_when_any_one_saw_ctrl_c() -> None:
-    assert agree_on_interrupt(True, "cpu") and not agree_on_interrupt(False, "cpu")
+def test_processes_agree_to_stop_when_any_one_saw_a_stop_signal() -> None:
+    assert agree_on_interrupt(signal.SIGINT, "cpu") == signal.SIGINT
+    assert agree_on_interrupt(0, "cpu") == 0
     port = str(free_port())
     processes = [
         subprocess.Popen(
@@ -139,7 +137,8 @@ def test_processes_agree_to_stop_when_any_one_saw_ctrl_c() -> None:
         for rank in (0, 1)
     ]
     outputs = [p.communicate(timeout=120)[0].strip() for p in processes]
-    assert outputs == ["True False", "True False"]  # rank 0 stops too; the next step agrees on no
+    # Rank 0 stops too, for the same signal (so with the same exit code); the next step agrees on none.
+    assert outputs == ["15 0", "15 0"]
 
 
 # --------------------------------------------------------------------------- real runs, in process
@@ -191,8 +190,10 @@ def train_tiny(
 
 
 def reward_steps(output_dir: Path) -> list[int]:
+    """The step of every row of metrics.jsonl (each row must be a step with its reward)."""
     rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["step"] for r in rows if "reward" in r]
+    assert all("reward" in r for r in rows), rows
+    return [r["step"] for r in rows]
 
 
 @pytest.mark.slow
@@ -220,6 +221,8 @@ def test_ctrl_c_names_the_checkpoint_it_saved_and_resume_continues_without_dupli
         train_tiny(config, signal_during_step(4, None))
     assert reward_steps(tmp_path) == [1, 2, 3]
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2"]
+    record = read_run_record(tmp_path)
+    assert record is not None and record["status"] == "died in step 4 (RuntimeError)"
 
     # Resumed, it logs step 3 once more and is stopped by Ctrl-C during step 4.
     with pytest.raises(SystemExit) as stopped:
@@ -229,3 +232,30 @@ def test_ctrl_c_names_the_checkpoint_it_saved_and_resume_continues_without_dupli
     assert f"checkpoint kept in {tmp_path / 'checkpoint-4'}" in caplog.text
     assert (tmp_path / "checkpoint-4" / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_exits_143_and_resume_logs_each_step_once(
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    handler = signal.getsignal(signal.SIGTERM)
+    config = tiny_config(tiny_model_dir, tmp_path, max_steps=4)
+    with pytest.raises(SystemExit) as stopped:
+        train_tiny(config, signal_during_step(2, signal.SIGTERM))
+    assert stopped.value.code == EXIT_TERMINATED
+    assert "SIGTERM: saving a checkpoint after this step" in caplog.text
+    assert f"checkpoint kept in {tmp_path / 'checkpoint-2'}" in caplog.text
+    assert (tmp_path / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    assert signal.getsignal(signal.SIGTERM) is handler
+    # TRL's end-of-run summary (also logged when stopped early) is no row of metrics.jsonl.
+    assert reward_steps(tmp_path) == [1, 2]
+    record = read_run_record(tmp_path)
+    assert record is not None and record["status"] == "stopped at step 2 by SIGTERM"
+    assert record["summary"]["step"] == 2 and "train_runtime" in record["summary"]
+
+    train_tiny(config, signal_during_step(0), resume=True)
+    assert reward_steps(tmp_path) == [1, 2, 3, 4]
+    record = read_run_record(tmp_path)
+    assert record is not None and record["status"] == "finished at step 4"
+    assert [s["resumed_from"] for s in record["sessions"]] == [None, "checkpoint-2"]
+    assert (tmp_path / "merged" / "config.json").is_file()
