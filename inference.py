@@ -6,8 +6,10 @@
 
 --model takes a merged model dir, a LoRA adapter dir (loaded on its base), a hub name or the
 embedded default. Interactive mode streams replies; Ctrl-C stops a reply, Ctrl-D leaves.
-Benchmark mode prints a table (accuracy, latency, time to first token, tokens/s, peak
-memory) and writes it, with every response, to --output.
+Benchmark mode makes two passes: the first --stream_prompts prompts one at a time through
+the streaming path (latency, time to first token), then every prompt in batches, with vLLM
+when it is installed on a GPU (else transformers; --backend picks), for accuracy and
+throughput. It prints a table and writes it, with every response, to --output.
 """
 
 from __future__ import annotations
@@ -29,50 +31,79 @@ logger = logging.getLogger("autolearn.inference")
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of inference.py."""
+    from autolearn.cli import defaults_formatter
+
     parser = argparse.ArgumentParser(
         description="Chat with a model (streaming REPL) or benchmark its answers and speed.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=defaults_formatter(),
     )
     parser.add_argument(
         "--model",
         default="embedded:smollm2-135m",
         help="merged model dir, LoRA adapter dir, hub name, or embedded:smollm2-135m",
     )
-    parser.add_argument("--mode", default="interactive", choices=["interactive", "benchmark"])
-    parser.add_argument("--system", default=None, help="system prompt (interactive mode)")
+    parser.add_argument(
+        "--mode",
+        default="interactive",
+        choices=["interactive", "benchmark"],
+        help="interactive: a streaming chat REPL; benchmark: time and grade a prompt set",
+    )
+    parser.add_argument("--system", help="system prompt (interactive mode)")
     parser.add_argument(
         "--temperature",
         type=float,
-        default=None,
         help="sampling temperature (default: 0.7 interactive, 0 = greedy in benchmark mode)",
     )
-    parser.add_argument("--max_new_tokens", type=int, default=512)
+    parser.add_argument(
+        "--max_new_tokens", type=int, default=512, help="most tokens generated per reply"
+    )
     parser.add_argument(
         "--prompts",
-        default=None,
         metavar="FILE",
-        help="benchmark prompts, JSON lines with 'question' or 'prompt' and optional 'answer' "
-        "(default: examples/math_sample.jsonl)",
+        help="benchmark prompts: .jsonl, .json (a list) or .parquet rows with 'question' or "
+        "'prompt' and optional 'answer' (default: examples/math_sample.jsonl)",
     )
-    parser.add_argument("--limit", type=int, default=None, help="benchmark the first N prompts")
+    parser.add_argument("--limit", type=int, help="benchmark the first N prompts")
     parser.add_argument(
         "--prompt_style",
         default="one_shot",
         choices=["one_shot", "zero_shot"],
         help="how 'question' rows are asked (as in training)",
     )
-    parser.add_argument("--warmup", type=int, default=1, help="untimed requests first")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "transformers", "vllm"],
+        help="engine of the batched benchmark pass (auto: vLLM if installed and a GPU is "
+        "present, else transformers)",
+    )
+    parser.add_argument(
+        "--batch_size", type=int, default=8, help="prompts per generate call (transformers)"
+    )
+    parser.add_argument(
+        "--stream_prompts",
+        type=int,
+        default=8,
+        help="prompts timed one at a time for latency and time to first token (0: none)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed requests before the single-stream pass"
+    )
     parser.add_argument(
         "--output",
         default="outputs/benchmark/inference_benchmark.json",
         help="benchmark results (JSON)",
     )
     parser.add_argument(
-        "--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"]
+        "--dtype",
+        default="auto",
+        choices=["auto", "bfloat16", "float16", "float32"],
+        help="weight dtype (auto: bfloat16 on a GPU that has it, float16 on older GPUs, "
+        "float32 on the CPU)",
     )
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=42, help="random seed")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
@@ -84,10 +115,14 @@ def check_args(args: argparse.Namespace) -> None:
         math.isfinite(args.temperature) and args.temperature >= 0
     ):
         raise UserError(f"--temperature must be a number >= 0, got {args.temperature}")
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be at least 1, got {args.limit}")
-    if args.warmup < 0:
-        raise UserError(f"--warmup must be >= 0, got {args.warmup}")
+    for flag, value, least in (
+        ("--limit", args.limit, 1),
+        ("--batch_size", args.batch_size, 1),
+        ("--stream_prompts", args.stream_prompts, 0),
+        ("--warmup", args.warmup, 0),
+    ):
+        if value is not None and value < least:
+            raise UserError(f"{flag} must be at least {least}, got {value}")
 
 
 @run_main
@@ -100,10 +135,16 @@ def main() -> None:
     setup_logging(args.verbose)
     check_args(args)
     prompts = None
-    if args.mode == "benchmark":  # read the prompts before the (slower) model load
+    engine = ""
+    if args.mode == "benchmark":  # read the prompts and check --output before the model load
         prompts = chat.load_benchmark_prompts(
             args.prompts, prompt_style=args.prompt_style, limit=args.limit
         )
+        from autolearn.evaluation import choose_backend
+        from autolearn.paths import check_output_files
+
+        check_output_files([Path(args.output)])
+        engine = choose_backend(args.backend, args.model)
     from autolearn.models import load_inference_model, resolve_model_path
 
     resolve_model_path(args.model)  # a bad name fails here, before anything is logged
@@ -125,7 +166,7 @@ def main() -> None:
     if prompts is None:
         run_interactive(model, tokenizer, settings)
     else:
-        run_benchmark_mode(model, tokenizer, settings, prompts, args)
+        run_benchmark_mode(model, tokenizer, settings, prompts, args, engine=engine)
 
 
 def run_interactive(model: Any, tokenizer: Any, settings: ChatSettings) -> None:
@@ -146,24 +187,38 @@ def run_benchmark_mode(
     settings: ChatSettings,
     prompts: list[BenchmarkPrompt],
     args: argparse.Namespace,
+    *,
+    engine: str,
 ) -> None:
-    """Run the benchmark, print its table and save the JSON report."""
+    """Run the benchmark, print its table, then save the JSON report."""
     from rich.console import Console
 
-    from autolearn.chat import benchmark_table, run_benchmark, write_report
+    from autolearn.chat import BenchmarkOptions, benchmark_table, run_benchmark, write_report
+    from autolearn.paths import write_failure
 
-    report = run_benchmark(
-        model, tokenizer, prompts, settings, warmup=args.warmup, progress=not args.no_progress
+    options = BenchmarkOptions(
+        engine=engine,
+        model_name=args.model,
+        stream_prompts=args.stream_prompts,
+        batch_size=args.batch_size,
+        warmup=args.warmup,
+        seed=args.seed,
+        progress=not args.no_progress,
     )
+    device = str(getattr(model, "device", "cpu"))
+    report = run_benchmark(model, tokenizer, prompts, settings, options)
     report.summary.update(
         model=args.model,
         temperature=settings.temperature,
         max_new_tokens=settings.max_new_tokens,
-        device=str(getattr(model, "device", "cpu")),
+        device=device,
     )
-    output = Path(args.output)
-    write_report(output, report)
     Console().print(benchmark_table(report.summary, f"benchmark of {args.model}"))
+    output = Path(args.output)
+    try:  # after the table: a failed write loses no result
+        write_report(output, report)
+    except OSError as exc:
+        raise write_failure(output, exc) from None
     logger.info("results: %s", output)
 
 

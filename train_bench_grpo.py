@@ -62,13 +62,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = training_parser(
         "GRPO training on SWE-bench (unified-diff patches) or Terminal-Bench (shell "
         "commands run in the sandbox); rewards from bench_rewards.py.",
+        default_config(),
         help_overrides={"--dataset": "same as --benchmark (a local SWE-bench file: --data_file)"},
     )
     parser.add_argument(
         "--benchmark",
-        dest="dataset.name",
+        dest="benchmark",
         choices=BENCHMARKS,
-        help="which benchmark to train on (default: terminal)",
+        help=f"which benchmark to train on (default: {default_config().dataset.name})",
     )
     parser.add_argument(
         "--data_file",
@@ -77,12 +78,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="local SWE-bench .jsonl, .json or .parquet file (with --benchmark swe-lite)",
     )
     parser.add_argument(
-        "--repos_dir", dest="dataset.repos_dir", metavar="DIR", help="local repo clones"
+        "--repos_dir", dest="dataset.repos_dir", metavar="DIR", help="local repo clones (SWE-bench)"
     )
     parser.add_argument(
-        "--tasks_dir", dest="dataset.tasks_dir", metavar="DIR", help="Terminal-Bench tasks"
+        "--tasks_dir",
+        dest="dataset.tasks_dir",
+        metavar="DIR",
+        help="Terminal-Bench task folders (default: the 6 bundled examples/terminal_tasks)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    merge_benchmark_flag(args)
+    return args
+
+
+def merge_benchmark_flag(args: argparse.Namespace) -> None:
+    """``--benchmark`` and ``--dataset`` set the same thing: two different values are an error."""
+    benchmark = args.benchmark
+    dataset = getattr(args, "dataset.name")
+    if benchmark is not None and dataset is not None and benchmark != dataset:
+        raise UserError(
+            f"--benchmark {benchmark} and --dataset {dataset} disagree: they are the same "
+            "setting, give one of them"
+        )
+    if benchmark is not None:
+        setattr(args, "dataset.name", benchmark)
 
 
 @run_main

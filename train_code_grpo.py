@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from autolearn.cli import plural
 from autolearn.config import (
     CodeDataConfig,
     Config,
@@ -45,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see ``--help``)."""
     parser = training_parser(
         "GRPO training on code problems, rewarded by running the code against tests "
-        "(rewards from code_rewards.py). --dataset: humaneval | mbpp | mbpp-sanitized | custom | FILE"
+        "(rewards from code_rewards.py). --dataset: humaneval | mbpp | mbpp-sanitized | custom | FILE",
+        default_config(),
     )
     parser.add_argument(
         "--test_file",
@@ -85,9 +87,9 @@ def main() -> None:
     if splits.heldout_task_ids:
         out = config.training.output_dir
         logger.info(
-            "%d problems held out of training; score them afterwards with: "
+            "%s held out of training; score them afterwards with: "
             "python eval_code.py --model %s/merged --heldout_from %s",
-            len(splits.heldout_task_ids),
+            plural(len(splits.heldout_task_ids), "problem"),
             out,
             out,
         )

@@ -25,7 +25,7 @@ def default_config() -> Config:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see ``--help``)."""
     description = "GRPO training on GSM8K-style math problems, with the rewards of rewards.py."
-    return training_parser(description).parse_args(argv)
+    return training_parser(description, default_config()).parse_args(argv)
 
 
 @run_main

@@ -5,9 +5,12 @@ thread and feeds a ``TextIteratorStreamer``), keeps the conversation and renders
 tokenizer's chat template. Ctrl-C stops the current reply only: while a reply streams, SIGINT
 sets a flag that a stopping criterion reads before every new token. Ctrl-D leaves.
 
-The benchmark (:func:`run_benchmark`) answers a fixed prompt set one prompt at a time and
-measures each request: latency, time to first token, generated tokens per second, and the
-accuracy of the final answers with ``rewards.correctness`` where the prompts carry answers.
+The benchmark (:func:`run_benchmark`) makes two passes over a fixed prompt set. The first
+few prompts go one at a time through the streaming path, for latency and time to first
+token. Then every prompt is answered in batches, with vLLM when it is installed on a GPU
+(else transformers ``generate``; both through :mod:`autolearn.evaluation`, as
+``eval_code.py`` generates), for throughput and the accuracy of the final answers, graded
+with ``rewards.correctness`` where the prompts carry answers.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from autolearn.cli import plural
 from autolearn.errors import UserError, one_line
-from autolearn.jsonl import read_json_lines
+from autolearn.jsonl import ROW_SUFFIXES, read_json_lines, read_local_rows
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -342,7 +346,7 @@ def load_benchmark_prompts(
     """
     file = Path(path) if path is not None else DEFAULT_BENCHMARK_PROMPTS
     rows = _read_prompt_rows(file)
-    prompts = [_benchmark_prompt(row, file, number, prompt_style) for number, row in rows]
+    prompts = [_benchmark_prompt(row, file, place, prompt_style) for place, row in rows]
     if limit is not None:
         prompts = prompts[: max(0, limit)]
     if not prompts:
@@ -350,26 +354,18 @@ def load_benchmark_prompts(
     return prompts
 
 
-def _read_prompt_rows(file: Path) -> list[tuple[int, Any]]:
+def _read_prompt_rows(file: Path) -> list[tuple[str, Any]]:
     if not file.is_file():
         raise UserError(f"prompts file not found: {file}")
-    if file.suffix != ".json":
-        return list(read_json_lines(file))
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-        if not isinstance(data, list):
-            raise UserError(f"{file}: expected a JSON list of prompts")
-        return list(enumerate(data, 1))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{file}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{file}: cannot read it ({one_line(str(exc))})") from None
+    if file.name.lower().endswith(ROW_SUFFIXES):
+        return read_local_rows(file, "prompts")
+    return [(f"line {n}", row) for n, row in read_json_lines(file)]  # JSON lines by any name
 
 
-def _benchmark_prompt(row: Any, file: Path, number: int, style: str) -> BenchmarkPrompt:
+def _benchmark_prompt(row: Any, file: Path, place: str, style: str) -> BenchmarkPrompt:
     from autolearn.data import math_prompt
 
-    where = f"{file}: row {number}"
+    where = f"{file}: {place}"
     if not isinstance(row, dict):
         raise UserError(f"{where} is not a JSON object")
     answer = None if row.get("answer") is None else str(row["answer"])
@@ -464,15 +460,26 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def score_answers(measurements: Sequence[Measurement]) -> None:
-    """Fill ``correct`` with ``rewards.correctness`` for the measurements that have an answer."""
+@dataclass
+class Answer:
+    """One answer of the batched pass (all prompts at once: accuracy and throughput)."""
+
+    label: str
+    response: str
+    new_tokens: int
+    answer: str | None = None
+    correct: bool | None = None
+
+
+def score_answers(rows: Sequence[Measurement | Answer]) -> None:
+    """Fill ``correct`` with ``rewards.correctness`` for the rows that have an answer."""
     from rewards import correctness
 
-    graded = [m for m in measurements if m.answer is not None]
+    graded = [m for m in rows if m.answer is not None]
     if graded:
         scores = correctness(None, [m.response for m in graded], answer=[m.answer for m in graded])
-        for measurement, score in zip(graded, scores, strict=True):
-            measurement.correct = score == 1.0
+        for row, score in zip(graded, scores, strict=True):
+            row.correct = score == 1.0
 
 
 def reset_peak_memory(model: Any) -> None:
@@ -495,41 +502,66 @@ def peak_memory(model: Any) -> tuple[float, str]:
 
 @dataclass
 class BenchmarkReport:
-    """Aggregates over the measured requests, plus the per-request rows."""
+    """Aggregates of both passes, plus the single-stream requests and the batched answers."""
 
     summary: dict[str, Any]
     requests: list[Measurement] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON written to the results file."""
-        return {"summary": self.summary, "requests": [asdict(m) for m in self.requests]}
+        return {
+            "summary": self.summary,
+            "requests": [asdict(m) for m in self.requests],
+            "answers": [asdict(a) for a in self.answers],
+        }
 
 
-def summarize(
-    measurements: Sequence[Measurement], memory_mb: float, memory_kind: str
-) -> dict[str, Any]:
-    """Accuracy, latency percentiles, time to first token, throughput and peak memory."""
+STREAM_KEYS = (
+    "latency_mean_s",
+    "latency_p50_s",
+    "latency_p95_s",
+    "ttft_mean_s",
+    "ttft_p50_s",
+    "stream_generated_tokens",
+    "stream_tokens_per_s",
+)
+
+
+def summarize_stream(measurements: Sequence[Measurement]) -> dict[str, Any]:
+    """Latency percentiles, time to first token and throughput of one request at a time."""
+    if not measurements:
+        return {"stream_prompts": 0, **dict.fromkeys(STREAM_KEYS)}
     latencies = [m.latency_s for m in measurements]
     first_tokens = [m.ttft_s for m in measurements]
     tokens = sum(m.new_tokens for m in measurements)
-    graded = [m for m in measurements if m.correct is not None]
     return {
-        "prompts": len(measurements),
-        "graded": len(graded),
-        "accuracy": sum(bool(m.correct) for m in graded) / len(graded) if graded else None,
+        "stream_prompts": len(measurements),
         "latency_mean_s": sum(latencies) / len(latencies),
         "latency_p50_s": percentile(latencies, 50),
         "latency_p95_s": percentile(latencies, 95),
         "ttft_mean_s": sum(first_tokens) / len(first_tokens),
         "ttft_p50_s": percentile(first_tokens, 50),
-        "generated_tokens": tokens,
-        "tokens_per_s": tokens / sum(latencies) if sum(latencies) > 0 else 0.0,
-        "peak_memory_mb": round(memory_mb, 1),
-        "memory_kind": memory_kind,
+        "stream_generated_tokens": tokens,
+        "stream_tokens_per_s": tokens / sum(latencies) if sum(latencies) > 0 else 0.0,
     }
 
 
-def run_benchmark(
+def summarize_batched(answers: Sequence[Answer], seconds: float) -> dict[str, Any]:
+    """Accuracy over every prompt, and the throughput of generating them all in batches."""
+    graded = [a for a in answers if a.correct is not None]
+    tokens = sum(a.new_tokens for a in answers)
+    return {
+        "prompts": len(answers),
+        "graded": len(graded),
+        "accuracy": sum(bool(a.correct) for a in graded) / len(graded) if graded else None,
+        "batched_s": seconds,
+        "generated_tokens": tokens,
+        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+    }
+
+
+def run_single_stream(
     model: Any,
     tokenizer: Any,
     prompts: Sequence[BenchmarkPrompt],
@@ -537,33 +569,183 @@ def run_benchmark(
     *,
     warmup: int = 1,
     progress: bool = True,
-) -> BenchmarkReport:
-    """Answer every prompt one at a time (after ``warmup`` untimed requests) and report."""
+) -> list[Measurement]:
+    """Time each prompt alone through the streaming path, after ``warmup`` untimed requests."""
     from rich.console import Console
     from rich.progress import track
 
     warm_settings = ChatSettings(settings.temperature, min(8, settings.max_new_tokens))
     for prompt in list(prompts)[:warmup]:
         measure_request(model, tokenizer, prompt, warm_settings)
-    reset_peak_memory(model)
     steps: Iterable[BenchmarkPrompt] = prompts
-    if progress:
-        steps = track(prompts, description="benchmark", console=Console(stderr=True))
-    measurements = [measure_request(model, tokenizer, p, settings) for p in steps]
-    score_answers(measurements)
-    memory_mb, memory_kind = peak_memory(model)
-    summary = summarize(measurements, memory_mb, memory_kind)
-    return BenchmarkReport(summary, measurements)
+    if progress and prompts:
+        steps = track(prompts, description="single stream", console=Console(stderr=True))
+    return [measure_request(model, tokenizer, p, settings) for p in steps]
+
+
+GenerateTexts = Callable[[list[str]], list[str]]
+
+
+def chat_texts(tokenizer: Any, prompts: Sequence[BenchmarkPrompt]) -> list[str]:
+    """Each prompt rendered with the chat template, ready for the model's reply."""
+    return [
+        tokenizer.apply_chat_template(p.messages, tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
+
+
+def run_batched(
+    generate: GenerateTexts, tokenizer: Any, prompts: Sequence[BenchmarkPrompt]
+) -> tuple[list[Answer], float]:
+    """Answer every prompt with ``generate`` (one call: it batches) and time the whole pass.
+
+    Generated tokens are counted by tokenizing each reply, the same way for every engine.
+    """
+    texts = chat_texts(tokenizer, prompts)
+    started = time.perf_counter()
+    replies = generate(texts)
+    seconds = time.perf_counter() - started
+    answers = [
+        Answer(
+            label=prompt.label,
+            response=reply,
+            new_tokens=len(tokenizer(reply, add_special_tokens=False)["input_ids"]),
+            answer=prompt.answer,
+        )
+        for prompt, reply in zip(prompts, replies, strict=True)
+    ]
+    score_answers(answers)
+    return answers, seconds
+
+
+def transformers_generator(
+    model: Any, tokenizer: Any, settings: ChatSettings, *, batch_size: int, seed: int,
+    progress: bool = True,
+) -> GenerateTexts:  # fmt: skip
+    """Batched transformers ``generate`` (the path ``eval_code.py`` uses), one reply a prompt."""
+    from autolearn.evaluation import generate_completions
+
+    generation = _generation_settings(settings, batch_size, seed)
+
+    def generate(texts: list[str]) -> list[str]:
+        groups = generate_completions(
+            model, tokenizer, texts, generation, (), add_special_tokens=False, progress=progress
+        )
+        return [group[0] for group in groups]
+
+    return generate
+
+
+def vllm_generator(model_name: str, settings: ChatSettings, *, seed: int) -> GenerateTexts:
+    """vLLM (the path ``eval_code.py`` uses), all prompts in one call. GPU only."""
+    from autolearn.evaluation import load_vllm, vllm_generate
+
+    llm, vllm_tokenizer = load_vllm(model_name, seed)
+    generation = _generation_settings(settings, batch_size=1, seed=seed)
+
+    def generate(texts: list[str]) -> list[str]:
+        ids = [vllm_tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+        return [group[0] for group in vllm_generate(llm, ids, generation, ())]
+
+    return generate
+
+
+def _generation_settings(settings: ChatSettings, batch_size: int, seed: int) -> Any:
+    from autolearn.evaluation import GenerationSettings
+
+    return GenerationSettings(
+        n_samples=1,
+        temperature=settings.temperature,
+        max_new_tokens=settings.max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+        prompt_style="chat",
+    )
+
+
+def release_gpu(model: Any) -> None:
+    """Move ``model`` off the GPU and return the memory, so that vLLM can claim its share."""
+    import gc
+
+    import torch
+
+    if getattr(model.device, "type", "cpu") == "cuda":
+        model.to("cpu")
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    """How the benchmark runs: its two passes and their engines."""
+
+    engine: str = "transformers"  # batched pass: transformers | vllm
+    model_name: str = ""  # what vLLM loads
+    stream_prompts: int = 8  # prompts timed one at a time (the first N)
+    batch_size: int = 8  # transformers batched pass
+    warmup: int = 1
+    seed: int = 42
+    progress: bool = True
+
+
+def run_benchmark(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[BenchmarkPrompt],
+    settings: ChatSettings,
+    options: BenchmarkOptions | None = None,
+) -> BenchmarkReport:
+    """Two passes: the first ``stream_prompts`` one at a time (latency, time to first token),
+    then every prompt batched with ``options.engine`` (accuracy, throughput).
+
+    The single-stream pass always uses transformers' streaming path; with vLLM the model then
+    leaves the GPU, and peak memory is that of the transformers passes.
+    """
+    options = options or BenchmarkOptions()
+    reset_peak_memory(model)
+    measurements = run_single_stream(
+        model, tokenizer, list(prompts)[: options.stream_prompts], settings,
+        warmup=options.warmup if options.stream_prompts else 0, progress=options.progress,
+    )  # fmt: skip
+    if options.engine == "vllm":
+        memory_mb, memory_kind = peak_memory(model)
+        release_gpu(model)
+        generate = vllm_generator(options.model_name, settings, seed=options.seed)
+    else:
+        generate = transformers_generator(
+            model, tokenizer, settings, batch_size=options.batch_size, seed=options.seed,
+            progress=options.progress,
+        )  # fmt: skip
+    logger.info("batched pass: %s with %s", plural(len(prompts), "prompt"), options.engine)
+    answers, seconds = run_batched(generate, tokenizer, prompts)
+    if options.engine != "vllm":
+        memory_mb, memory_kind = peak_memory(model)
+    summary = {
+        **summarize_batched(answers, seconds),
+        "engine": options.engine,
+        "batch_size": options.batch_size if options.engine == "transformers" else None,
+        **summarize_stream(measurements),
+        "peak_memory_mb": round(memory_mb, 1),
+        "memory_kind": memory_kind,
+    }
+    return BenchmarkReport(summary, measurements, answers)
+
+
+def _seconds(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.3f}"
 
 
 def benchmark_table(summary: dict[str, Any], title: str = "inference benchmark") -> Table:
-    """The benchmark summary as a rich table."""
+    """The benchmark summary as a rich table: the batched rows, then the single-stream rows."""
     from rich.table import Table
 
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     accuracy = summary["accuracy"]
+    stream = summary["stream_prompts"]
+    engine = summary["engine"]
+    batching = f"batches of {summary['batch_size']}" if summary.get("batch_size") else "one call"
     rows = [
         ("prompts", str(summary["prompts"])),
         (
@@ -572,13 +754,22 @@ def benchmark_table(summary: dict[str, Any], title: str = "inference benchmark")
             if accuracy is None
             else f"{accuracy:.3f} ({summary['graded']} graded)",
         ),
-        ("latency mean (s)", f"{summary['latency_mean_s']:.3f}"),
-        ("latency p50 (s)", f"{summary['latency_p50_s']:.3f}"),
-        ("latency p95 (s)", f"{summary['latency_p95_s']:.3f}"),
-        ("time to first token mean (s)", f"{summary['ttft_mean_s']:.3f}"),
-        ("time to first token p50 (s)", f"{summary['ttft_p50_s']:.3f}"),
-        ("generated tokens", str(summary["generated_tokens"])),
-        ("generated tokens/s", f"{summary['tokens_per_s']:.1f}"),
+        (f"batched: engine ({batching})", engine),
+        ("batched: time (s)", f"{summary['batched_s']:.3f}"),
+        ("batched: generated tokens", str(summary["generated_tokens"])),
+        ("batched: generated tokens/s", f"{summary['tokens_per_s']:.1f}"),
+        ("single stream: prompts (transformers, streamed)", str(stream)),
+        ("single stream: latency mean (s)", _seconds(summary["latency_mean_s"])),
+        ("single stream: latency p50 (s)", _seconds(summary["latency_p50_s"])),
+        ("single stream: latency p95 (s)", _seconds(summary["latency_p95_s"])),
+        ("single stream: time to first token mean (s)", _seconds(summary["ttft_mean_s"])),
+        ("single stream: time to first token p50 (s)", _seconds(summary["ttft_p50_s"])),
+        (
+            "single stream: generated tokens/s",
+            "not measured"
+            if summary["stream_tokens_per_s"] is None
+            else f"{summary['stream_tokens_per_s']:.1f}",
+        ),
         (f"peak memory (MiB, {summary['memory_kind']})", f"{summary['peak_memory_mb']:.1f}"),
     ]
     for name, value in rows:

@@ -47,8 +47,6 @@ Every test is Python source; each top-level ``assert`` counts as one unit for pa
 from __future__ import annotations
 
 import ast
-import gzip
-import json
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -56,8 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autolearn.errors import UserError, one_line
-from autolearn.jsonl import read_json_lines
+from autolearn.cli import plural
+from autolearn.errors import UserError
+from autolearn.jsonl import read_json_file, read_json_lines, read_parquet_rows
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -226,20 +225,9 @@ def _read_rows(path: Path) -> list[dict[str, Any]] | dict[str, Any]:
     name = path.name.lower()
     if ".jsonl" in name:
         return [row for _, row in read_json_lines(path)]
-    import pyarrow
-
-    try:
-        if name.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            return list(pq.read_table(path).to_pylist())
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-    except (OSError, UnicodeDecodeError, pyarrow.ArrowException) as exc:
-        raise UserError(f"{path}: cannot read it ({one_line(str(exc))})") from exc
+    if name.endswith(".parquet"):
+        return read_parquet_rows(path)
+    data = read_json_file(path)
     if isinstance(data, dict) and "problems" not in data and isinstance(data.get("data"), list):
         return list(data["data"])
     if not isinstance(data, list | dict):
@@ -550,9 +538,9 @@ def _log_selection(
 ) -> None:
     source = problems[0].source
     logger.info(
-        "code dataset %s: %d problems, %d for training, %d held out",
+        "code dataset %s: %s, %d for training, %d held out",
         source,
-        len(problems),
+        plural(len(problems), "problem"),
         len(train),
         len(held),
     )

@@ -10,6 +10,8 @@ The code rewards (``code_rewards.py``) and the code evaluation share this module
   ``check(candidate)`` included) so that the sandbox can give partial credit.
 * :func:`run_programs` runs candidates through the sandbox with an LRU cache, so the rewards that
   need an execution (``test_pass``, ``execution``, ``performance``) share one run per completion.
+  :func:`driver_for` makes the verdicts isolated: the tests run in a process of their own with
+  the trusted prompt code, and call the candidate's functions through plain data only.
 * :func:`lint_scores`, :func:`complexity_scores` and :func:`type_scores` analyse code without
   running it: one ``ruff`` process per batch, radon in-process, one in-process mypy run per batch.
 
@@ -19,6 +21,7 @@ Static findings count only on the lines the model wrote, not on lines copied fro
 from __future__ import annotations
 
 import ast
+import builtins
 import copy
 import hashlib
 import json
@@ -36,8 +39,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from autolearn.cli import plural
 from autolearn.errors import UserError
-from autolearn.sandbox import ExecResult, Limits, PythonJob, run_python_batch
+from autolearn.sandbox import Driver, ExecResult, Limits, PythonJob, run_python_batch
 
 logger = logging.getLogger(__name__)
 
@@ -130,11 +134,15 @@ class Candidate:
 
     ``program`` is ``None`` when the completion holds no code. ``first_model_line`` is the
     1-based line where the model's own code starts, so that analysis can skip prompt lines.
+    ``prelude`` is the trusted code the tests may use (the problem's code prompt) and
+    ``entry_point`` the function under test; both come from the dataset, never the model.
     """
 
     program: str | None
     parses: bool
     first_model_line: int = 1
+    prelude: str = ""
+    entry_point: str | None = None
 
     @property
     def runnable(self) -> bool:
@@ -248,10 +256,108 @@ def prepare_candidate(
 ) -> Candidate:
     """Turn one completion's text into a :class:`Candidate` program."""
     code = extract_code(completion)
+    prelude = trusted_prelude(code_prompt)
     if code is None:
-        return Candidate(program=None, parses=False)
+        return Candidate(program=None, parses=False, prelude=prelude, entry_point=entry_point)
     program, first_line = assemble_program(code, code_prompt, entry_point)
-    return Candidate(program=program, parses=parses(program), first_model_line=first_line)
+    return Candidate(
+        program=program,
+        parses=parses(program),
+        first_model_line=first_line,
+        prelude=prelude,
+        entry_point=entry_point,
+    )
+
+
+def trusted_prelude(code_prompt: str) -> str:
+    """The part of a problem's code prompt that an isolated test driver runs: all of it when it
+    parses, else its import lines."""
+    if not code_prompt.strip() or parses(code_prompt):
+        return code_prompt
+    lines = [ln for ln in code_prompt.splitlines() if re.match(r"(?:from|import)\s", ln)]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+# --------------------------------------------------------------------------- isolated verdicts
+
+
+def _is_stub(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """A function the candidate is meant to write: its body is only a docstring, pass or ``...``."""
+    for stmt in node.body:
+        if isinstance(stmt, ast.Pass):
+            continue
+        if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+            continue  # a docstring or ``...``
+        return False
+    return True
+
+
+def _bound_names(tree: ast.AST) -> set[str]:
+    """Every name the code binds anywhere (assignments, definitions, parameters, imports...)."""
+    bound: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            bound.add(node.id)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.alias):
+            bound.add(node.asname or node.name.split(".")[0])
+        elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and node.name:
+            bound.add(node.name)
+    return bound
+
+
+def _prelude_bindings(prelude: str) -> tuple[set[str], set[str]]:
+    """(names the prelude really provides, names it defines as classes); stubs provide nothing."""
+    tree = _parse_or_none(prelude)
+    if tree is None:
+        return set(), set()
+    provided: set[str] = set()
+    classes: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            if not _is_stub(node):
+                provided.add(node.name)
+        elif isinstance(node, ast.ClassDef):
+            classes.add(node.name)
+            provided.add(node.name)
+        else:
+            provided |= _bound_names(node)
+    return provided, classes
+
+
+@lru_cache(maxsize=1024)
+def driver_for(test_code: str, prelude: str = "", entry_point: str | None = None) -> Driver | None:
+    """How to run ``test_code`` with isolated verdicts, or ``None`` for the in-process mode.
+
+    The stand-ins are the entry point and every name the tests use but neither they, the
+    prelude's real definitions nor the builtins bind. Decided from trusted text only, so a
+    completion cannot choose the mode: the in-process mode is for tests that treat a candidate
+    name as an object (an attribute of it, or a class the prompt declares) or do not parse.
+    """
+    tree = _parse_or_none(test_code)
+    if tree is None:
+        return None
+    loaded = {
+        n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+    }
+    provided, classes = _prelude_bindings(prelude)
+    calls = loaded - _bound_names(tree) - provided - _BUILTIN_NAMES
+    if entry_point:
+        calls.add(entry_point)
+    as_objects = {
+        n.value.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+    }
+    if calls & (classes | as_objects):
+        return None
+    return Driver(prelude=prelude, calls=tuple(sorted(calls)))
+
+
+_BUILTIN_NAMES = frozenset(dir(builtins))
 
 
 # --------------------------------------------------------------------------- test units
@@ -440,7 +546,7 @@ def clear_caches() -> None:
 
 def _job_key(job: PythonJob) -> str:
     digest = hashlib.sha256()
-    for part in (job.program, *job.tests, repr(job.limits)):
+    for part in (job.program, *job.tests, repr(job.limits), repr(job.driver)):
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\0")
     return digest.hexdigest()
@@ -453,18 +559,23 @@ def run_programs(
     programs: Sequence[str | None],
     tests: Sequence[Sequence[str]],
     limits: Limits | None = None,
+    drivers: Sequence[Driver | None] | None = None,
 ) -> list[ExecResult | None]:
     """Run each program with its test units in the sandbox, reusing cached results.
 
-    ``None`` programs are skipped (result ``None``). All misses go to the sandbox in one
-    parallel batch; identical (program, tests, limits) jobs run once.
+    ``None`` programs are skipped (result ``None``). ``drivers`` (one per program, see
+    :func:`driver_for`) make the verdicts isolated. All misses go to the sandbox in one
+    parallel batch; identical (program, tests, limits, driver) jobs run once.
     """
     results: list[ExecResult | None] = [None] * len(programs)
     missing: dict[str, tuple[PythonJob, list[int]]] = {}
-    for index, (program, units) in enumerate(zip(programs, tests, strict=True)):
+    driver_list = list(drivers) if drivers is not None else [None] * len(programs)
+    for index, (program, units, driver) in enumerate(
+        zip(programs, tests, driver_list, strict=True)
+    ):
         if program is None:
             continue
-        job = PythonJob(program=program, tests=tuple(units), limits=limits)
+        job = PythonJob(program=program, tests=tuple(units), limits=limits, driver=driver)
         key = _job_key(job)
         cached = _EXEC_CACHE.get(key)
         if cached is not None:
@@ -484,10 +595,17 @@ def run_programs(
 def run_candidates(
     candidates: Sequence[Candidate], test_codes: Sequence[str | None], limits: Limits | None = None
 ) -> list[ExecResult | None]:
-    """Run each runnable candidate against its test script (split into units); else ``None``."""
+    """Run each runnable candidate against its test script (split into units); else ``None``.
+
+    The verdicts are isolated wherever :func:`driver_for` allows it (``ExecResult.verdict``).
+    """
     programs = [c.program if c.runnable else None for c in candidates]
     units = [split_test_units(t) if t else () for t in test_codes]
-    return run_programs(programs, units, limits)
+    drivers = [
+        driver_for(t, c.prelude, c.entry_point) if t else None
+        for c, t in zip(candidates, test_codes, strict=True)
+    ]
+    return run_programs(programs, units, limits, drivers)
 
 
 # --------------------------------------------------------------------------- static analysis
@@ -517,7 +635,10 @@ def _scored_with_cache(
             fresh = compute(todo)
         except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
             logger.warning(
-                "%s failed on a batch of %d programs (scored None): %s", tool, len(todo), exc
+                "%s failed on a batch of %s (scored None): %s",
+                tool,
+                plural(len(todo), "program"),
+                exc,
             )
         else:
             for key, score in zip(todo, fresh, strict=True):

@@ -148,8 +148,7 @@ class TrainingConfig:
     output_dir: str = "outputs"
     num_generations: int = 4
     learning_rate: float = 5.0e-6
-    max_steps: int = 100
-    num_train_epochs: float = 1.0  # used only when max_steps <= 0
+    max_steps: int = 100  # GRPO steps to train for (at least 1)
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     max_prompt_length: int = 512
@@ -334,10 +333,15 @@ def merge(config: Config, values: Mapping[str, Any], source: str) -> None:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file, with one-line errors for a missing or malformed file."""
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"config file {p} is a directory; give the YAML file in it")
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
+    from autolearn.jsonl import read_text
+
+    text = read_text(p)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -357,6 +361,7 @@ def validate(config: Config) -> None:
     """
     _validate_model(config.model)
     _validate_training(config.training)
+    _validate_dataset(config.dataset)
     if not config.rewards:
         raise UserError("the rewards section is empty: name at least one reward with its weight")
 
@@ -372,6 +377,8 @@ def _validate_model(m: ModelConfig) -> None:
 
 
 def _validate_training(t: TrainingConfig) -> None:
+    if t.max_steps < 1:
+        raise UserError(f"training.max_steps must be at least 1, got {t.max_steps}")
     if t.num_generations < 2:
         raise UserError(
             "training.num_generations must be at least 2: GRPO compares completions within a group"
@@ -388,9 +395,15 @@ def _validate_training(t: TrainingConfig) -> None:
             "save_steps",
         ),
     )
-    for key in ("learning_rate", "temperature"):
-        if getattr(t, key) <= 0:
+    for key in ("learning_rate", "temperature", "max_grad_norm"):
+        if not getattr(t, key) > 0:
             raise UserError(f"training.{key} must be positive, got {getattr(t, key)}")
+    for key in ("beta", "weight_decay", "save_total_limit"):
+        if not getattr(t, key) >= 0:
+            raise UserError(f"training.{key} must be at least 0, got {getattr(t, key)}")
+    if not 1 <= t.vllm_server_port <= 65535:
+        raise UserError(f"training.vllm_server_port must be in 1-65535, got {t.vllm_server_port}")
+    _check_at_least_one("training", t, ("ddp_timeout",))
     if not 0.0 < t.top_p <= 1.0:
         raise UserError(f"training.top_p must be in (0, 1], got {t.top_p}")
     if not 0.0 <= t.warmup_ratio < 1.0:
@@ -401,6 +414,16 @@ def _validate_training(t: TrainingConfig) -> None:
     _check_choice("training.lr_scheduler_type", t.lr_scheduler_type, LR_SCHEDULERS)
     _check_choice("training.optim", t.optim, OPTIMIZERS)
     _check_choice("training.report_to", t.report_to, REPORT_TO)
+
+
+def _validate_dataset(d: Any) -> None:
+    """Counts and shares of any script's dataset section (the fields it has)."""
+    max_samples = getattr(d, "max_samples", 0)
+    if max_samples < 0:
+        raise UserError(f"dataset.max_samples must be 0 (all rows) or more, got {max_samples}")
+    eval_fraction = getattr(d, "eval_fraction", 0.0)
+    if not 0.0 <= eval_fraction < 1.0:
+        raise UserError(f"dataset.eval_fraction must be in [0, 1), got {eval_fraction}")
 
 
 def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
@@ -440,18 +463,26 @@ COMMON_FLAGS: list[tuple[str, str, type, str]] = [
 
 
 def training_parser(
-    description: str, help_overrides: Mapping[str, str] | None = None
+    description: str,
+    defaults: Config,
+    help_overrides: Mapping[str, str] | None = None,
 ) -> argparse.ArgumentParser:
     """A parser with the flags every training script shares (see :data:`COMMON_FLAGS`).
 
+    ``--help`` shows each flag's default from ``defaults``, the script's built-in config
+    (flags themselves default to ``None``, so that an absent flag leaves the YAML value).
     ``help_overrides`` replaces the help text of shared flags, by flag, where a script
     gives one a narrower meaning.
     """
+    from autolearn.cli import defaults_formatter, flatten
+
     overrides = help_overrides or {}
     unknown = set(overrides) - {flag for flag, *_ in COMMON_FLAGS}
     if unknown:
         raise ValueError(f"help_overrides names flags that are not shared: {sorted(unknown)}")
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=defaults_formatter(flatten(defaults.to_dict()))
+    )
     parser.add_argument("--config", help="YAML config file (default: built-in defaults)")
     for flag, dest, tp, text in COMMON_FLAGS:
         metavar = flag.lstrip("-").upper()
@@ -462,7 +493,8 @@ def training_parser(
         "--precision",
         choices=PRECISIONS,
         default=None,
-        help="fp8 (FP8 base weights on capable GPUs), bf16, or fp32",
+        help="fp8 (FP8 base weights on capable GPUs), bf16, or fp32 (default: model.load_in_fp8 "
+        "and model.dtype decide)",
     )
     parser.add_argument(
         "--resume",
@@ -512,7 +544,29 @@ def load_config(
     if finalize is not None:
         finalize(config)
     validate(config)
+    absolute_data_paths(config.dataset)
     return config
+
+
+# Dataset settings that are always paths, and the endings of a dataset name that is a file.
+DATA_PATH_FIELDS = ("test_file", "data_file", "repos_dir", "tasks_dir")
+DATA_FILE_ENDINGS = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet")
+
+
+def absolute_data_paths(dataset: Any) -> None:
+    """Make the dataset section's file and folder paths absolute, against the working directory.
+
+    The saved ``config.yaml`` then names the same files from anywhere (``eval_code.py
+    --heldout_from RUN_DIR`` reads it back). Hub names and built-in names are left as they are.
+    """
+    from autolearn.paths import absolute
+
+    for key in DATA_PATH_FIELDS:
+        if isinstance(getattr(dataset, key, None), str):
+            setattr(dataset, key, absolute(getattr(dataset, key)))
+    name = getattr(dataset, "name", "")
+    if isinstance(name, str) and (name.lower().endswith(DATA_FILE_ENDINGS) or Path(name).is_file()):
+        dataset.name = absolute(name)
 
 
 def save_config(config: Config, path: str | Path, header: str = "") -> Path:

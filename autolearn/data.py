@@ -13,8 +13,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from autolearn.cli import plural
 from autolearn.errors import UserError, one_line
 from autolearn.hub import hub_reachable, require_hub
+from autolearn.jsonl import read_local_rows
 
 logger = logging.getLogger(__name__)
 
@@ -43,21 +45,44 @@ def is_local_file(name: str) -> bool:
 
 def load_rows(name: str, *, subset: str | None = None, split: str = "train") -> Any:
     """Load a dataset split from a local file or the hub, with one-line errors."""
+    return load_rows_and_places(name, subset=subset, split=split)[0]
+
+
+def load_rows_and_places(
+    name: str, *, subset: str | None = None, split: str = "train"
+) -> tuple[Any, list[str]]:
+    """A dataset split, and where each row came from ("line 3" of a file, "row 2" of the hub).
+
+    Local files are read by :func:`autolearn.jsonl.read_local_rows`, so that an error names
+    the file and the line; ``datasets`` loads only from the hub.
+    """
     import datasets
 
     if is_local_file(name):
-        path = Path(name).expanduser()
-        if not path.is_file():
-            raise UserError(f"dataset file not found: {name}")
+        rows = local_objects(name)
         try:
-            return datasets.load_dataset(
-                LOCAL_FORMATS[path.suffix.lower()], data_files=str(path), split="train"
-            )
-        except Exception as exc:  # datasets raises many types for a bad file
-            raise UserError(f"could not read {name}: {type(exc).__name__}: {exc}") from None
+            table = datasets.Dataset.from_list([row for _, row in rows])
+        except Exception as exc:  # pyarrow: rows that disagree on a column's type
+            raise UserError(
+                f"{name}: the rows do not share one type per column ({one_line(str(exc))})"
+            ) from None
+        return table, [where for where, _ in rows]
     if Path(name).exists():
         raise UserError(f"{name}: unsupported dataset file type; use .jsonl, .json or .parquet")
-    return load_hub_dataset(name, subset, split)
+    table = load_hub_dataset(name, subset, split)
+    return table, [f"row {i}" for i in range(len(table))]
+
+
+def local_objects(name: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(where, row)`` for each row of a local dataset file; every row must be an object."""
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise UserError(f"dataset file not found: {name}")
+    rows = read_local_rows(path, "dataset rows")
+    for where, row in rows:
+        if not isinstance(row, dict):
+            raise UserError(f"{name}: {where} is not an object with named columns")
+    return rows
 
 
 @contextlib.contextmanager
@@ -128,17 +153,44 @@ def build_math_dataset(
     prompt_style: str = "one_shot",
 ) -> Any:
     """GSM8K-style rows (``question``, ``answer``) as GRPO prompts; keeps ``answer`` for the rewards."""
-    rows = load_rows(name, subset=subset if not is_local_file(name) else None, split=split)
+    rows, places = load_rows_and_places(
+        name, subset=None if is_local_file(name) else subset, split=split
+    )
     require_columns(rows, ["question", "answer"], name)
     rows = limit_rows(rows, max_samples)
     for column in ("question", "answer"):
         bad = [i for i, value in enumerate(rows[column]) if value is None or not str(value).strip()]
         if bad:
-            raise UserError(f"dataset {name}: row {bad[0]} has an empty {column}")
+            raise UserError(f"dataset {name}: {places[bad[0]]} has an empty {column}")
+    warn_non_numeric_answers(rows["answer"], places, name)
     return rows.map(
         lambda row: {"prompt": math_prompt(str(row["question"]), prompt_style)},
         desc="building prompts",
     )
+
+
+def warn_non_numeric_answers(answers: Sequence[Any], places: Sequence[str], name: str) -> None:
+    """Warn, with a count and the first example, when gold answers are not numbers.
+
+    ``correctness`` compares such answers as text, which the math prompt (asking for a number)
+    rarely produces; usually it means a wrong column or a GSM8K answer without its number.
+    """
+    from rewards import normalize_number, parse_gold_answer
+
+    bad = [
+        i for i, value in enumerate(answers) if normalize_number(parse_gold_answer(value)) is None
+    ]
+    if bad:
+        first = bad[0]
+        logger.warning(
+            "dataset %s: answers that are not numbers: %d of %d (first: %s, %r); "
+            "correctness compares them as text, while the prompt asks for a number",
+            name,
+            len(bad),
+            len(answers),
+            places[first],
+            parse_gold_answer(answers[first]),
+        )
 
 
 def prompt_token_length(tokenizer: Any, messages: list[dict[str, str]]) -> int:
@@ -165,13 +217,17 @@ def drop_long_prompts(dataset: Any, tokenizer: Any, max_prompt_length: int) -> A
     dropped = before - len(dataset)
     if dropped:
         logger.warning(
-            "dropped %d of %d prompts longer than max_prompt_length=%d tokens",
+            "dropped %d of %s longer than max_prompt_length=%d tokens",
             dropped,
-            before,
+            plural(before, "prompt"),
             max_prompt_length,
         )
     else:
-        logger.info("all %d prompts fit in max_prompt_length=%d tokens", before, max_prompt_length)
+        logger.info(
+            "%s fit in max_prompt_length=%d tokens",
+            "the prompt" if before == 1 else f"all {before} prompts",
+            max_prompt_length,
+        )
     if len(dataset) == 0:
         raise UserError(f"every prompt is longer than max_prompt_length={max_prompt_length} tokens")
     return dataset

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autolearn.cli import plural
 from autolearn.code_data import (
     CodeProblem,
     chat_prompt,
@@ -100,14 +101,18 @@ def pass_at_k_table(counts: Mapping[str, tuple[int, int]], ks: Sequence[int]) ->
     if not counts:
         raise UserError("no samples to score")
     fewest = min(n for n, _ in counts.values())
+    short = sum(1 for n, _ in counts.values() if n == fewest)
     values: dict[int, float] = {}
     skipped: dict[int, str] = {}
     for k in ks:
         if k > fewest:
-            skipped[k] = (
-                f"pass@{k} skipped: it needs at least {k} samples per problem, "
-                f"and some problems have only {fewest}"
+            have = (
+                f"every problem has {plural(fewest, 'sample')}"
+                if short == len(counts)
+                else f"{plural(short, 'problem')} of {len(counts)} "
+                f"{'has' if short == 1 else 'have'} only {fewest}"
             )
+            skipped[k] = f"pass@{k} skipped: it needs at least {k} samples per problem, and {have}"
             continue
         values[k] = sum(pass_at_k(n, c, k) for n, c in counts.values()) / len(counts)
     return PassAtK(values, skipped)
@@ -146,7 +151,8 @@ def heldout_benchmark(run_dir: str | Path) -> tuple[str, list[CodeProblem]]:
     The run's saved ``config.yaml`` names the dataset, ``eval_fraction`` and seed; splitting
     the same dataset the same way gives the same held-out problems.
     """
-    from autolearn.config import read_yaml
+    from autolearn.config import DATA_FILE_ENDINGS, read_yaml
+    from autolearn.paths import resolve_saved_path
 
     config_path = Path(run_dir) / "config.yaml"
     if not config_path.is_file():
@@ -160,9 +166,16 @@ def heldout_benchmark(run_dir: str | Path) -> tuple[str, list[CodeProblem]]:
             f"--heldout_from: that run held nothing out (dataset.eval_fraction is 0 in {config_path})"
         )
     name = str(data.get("name", ""))
+    test_file = data.get("test_file") if name == "custom" else None
+    saved_output_dir = str(training.get("output_dir") or "")
+    run = Path(run_dir)
+    if test_file:
+        test_file = str(resolve_saved_path(str(test_file), run, saved_output_dir, "test_file"))
+    elif name.lower().endswith(DATA_FILE_ENDINGS):
+        name = str(resolve_saved_path(name, run, saved_output_dir, "dataset.name"))
     _, held = load_code_splits(
         name,
-        path=data.get("test_file") if name == "custom" else None,
+        path=test_file,
         split=data.get("split") or None,
         eval_fraction=float(data["eval_fraction"]),
         seed=int(training.get("seed", 42)),
@@ -219,16 +232,18 @@ def problems_for(
         raise UserError(f"samples name task {unknown[0]!r}{more}, which the benchmark lacks")
     missing = len(by_id) - len({s.task_id for s in samples})
     if missing:
-        logger.info("%d of %d problems have no samples and are left out", missing, len(by_id))
+        logger.info(
+            "%d of %s have no samples and are left out", missing, plural(len(by_id), "problem")
+        )
     return by_id
 
 
 def _samples_of(samples: list[Sample], task_ids: set[str], path: str | Path) -> list[Sample]:
     kept = [s for s in samples if s.task_id in task_ids]
     if not kept:
-        raise UserError(f"{path}: no sample is for one of the {len(task_ids)} chosen problems")
+        raise UserError(f"{path}: no sample is for the {plural(len(task_ids), 'chosen problem')}")
     if len(kept) < len(samples):
-        logger.info("%d samples of other problems are left out", len(samples) - len(kept))
+        logger.info("%s of other problems left out", plural(len(samples) - len(kept), "sample"))
     return kept
 
 
@@ -247,6 +262,7 @@ class ScoredSample:
     tests_passed: int
     tests_total: int
     duration_s: float
+    verdict: str = ""  # "isolated" or "in_process" for samples that ran, "" for the others
 
     def record(self) -> dict[str, Any]:
         """The JSON object written for this sample."""
@@ -259,6 +275,7 @@ class ScoredSample:
             "tests_passed": self.tests_passed,
             "tests_total": self.tests_total,
             "duration_s": round(self.duration_s, 4),
+            "verdict": self.verdict,
         }
 
 
@@ -319,6 +336,7 @@ def _scored(sample: Sample, candidate: Candidate, result: ExecResult | None) -> 
         tests_passed=result.tests_passed,
         tests_total=result.tests_total,
         duration_s=result.duration_s,
+        verdict=result.verdict,
     )
 
 
@@ -415,18 +433,30 @@ def truncate_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
-def choose_backend(requested: str) -> str:
-    """``auto``: vLLM when it is installed and a CUDA GPU is present, else transformers."""
-    from autolearn.models import cuda_available, package_available
+def choose_backend(requested: str, model_name: str | None = None) -> str:
+    """``auto``: vLLM when it is installed and a CUDA GPU is present, else transformers.
+
+    vLLM loads merged models only: for a LoRA adapter ``model_name``, ``auto`` is
+    transformers and ``vllm`` is an error, said before anything loads.
+    """
+    from autolearn.models import adapter_base, cuda_available, package_available, resolve_model_path
 
     if requested not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}")
     vllm_usable = package_available("vllm") and cuda_available()
     if requested == "vllm" and not vllm_usable:
         raise UserError("--backend vllm needs the vllm package and a CUDA GPU")
-    if requested == "auto":
-        return "vllm" if vllm_usable else "transformers"
-    return requested
+    if requested == "transformers" or not vllm_usable:
+        return "transformers"
+    if model_name is not None and adapter_base(resolve_model_path(model_name)) is not None:
+        if requested == "vllm":
+            raise UserError(
+                f"{model_name} is a LoRA adapter: vLLM needs a merged model (the run's merged/ "
+                "folder), or use --backend transformers"
+            )
+        logger.info("%s is a LoRA adapter: generating with transformers, not vLLM", model_name)
+        return "transformers"
+    return "vllm"
 
 
 def generate_completions(
@@ -499,17 +529,13 @@ def _generate_batch(
     )
 
 
-def generate_vllm(
-    model_name: str,
-    problems: Sequence[CodeProblem],
-    settings: GenerationSettings,
-    benchmark: str,
-) -> tuple[list[list[str]], str]:
-    """``n_samples`` completions per problem with vLLM, and the prompt style used.
+def load_vllm(model_name: str, seed: int) -> tuple[Any, Any]:
+    """A vLLM engine for a merged model (or hub name), and its tokenizer. GPU only.
 
-    GPU only; the CPU tests cannot run it.
+    Used by ``eval_code.py`` and by ``inference.py --mode benchmark``; the CPU tests cannot
+    run it.
     """
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
     from autolearn.embedded import fix_tokenizer, is_embedded
     from autolearn.models import adapter_base, load_tokenizer, resolve_model_path
@@ -520,22 +546,49 @@ def generate_vllm(
     tokenizer = load_tokenizer(path)
     if is_embedded(model_name):
         fix_tokenizer(tokenizer)
-    style = resolve_prompt_style(settings.prompt_style, tokenizer)
-    prompts = build_prompts(problems, tokenizer, style)
-    token_ids = [
-        tokenizer(text, add_special_tokens=style == "completion")["input_ids"] for text in prompts
-    ]
+    return LLM(model=path, tokenizer=path, seed=seed), tokenizer
+
+
+def vllm_generate(
+    llm: Any,
+    token_ids: Sequence[Sequence[int]],
+    settings: GenerationSettings,
+    stops: Sequence[str],
+) -> list[list[str]]:
+    """``n_samples`` completions per prompt (given as token ids), all in one vLLM call.
+
+    vLLM schedules every prompt at once (continuous batching); ``settings.batch_size`` is
+    for transformers only.
+    """
+    from vllm import SamplingParams
+
     params = SamplingParams(
         n=settings.n_samples,
         temperature=settings.temperature,
         top_p=1.0 if settings.greedy else SAMPLING_TOP_P,
         max_tokens=settings.max_new_tokens,
-        stop=list(stop_sequences(benchmark, style)) or None,
+        stop=list(stops) or None,
         seed=settings.seed,
     )
-    llm = LLM(model=path, tokenizer=path, seed=settings.seed)
-    outputs = llm.generate([{"prompt_token_ids": ids} for ids in token_ids], params)
-    return [[choice.text for choice in output.outputs] for output in outputs], style
+    outputs = llm.generate([{"prompt_token_ids": list(ids)} for ids in token_ids], params)
+    return [[choice.text for choice in output.outputs] for output in outputs]
+
+
+def generate_vllm(
+    model_name: str,
+    problems: Sequence[CodeProblem],
+    settings: GenerationSettings,
+    benchmark: str,
+) -> tuple[list[list[str]], str]:
+    """``n_samples`` completions per problem with vLLM, and the prompt style used. GPU only."""
+    llm, tokenizer = load_vllm(model_name, settings.seed)
+    style = resolve_prompt_style(settings.prompt_style, tokenizer)
+    prompts = build_prompts(problems, tokenizer, style)
+    token_ids = [
+        tokenizer(text, add_special_tokens=style == "completion")["input_ids"] for text in prompts
+    ]
+    completions = vllm_generate(llm, token_ids, settings, stop_sequences(benchmark, style))
+    return completions, style
 
 
 # --------------------------------------------------------------------------- whole runs
@@ -593,7 +646,7 @@ def evaluate_model(
     """Generate ``n_samples`` completions per problem with ``model_name`` and score them."""
     check_settings(settings)
     limits = limits or default_limits()
-    chosen = choose_backend(backend)
+    chosen = choose_backend(backend, model_name)
     started = time.perf_counter()
     if chosen == "vllm":
         completions, style = generate_vllm(model_name, problems, settings, benchmark)
@@ -603,8 +656,8 @@ def evaluate_model(
         model, tokenizer = load_inference_model(model_name)
         style = resolve_prompt_style(settings.prompt_style, tokenizer)
         prompts = build_prompts(problems, tokenizer, style)
-        logger.info("generating %d x %d completions (%s prompts, transformers)",
-                    len(prompts), settings.n_samples, style)  # fmt: skip
+        logger.info("generating %s x %s (%s prompts, transformers)", plural(len(prompts), "prompt"),
+                    plural(settings.n_samples, "completion"), style)  # fmt: skip
         completions = generate_completions(
             model, tokenizer, prompts, settings, stop_sequences(benchmark, style),
             add_special_tokens=style == "completion", progress=progress,
@@ -661,8 +714,15 @@ def build_summary(
         "skipped_k": {f"pass@{k}": reason for k, reason in run.pass_k.skipped.items()},
         "statuses": dict(Counter(s.status for s in run.scored).most_common()),
         "isolation": isolation_level(),
+        "isolated_share": isolated_share(run.scored),
         "results_file": str(results_path),
     }
+
+
+def isolated_share(scored: Sequence[ScoredSample]) -> float | None:
+    """Share of the samples that ran whose verdicts were isolated from the candidate's process."""
+    ran = [s for s in scored if s.verdict]
+    return round(sum(s.verdict == "isolated" for s in ran) / len(ran), 4) if ran else None
 
 
 def write_results(path: Path, scored: Sequence[ScoredSample]) -> None:
@@ -701,6 +761,8 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
         table.add_row(key.replace("_", " "), str(summary[key]))
     for status, count in summary["statuses"].items():
         table.add_row(f"  {status}", str(count))
+    if summary.get("isolated_share") is not None:
+        table.add_row("isolated verdicts", f"{summary['isolated_share']:.1%}")
     for key in ("generation_s", "scoring_s"):
         if key in summary:
             table.add_row(key.replace("_s", " (s)"), f"{summary[key]:.1f}")

@@ -126,8 +126,9 @@ def run_training(
 ) -> Path:
     """Train on ``dataset`` (with a chat ``prompt`` column) with GRPO as ``config`` says."""
     from autolearn.data import drop_long_prompts
-    from autolearn.trainer import check_batch_shape, train
+    from autolearn.trainer import check_batch_shape, check_reward_kwargs, train
 
+    check_reward_kwargs(config, registry)
     check_batch_shape(config)
     check_reporting(config.training.report_to)
     check_output_dir(config, resume=resume, claim=True)

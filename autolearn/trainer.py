@@ -35,6 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from autolearn.cli import plural
 from autolearn.config import Config, parse_reward_spec, save_config
 from autolearn.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Aborted, UserError
 from autolearn.gpu_memory import RunMemory
@@ -86,41 +87,80 @@ def resolve_reward(name: str, registry: Mapping[str, RewardFn]) -> RewardFn:
     return function
 
 
+def reward_settings(function: RewardFn) -> list[str]:
+    """The settings a reward takes: its keyword-only parameters (those after ``*``).
+
+    Positional parameters are what TRL passes (prompts, completions, dataset columns such as
+    ``answer``), and ``**kwargs`` takes the other columns; neither is a setting.
+    """
+    parameters = inspect.signature(function).parameters.values()
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
 def bind_reward_kwargs(function: RewardFn, kwargs: Mapping[str, Any], name: str) -> RewardFn:
     """Fix keyword settings of a reward (e.g. the length window of ``reasoning``).
 
-    The wrapper keeps the reward's ``__name__``, which TRL uses to log it.
+    A name that is not one of :func:`reward_settings` is an error listing the valid ones, even
+    when the reward takes ``**kwargs`` (it would silently ignore a misspelt setting). The
+    wrapper keeps the reward's ``__name__``, which TRL uses to log it.
     """
     if not kwargs:
         return function
-    parameters = inspect.signature(function).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    unknown = [k for k in kwargs if k not in parameters]
-    if unknown and not accepts_any:
+    settings = reward_settings(function)
+    unknown = [k for k in kwargs if k not in settings]
+    if unknown:
+        takes = (
+            f"its settings are {', '.join(settings)}"
+            if settings
+            else "it takes no settings (a custom reward declares them as keyword-only "
+            "parameters, after *)"
+        )
         raise UserError(
-            f"reward_kwargs.{name}: reward '{name}' takes no setting(s) {', '.join(unknown)}; "
-            f"it takes {', '.join(p for p in parameters if p not in ('prompts', 'completions', 'kwargs'))}"
+            f"reward_kwargs.{name}: reward '{name}' has no setting {', '.join(unknown)}; {takes}"
         )
     bound = functools.partial(function, **kwargs)
     return functools.update_wrapper(bound, function)
+
+
+def check_reward_kwargs(config: Config, registry: Mapping[str, RewardFn]) -> None:
+    """Check ``reward_kwargs`` before a model loads: they must name rewards in use, and settings
+    the rewards have. Custom rewards (``module:function``) are checked when they are imported,
+    after the backend, since their module may import transformers before Unsloth.
+    """
+    unknown_kwargs = [k for k in config.reward_kwargs if k not in config.rewards]
+    if unknown_kwargs:
+        raise UserError(
+            f"reward_kwargs names reward(s) not in rewards: {', '.join(unknown_kwargs)}"
+        )
+    for name, kwargs in config.reward_kwargs.items():
+        if name in registry:
+            bind_reward_kwargs(registry[name], kwargs, name)
 
 
 def build_rewards(
     config: Config, registry: Mapping[str, RewardFn]
 ) -> tuple[list[RewardFn], list[float]]:
     """The reward functions and their weights, in config order, for TRL's ``reward_weights``."""
-    unknown_kwargs = [k for k in config.reward_kwargs if k not in config.rewards]
-    if unknown_kwargs:
-        raise UserError(
-            f"reward_kwargs names reward(s) not in rewards: {', '.join(unknown_kwargs)}"
-        )
+    check_reward_kwargs(config, registry)
     functions: list[RewardFn] = []
     weights: list[float] = []
     for name, weight in config.rewards.items():
         function = resolve_reward(name, registry)
         functions.append(bind_reward_kwargs(function, config.reward_kwargs.get(name, {}), name))
         weights.append(float(weight))
+    _log_reward_gates(config, functions)
     return functions, weights
+
+
+def _log_reward_gates(config: Config, functions: Sequence[RewardFn]) -> None:
+    """Say once at start which shaping rewards pay only with the task's core signal."""
+    notes: dict[str, list[str]] = {}
+    for name, function in zip(config.rewards, functions, strict=True):
+        note = getattr(function, "gate_note", None)
+        if note and config.reward_kwargs.get(name, {}).get("gate", True) is not False:
+            notes.setdefault(note, []).append(name)
+    for note, names in notes.items():
+        logger.info("reward gate on for %s: %s", ", ".join(names), note)
 
 
 # --------------------------------------------------------------------------- batch arithmetic
@@ -137,7 +177,7 @@ def check_batch_shape(config: Config, processes: int | None = None) -> int:
     completions = processes * t.per_device_train_batch_size * t.gradient_accumulation_steps
     if completions % t.num_generations:
         raise UserError(
-            f"{processes} process(es) x per_device_train_batch_size {t.per_device_train_batch_size} x "
+            f"{plural(processes, 'process', 'processes')} x per_device_train_batch_size {t.per_device_train_batch_size} x "
             f"gradient_accumulation_steps {t.gradient_accumulation_steps} = {completions} completions "
             f"per step, which is not a multiple of num_generations {t.num_generations}; change "
             "per_device_train_batch_size (--batch_size) or num_generations so that it divides"
@@ -159,8 +199,7 @@ def grpo_config(config: Config, tm: TrainingModel, weights: list[float]) -> Any:
         "output_dir": t.output_dir,
         "num_generations": t.num_generations,
         "learning_rate": t.learning_rate,
-        "max_steps": t.max_steps if t.max_steps > 0 else -1,
-        "num_train_epochs": t.num_train_epochs,
+        "max_steps": t.max_steps,
         "per_device_train_batch_size": t.per_device_train_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation_steps,
         "max_completion_length": t.max_completion_length,
@@ -709,16 +748,15 @@ def log_run_header(config: Config, tm: TrainingModel, dataset: Any, weights: lis
         rollout_engine(tm, config),
     )
     logger.info(
-        "dataset %s: %d prompts | %d prompts x %d generations per step (%d process(es) x "
-        "batch %d x accumulation %d) | %s steps",
+        "dataset %s: %s | %s x %d generations per step (%s x batch %d x accumulation %d) | %s",
         config.dataset.name,
-        len(dataset),
-        prompts_per_step,
+        plural(len(dataset), "prompt"),
+        plural(prompts_per_step, "prompt"),
         t.num_generations,
-        world_size(),
+        plural(world_size(), "process", "processes"),
         t.per_device_train_batch_size,
         t.gradient_accumulation_steps,
-        t.max_steps if t.max_steps > 0 else f"{t.num_train_epochs} epoch(s) of",
+        plural(t.max_steps, "step"),
     )
     logger.info(
         "rewards: %s",

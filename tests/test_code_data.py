@@ -265,7 +265,7 @@ def test_bad_local_rows_are_one_line_errors(tmp_path: Path, rows: str, expected:
 def test_corrupt_parquet_is_a_user_error(tmp_path: Path) -> None:
     path = tmp_path / "rows.parquet"
     path.write_bytes(b"PAR1 this is not parquet")
-    with pytest.raises(UserError, match=r"rows\.parquet: cannot read it"):
+    with pytest.raises(UserError, match=r"rows\.parquet: not a readable Parquet file"):
         load_code_problems(str(path))
 
 

@@ -171,9 +171,27 @@ def test_correct_code_scores_full_marks(
 def test_wrong_code_runs_but_fails_tests(scores: dict[str, dict[str, float | None]]) -> None:
     got = scores["wrong"]
     assert got["test_pass"] == 0.0
-    assert got["execution"] == 1.0
-    assert got["syntax"] == 1.0
+    assert got["execution"] == 0.0  # gated: no test passes
+    assert got["lint"] == got["complexity"] == got["type_safety"] == 0.0
+    assert got["syntax"] == 1.0  # the requested layout is paid ungated
     assert got["performance"] == 0.0
+
+
+def test_the_gate_can_be_turned_off(scores: dict[str, dict[str, float | None]]) -> None:
+    columns = {"code_prompt": [STUB], "test_code": [TESTS], "entry_point": [ENTRY]}
+    for name in code_rewards.GATED:
+        assert REWARDS[name]([STUB], [BODY_WRONG], **columns) == [0.0]
+        assert REWARDS[name]([STUB], [BODY_WRONG], gate=False, **columns) == [1.0]
+
+
+def test_a_pass_body_earns_at_most_a_quarter_of_the_default_reward() -> None:
+    columns = {"code_prompt": [STUB], "test_code": [TESTS], "entry_point": [ENTRY]}
+    weighted = code_rewards.make_weighted_reward(limits=LIMITS)
+    total = sum(code_rewards.DEFAULT_WEIGHTS.values())
+    [nothing] = weighted([STUB], ["    pass\n"], **columns)
+    assert nothing is not None and nothing <= 0.25 * total
+    [correct] = weighted([STUB], [BODY_CORRECT], **columns)  # positive control
+    assert correct == pytest.approx(total)
 
 
 def test_partially_correct_code_gets_partial_credit(
@@ -431,6 +449,7 @@ def test_trainer_gets_run_status_metrics_and_column() -> None:
     assert extra["run_status"] == ["passed", "no_code", "syntax_error"]
     assert metrics["code/passed"] == pytest.approx(1 / 3)
     assert metrics["code/timeout"] == 0.0
+    assert metrics.pop("code/isolated_share") == 1.0  # the one run had isolated verdicts
     assert set(metrics) == {f"code/{status}" for status in code_rewards.RUN_STATUSES}
     assert sum(metrics.values()) == pytest.approx(1.0)  # every outcome has its share
 

@@ -65,7 +65,7 @@ def test_empty_missing_and_malformed_files(tmp_path: Path) -> None:
         build_math_dataset(wrong)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"question": "x", "answer": \n')
-    with pytest.raises(UserError, match="could not read"):
+    with pytest.raises(UserError, match=r"broken\.jsonl: line 1 is not valid JSON"):
         build_math_dataset(str(broken))
     blank = write_jsonl(tmp_path / "blank.jsonl", [{"question": "x", "answer": " "}])
     with pytest.raises(UserError, match="empty answer"):

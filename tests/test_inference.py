@@ -14,11 +14,13 @@ import pexpect
 import pytest
 
 from autolearn.chat import (
+    Answer,
     BenchmarkPrompt,
     Measurement,
     load_benchmark_prompts,
     percentile,
-    summarize,
+    summarize_batched,
+    summarize_stream,
 )
 from autolearn.errors import UserError
 
@@ -130,15 +132,65 @@ def test_benchmark_mode_prints_table_and_writes_json(tiny_model_dir: Path, tmp_p
     report = json.loads(output.read_text())
     summary = report["summary"]
     assert summary["prompts"] == 3 and summary["graded"] == 3
+    assert summary["engine"] == "transformers"  # no vLLM here
     assert 0.0 <= summary["accuracy"] <= 1.0
+    assert summary["stream_prompts"] == 3  # fewer prompts than --stream_prompts' 8
     assert summary["latency_p50_s"] <= summary["latency_p95_s"]
     assert 0 < summary["ttft_mean_s"] <= summary["latency_mean_s"]
-    assert 0 < summary["generated_tokens"] <= 3 * 8
-    assert summary["tokens_per_s"] > 0 and summary["peak_memory_mb"] > 0
+    assert 0 < summary["generated_tokens"] <= 3 * 8 + 3  # re-tokenized replies may differ a bit
+    assert summary["tokens_per_s"] > 0 and summary["stream_tokens_per_s"] > 0
+    assert summary["peak_memory_mb"] > 0
     assert summary["memory_kind"] == "process_rss" and summary["model"] == str(tiny_model_dir)
-    assert len(report["requests"]) == 3
+    assert len(report["requests"]) == 3 and len(report["answers"]) == 3
     assert report["requests"][0]["label"].startswith("Mia has 8 pencils")
-    assert all(r["correct"] in (True, False) for r in report["requests"])
+    assert all(r["correct"] in (True, False) for r in report["answers"])
+    # Greedy decoding: the batched pass answers as the single-stream pass did.
+    assert [a["response"] for a in report["answers"]] == [r["response"] for r in report["requests"]]
+
+
+def test_benchmark_without_single_stream_pass(tiny_model_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable, SCRIPT, "--model", str(tiny_model_dir), "--mode", "benchmark",
+            "--limit", "3", "--max_new_tokens", "4", "--stream_prompts", "0", "--batch_size", "2",
+            "--backend", "transformers", "--output", str(output), "--no_progress",
+        ],
+        cwd=ROOT, env=script_env(tmp_path), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "not measured" in done.stdout and "batches of 2" in done.stdout
+    report = json.loads(output.read_text())
+    assert report["requests"] == [] and len(report["answers"]) == 3
+    assert report["summary"]["latency_mean_s"] is None and report["summary"]["batch_size"] == 2
+
+
+def test_batched_answers_keep_prompt_order_across_batches(tiny_model_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from autolearn.chat import ChatSettings, run_batched, transformers_generator
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():  # sharper logits: answers that depend on the prompt, no near-ties
+        for parameter in model.parameters():
+            parameter.mul_(20.0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = load_benchmark_prompts(limit=5)
+    settings = ChatSettings(temperature=0.0, max_new_tokens=6)
+
+    def answers(batch_size: int) -> list[str]:
+        generate = transformers_generator(
+            model, tokenizer, settings, batch_size=batch_size, seed=0, progress=False
+        )
+        found, seconds = run_batched(generate, tokenizer, prompts)
+        assert seconds > 0 and [a.label for a in found] == [p.label for p in prompts]
+        assert all(a.correct in (True, False) for a in found)  # the bundled prompts have answers
+        return [a.response for a in found]
+
+    one_by_one = answers(1)
+    assert answers(2) == one_by_one  # 3 batches (2, 2, 1), answers in prompt order
+    assert len(set(one_by_one)) > 1  # the prompts differ, so their answers do
 
 
 def test_benchmark_prompts_without_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -166,6 +218,9 @@ def test_benchmark_prompts_without_answers(tiny_model_dir: Path, tmp_path: Path)
         (["--max_new_tokens", "0"], "error: --max_new_tokens must be at least 1"),
         (["--temperature", "nan"], "error: --temperature must be a number >= 0"),
         (["--mode", "benchmark", "--limit", "0"], "error: --limit must be at least 1"),
+        (["--mode", "benchmark", "--batch_size", "0"], "error: --batch_size must be at least 1"),
+        (["--mode", "benchmark", "--stream_prompts", "-1"], "error: --stream_prompts must be at"),
+        (["--mode", "benchmark", "--backend", "vllm"], "error: --backend vllm needs the vllm"),
     ],
 )
 def test_bad_input_gives_one_error_line(extra: list[str], message: str, tmp_path: Path) -> None:
@@ -208,20 +263,28 @@ def test_percentile_interpolates_like_numpy() -> None:
         percentile([], 50)
 
 
-def test_summarize_aggregates_requests() -> None:
+def test_summaries_aggregate_requests_and_answers() -> None:
     rows = [
-        Measurement("a", "the answer is 4", latency_s=1.0, ttft_s=0.1, new_tokens=10, answer="4",
-                    correct=True),
-        Measurement("b", "5", latency_s=3.0, ttft_s=0.3, new_tokens=30, answer="6", correct=False),
+        Measurement("a", "the answer is 4", latency_s=1.0, ttft_s=0.1, new_tokens=10),
+        Measurement("b", "5", latency_s=3.0, ttft_s=0.3, new_tokens=30),
         Measurement("c", "hi", latency_s=2.0, ttft_s=0.2, new_tokens=20),
-    ]  # fmt: skip
-    summary = summarize(rows, 512.0, "process_rss")
-    assert summary["accuracy"] == 0.5 and summary["graded"] == 2
-    assert summary["latency_mean_s"] == pytest.approx(2.0)
-    assert summary["latency_p50_s"] == pytest.approx(2.0)
-    assert summary["latency_p95_s"] == pytest.approx(2.9)
-    assert summary["ttft_mean_s"] == pytest.approx(0.2)
-    assert summary["tokens_per_s"] == pytest.approx(60 / 6.0)
+    ]
+    stream = summarize_stream(rows)
+    assert stream["stream_prompts"] == 3
+    assert stream["latency_mean_s"] == pytest.approx(2.0)
+    assert stream["latency_p50_s"] == pytest.approx(2.0)
+    assert stream["latency_p95_s"] == pytest.approx(2.9)
+    assert stream["ttft_mean_s"] == pytest.approx(0.2)
+    assert stream["stream_tokens_per_s"] == pytest.approx(60 / 6.0)
+    assert summarize_stream([])["latency_mean_s"] is None  # --stream_prompts 0
+    answers = [
+        Answer("a", "4", new_tokens=10, answer="4", correct=True),
+        Answer("b", "5", new_tokens=30, answer="6", correct=False),
+        Answer("c", "hi", new_tokens=20),
+    ]
+    batched = summarize_batched(answers, seconds=2.0)
+    assert batched["accuracy"] == 0.5 and batched["graded"] == 2 and batched["prompts"] == 3
+    assert batched["tokens_per_s"] == pytest.approx(30.0)
 
 
 def test_default_prompts_are_the_bundled_math_problems() -> None:
@@ -236,7 +299,7 @@ def test_default_prompts_are_the_bundled_math_problems() -> None:
 def test_malformed_prompt_rows_are_user_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "ok?"}\n{"text": "no prompt key"}\n')
-    with pytest.raises(UserError, match="row 2 needs a 'question'"):
+    with pytest.raises(UserError, match="line 2 needs a 'question'"):
         load_benchmark_prompts(bad)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"question": "ok?"}\n\n{"question": \n')
@@ -244,7 +307,7 @@ def test_malformed_prompt_rows_are_user_errors(tmp_path: Path) -> None:
         load_benchmark_prompts(broken)
     empty_chat = tmp_path / "empty_chat.jsonl"
     empty_chat.write_text('{"prompt": []}\n')
-    with pytest.raises(UserError, match=r"row 1 needs .*non-empty list of chat messages"):
+    with pytest.raises(UserError, match=r"line 1 needs .*non-empty list of chat messages"):
         load_benchmark_prompts(empty_chat)
 
 
@@ -268,3 +331,25 @@ def test_long_conversations_are_trimmed_oldest_first(tiny_model_dir: Path) -> No
     assert kept == sorted(kept)  # the newest exchanges survive, in order
     assert trimmed[-2]["content"].startswith("answer 5")
     assert trim_history(tokenizer, messages, budget=10**6, keep_system=True) == messages
+
+
+def test_backend_selection(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autolearn import models
+    from autolearn.evaluation import choose_backend
+
+    assert choose_backend("auto", str(tiny_model_dir)) == "transformers"  # this machine: no vLLM
+    with pytest.raises(UserError, match="--backend vllm needs the vllm package and a CUDA GPU"):
+        choose_backend("vllm")
+    # What a GPU machine with vLLM would choose (only the two probes of the machine are set).
+    monkeypatch.setattr(models, "cuda_available", lambda: True)
+    monkeypatch.setattr(models, "package_available", lambda name: name == "vllm")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "x"}))
+    assert choose_backend("auto", str(tiny_model_dir)) == "vllm"
+    assert choose_backend("transformers", str(tiny_model_dir)) == "transformers"
+    assert choose_backend("auto", str(adapter)) == "transformers"  # vLLM loads merged models
+    with pytest.raises(UserError, match="is a LoRA adapter: vLLM needs a merged model"):
+        choose_backend("vllm", str(adapter))

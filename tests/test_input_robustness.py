@@ -61,7 +61,7 @@ def test_swe_json_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
 def test_null_question_or_answer_is_refused(tmp_path: Path, row: str, column: str) -> None:
     path = tmp_path / "math.jsonl"
     path.write_text(row + "\n")
-    with pytest.raises(UserError, match=f"row 0 has an empty {column}"):
+    with pytest.raises(UserError, match=f"line 1 has an empty {column}"):
         build_math_dataset(str(path))
 
 

@@ -218,9 +218,11 @@ def test_batch_keeps_order_and_runs_duplicates_once(monkeypatch: pytest.MonkeyPa
     calls = []
     real = sb._run_python_checked
 
-    def counting(program: str, tests: tuple[str, ...], limits: sb.Limits) -> sb.ExecResult:
+    def counting(
+        program: str, tests: tuple[str, ...], limits: sb.Limits, driver: sb.Driver | None
+    ) -> sb.ExecResult:
         calls.append(program)
-        return real(program, tests, limits)
+        return real(program, tests, limits, driver)
 
     monkeypatch.setattr(sb, "_run_python_checked", counting)
     good = sb.PythonJob(ADD, TESTS[:1])

@@ -288,12 +288,25 @@ TAMPERING = {
     + "sys.audit = lambda *a: None\n",
     "fork_and_continue_in_child": "import os\ndef add(a, b):\n    if os.fork() == 0:\n"
     "        return a + b\n    os.wait()\n    return a - b\n",
+    # Would pass if it worked: any `emit` closure it reaches through frames, the garbage
+    # collector or a C-callable finalizer announces every unit, then the run exits 0.
     "steal_key_through_frames_and_gc": WRONG
-    + "import sys, gc\nfound = []\n"
-    + "for grab in (lambda: sys._getframe(1).f_back.f_locals, lambda: gc.get_objects(),\n"
-    + "             lambda: sys._current_frames()):\n"
-    + "    try:\n        found.append(grab())\n    except Exception:\n        pass\n"
-    + "assert not found\n",
+    + "import functools, gc, operator, os, sys\n"
+    + "def forge(emit):\n"
+    + "    for unit in (-1, 0, 1):\n        emit(b'P', unit, '')\n"
+    + "    emit(b'E', 2, '')\n    os._exit(0)\n"
+    + "def hunt():\n    seen = []\n"
+    + "    for grab in (lambda: sys._getframe(1).f_back.f_locals.values(), gc.get_objects,\n"
+    + "                 lambda: [f.f_locals for f in sys._current_frames().values()]):\n"
+    + "        try:\n            seen.extend(grab())\n        except Exception:\n            pass\n"
+    + "    for value in seen:\n"
+    + "        for cell in getattr(value, '__closure__', None) or ():\n"
+    + "            try:\n                inner = cell.cell_contents\n"
+    + "            except ValueError:\n                continue\n"
+    + "            if getattr(inner, '__name__', '') == 'emit':\n                forge(inner)\n"
+    + "class Finalizer:\n    def __del__(self):\n"
+    + "        list(map(operator.call, [functools.partial(hunt)]))\n"
+    + "Finalizer()\ngc.collect()\nhunt()\n",
     "read_expected_values_from_the_test": "import sys\n"
     "def add(a, b):\n"
     "    caller = sys._getframe(1)\n"

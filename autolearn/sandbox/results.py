@@ -26,6 +26,7 @@ class ExecResult:
     stderr: str
     isolation: str
     message: str = ""
+    verdict: str = "in_process"  # "isolated": the tests ran apart from the candidate
 
     @property
     def passed(self) -> bool:
@@ -51,6 +52,7 @@ def _result(
     tests_passed: int,
     setup_ok: bool,
     isolation: str,
+    verdict: str = "in_process",
 ) -> ExecResult:
     """ExecResult from the verdict fields plus what every run reports (exit, time, output)."""
     return ExecResult(
@@ -64,6 +66,7 @@ def _result(
         stderr=_text(outcome.stderr_tail),
         isolation=isolation,
         message=message,
+        verdict=verdict,
     )
 
 
@@ -119,6 +122,9 @@ def _killed_status(outcome: _Outcome, limits: Limits, where: str) -> tuple[str, 
 
 def _exit_status(outcome: _Outcome, limits: Limits, where: str) -> tuple[str, str]:
     """Status from how the process ended when no verdict explains it."""
+    if outcome.oom_killed:
+        limit = f"memory limit ({limits.memory_mb} MiB for the whole sandbox)"
+        return "memory", f"{limit} reached {where}".strip()
     signal_name = _death_signal(outcome)
     if _cpu_exhausted(outcome, limits, signal_name):
         return "timeout", f"CPU time limit ({limits.cpu_seconds} s) reached {where}".strip()

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import marshal
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from autolearn.sandbox.isolation import (
     _seccomp_pipe,
     _wrapper_argv,
 )
-from autolearn.sandbox.limits import _CGROUPS, Limits
+from autolearn.sandbox.limits import _CGROUPS, Limits, sandbox_memory_bytes
 from autolearn.sandbox.process import (
     _BOOTSTRAP,
     _HARNESS_CODE,
@@ -33,6 +34,7 @@ from autolearn.sandbox.process import (
     _Outcome,
     _popen,
     _RunPipes,
+    frame,
 )
 
 logger = logging.getLogger(__name__)
@@ -58,11 +60,11 @@ class _Zygote:
     def __init__(self, file_size_mb: int) -> None:
         self.file_size_mb = file_size_mb
         self.alive = False
-        self.cgroup = _CGROUPS.create(Limits().max_pids + _ZYGOTE_TASKS)
+        self.cgroup = _CGROUPS.create(
+            Limits().max_pids + _ZYGOTE_TASKS, sandbox_memory_bytes(Limits())
+        )
         self.control, child_control = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         boot_r, boot_w = os.pipe()
-        os.write(boot_w, marshal.dumps((_HARNESS_CODE, {"mode": "zygote"})))
-        os.close(boot_w)
         seccomp_fd = _seccomp_pipe()
         argv = _wrapper_argv(self.cgroup, "bwrap")
         argv += _bwrap_argv("python", file_size_mb, seccomp_fd, None, as_pid_1=True)
@@ -77,6 +79,7 @@ class _Zygote:
             )
             self.proc = spawn.result()
         except BaseException:
+            os.close(boot_w)
             self.kill()
             raise
         finally:
@@ -84,7 +87,27 @@ class _Zygote:
             child_control.close()
             if seccomp_fd is not None:
                 os.close(seccomp_fd)
+        self._send_boot(boot_w)
         self._await_ready()
+
+    def _send_boot(self, boot_w: int) -> None:
+        """Write the harness to the starting zygote (more than a pipe buffer holds)."""
+        payload = memoryview(frame(marshal.dumps((_HARNESS_CODE, {"mode": "zygote"}))))
+        deadline = time.monotonic() + _ZYGOTE_START_S
+        try:
+            while payload:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([], [boot_w], [], remaining)[1]:
+                    raise _ZygoteError("sandbox zygote did not read its harness")
+                payload = payload[os.write(boot_w, payload[: 1 << 16]) :]
+        except OSError as exc:
+            self.kill()
+            raise _ZygoteError(f"sandbox zygote did not start ({exc})") from exc
+        except _ZygoteError:
+            self.kill()
+            raise
+        finally:
+            os.close(boot_w)
 
     def _await_ready(self) -> None:
         self.control.settimeout(_ZYGOTE_START_S)
@@ -102,9 +125,10 @@ class _Zygote:
     def run(self, job_bytes: bytes, limits: Limits) -> _Outcome:
         """Run one job; raise `_ZygoteError` if the zygote could not even take it."""
         pipes = _RunPipes(verdicts=True)
+        oom_kills = 0
         if self.cgroup is not None:
-            with contextlib.suppress(OSError):
-                (self.cgroup / "pids.max").write_text(str(limits.max_pids + _ZYGOTE_TASKS))
+            self.cgroup.set_limits(limits.max_pids + _ZYGOTE_TASKS, sandbox_memory_bytes(limits))
+            oom_kills = self.cgroup.oom_kills()
         started = time.monotonic()
         try:
             socket.send_fds(self.control, [b"R"], pipes.child_ends())
@@ -119,6 +143,8 @@ class _Zygote:
         state = "timeout"
         try:
             state = collector.pump(self.control.fileno(), started + limits.timeout_s, bool)
+            if self.cgroup is not None:
+                outcome.oom_killed = self.cgroup.oom_kills() > oom_kills
             if state == "done":
                 self._read_exit(outcome)
             else:
