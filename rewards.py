@@ -7,6 +7,8 @@ ignored unless named below. All scores lie in [0, 1] (``combined`` is a weighted
 
 ``correctness``
     1.0 when the completion's final answer equals the gold ``answer`` column, else 0.0.
+    Rows of a reasoning-gym task (``--dataset rg:NAME``) are scored instead by that
+    generator's own ``score_answer`` on the stated answer (the ``<answer>`` content).
     The gold may be a full GSM8K answer ("... #### 72") or a bare one ("72"). The final
     answer is taken from the first of these that exists: the last non-empty
     ``<answer>...</answer>``, the last ``\\boxed{...}``, the last ``#### N``, the last
@@ -354,18 +356,41 @@ def _gold_answers(answer: Sequence[Any] | None, count: int, reward: str) -> list
     return [parse_gold_answer(value) for value in answer]
 
 
+def stated_answer(text: str) -> str | None:
+    """The answer a completion states, as written: its last non-empty ``<answer>`` block
+    (stripped, not reduced to a number), else what :func:`extract_answer` finds."""
+    contents = [content.strip() for content in _answer_tag_contents(text) if content.strip()]
+    return contents[-1] if contents else extract_answer(text)
+
+
 def correctness(
     prompts: Sequence[Completion] | None,
     completions: Sequence[Completion],
     answer: Sequence[Any] | None = None,
+    rg_task: Sequence[str | None] | None = None,
+    rg_entry: Sequence[str | None] | None = None,
     **kwargs: Any,
 ) -> list[float]:
-    """1.0 for each completion whose final answer equals the gold ``answer``, else 0.0."""
+    """1.0 for each completion whose final answer equals the gold ``answer``, else 0.0.
+
+    A reasoning-gym row (``rg_task`` and ``rg_entry`` columns, see
+    :mod:`autolearn.procedural`) is scored by its generator's own ``score_answer`` on the
+    stated answer instead, so expressions, lists and words are judged as the task means.
+    """
     texts = completion_texts(completions)
     golds = _gold_answers(answer, len(texts), "correctness")
-    return [
+    scores = [
         1.0 if answers_match(extract_answer(text), gold) else 0.0
         for text, gold in zip(texts, golds, strict=True)
+    ]
+    if rg_task is None or rg_entry is None:
+        return scores
+    from autolearn.procedural import score_answers
+
+    verdicts = score_answers(rg_task, rg_entry, [stated_answer(text) for text in texts])
+    return [
+        score if verdict is None else verdict
+        for score, verdict in zip(scores, verdicts, strict=True)
     ]
 
 

@@ -86,6 +86,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="DIR",
         help="Terminal-Bench task folders (default: the 6 bundled examples/terminal_tasks)",
     )
+    parser.add_argument(
+        "--eval_fraction",
+        dest="dataset.eval_fraction",
+        type=float,
+        metavar="F",
+        help="share of tasks held out for evaluation, e.g. 0.2",
+    )
     args = parser.parse_args(argv)
     merge_benchmark_flag(args)
     return args
@@ -123,9 +130,17 @@ def main() -> None:
         tasks_dir=d.tasks_dir or None,
     )
 
+    from autolearn.heldout import HeldOut, require_heldout, split_heldout_rows
+
+    dataset, held = split_heldout_rows(dataset, d.eval_fraction, config.training.seed)
+    heldout = HeldOut("bench", held) if held is not None else None
+    require_heldout(
+        config.training.eval_steps, heldout, "set dataset.eval_fraction (--eval_fraction)"
+    )
+
     import bench_rewards
 
-    run_training(config, dataset, bench_rewards.REWARDS, resume=args.resume)
+    run_training(config, dataset, bench_rewards.REWARDS, resume=args.resume, heldout=heldout)
 
 
 if __name__ == "__main__":

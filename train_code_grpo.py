@@ -98,8 +98,17 @@ def main() -> None:
     from autolearn.code_exec import warm_up_analysis
 
     # mypy parses the standard library stubs once; do it now rather than in the first step.
+    from autolearn.heldout import HeldOut, require_heldout
+
+    heldout = None
+    if splits.heldout:
+        problems = {p.task_id: p for p in splits.heldout}
+        heldout = HeldOut("code", splits.heldout_dataset(), problems)
+    require_heldout(
+        config.training.eval_steps, heldout, "set dataset.eval_fraction (--eval_fraction)"
+    )
     warm_up_analysis(type_check=config.rewards.get("type_safety", 0.0) > 0)
-    run_training(config, splits.train, code_rewards.REWARDS, resume=args.resume)
+    run_training(config, splits.train, code_rewards.REWARDS, resume=args.resume, heldout=heldout)
 
 
 if __name__ == "__main__":

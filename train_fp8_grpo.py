@@ -5,6 +5,7 @@ Examples:
     python train_fp8_grpo.py --config config.yaml
     python train_fp8_grpo.py --model unsloth/Qwen3-4B --dataset openai/gsm8k --max_samples 500
     python train_fp8_grpo.py --config examples/cpu_demo.yaml        # CPU demo, embedded model
+    python train_fp8_grpo.py --dataset rg:basic_arithmetic --eval_steps 20  # reasoning-gym task
 """
 
 from __future__ import annotations
@@ -25,7 +26,22 @@ def default_config() -> Config:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see ``--help``)."""
     description = "GRPO training on GSM8K-style math problems, with the rewards of rewards.py."
-    return training_parser(description, default_config()).parse_args(argv)
+    parser = training_parser(
+        description,
+        default_config(),
+        help_overrides={
+            "--dataset": "hub name, local .jsonl/.json/.parquet file, or rg:NAME (a reasoning-gym "
+            "generator, e.g. rg:basic_arithmetic)"
+        },
+    )
+    parser.add_argument(
+        "--eval_fraction",
+        dest="dataset.eval_fraction",
+        type=float,
+        metavar="F",
+        help="share of problems held out for evaluation, e.g. 0.1",
+    )
+    return parser.parse_args(argv)
 
 
 @run_main
@@ -36,20 +52,21 @@ def main() -> None:
 
     config = start_run(default_config(), args)
 
-    from autolearn.data import build_math_dataset
+    from autolearn.data import build_math_splits
+    from autolearn.heldout import HeldOut, require_heldout
 
-    d = config.dataset
-    dataset = build_math_dataset(
-        d.name,
-        subset=d.subset,
-        split=d.split,
-        max_samples=d.max_samples,
-        prompt_style=d.prompt_style,
+    t = config.training
+    dataset, held = build_math_splits(
+        config.dataset, seed=t.seed, eval_prompts=t.eval_max_prompts, evaluate=t.eval_steps > 0
+    )
+    heldout = HeldOut("math", held) if held is not None else None
+    require_heldout(
+        t.eval_steps, heldout, "set dataset.eval_fraction (--eval_fraction) or dataset.eval_name"
     )
 
     import rewards
 
-    run_training(config, dataset, rewards.REWARDS, resume=args.resume)
+    run_training(config, dataset, rewards.REWARDS, resume=args.resume, heldout=heldout)
 
 
 if __name__ == "__main__":

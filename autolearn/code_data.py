@@ -478,10 +478,15 @@ def problems_to_dataset(
 
 @dataclass(frozen=True)
 class CodeSplits:
-    """A training set and the task ids held out of it."""
+    """A training set and the problems held out of it."""
 
     train: Dataset
     heldout_task_ids: tuple[str, ...]
+    heldout: tuple[CodeProblem, ...] = ()
+
+    def heldout_dataset(self, system_prompt: str | None = None) -> Dataset:
+        """The held-out problems as rows of the training set's form (for evaluation)."""
+        return problems_to_dataset(self.heldout, system_prompt)
 
 
 def load_code_splits(
@@ -530,6 +535,7 @@ def build_code_splits(
     return CodeSplits(
         train=problems_to_dataset(train[:max_samples], system_prompt),
         heldout_task_ids=tuple(p.task_id for p in held),
+        heldout=tuple(held),
     )
 
 

@@ -147,7 +147,7 @@ class TrainingConfig:
 
     output_dir: str = "outputs"
     num_generations: int = 4
-    learning_rate: float = 5.0e-6
+    learning_rate: float = 5.0e-5  # for LoRA; 5e-6 moved nothing in 40 steps (README)
     max_steps: int = 100  # GRPO steps to train for (at least 1)
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
@@ -174,6 +174,12 @@ class TrainingConfig:
     vllm_server_host: str = "127.0.0.1"  # with vllm_mode: server (`trl vllm-serve`)
     vllm_server_port: int = 8000
     ddp_timeout: int = 600  # seconds a process waits for the others before giving up
+    vllm_importance_sampling_correction: bool = True  # TRL's correction of vLLM/trainer log-probs
+    eval_steps: int = 0  # held-out evaluation at step 0, every N steps and at the end (0 = off)
+    eval_num_samples: int = (
+        1  # completions per held-out prompt: 1 = greedy, more = sampled (pass@k)
+    )
+    eval_max_prompts: int = 64  # at most this many held-out prompts per evaluation
 
 
 @dataclass
@@ -183,8 +189,13 @@ class MathDataConfig:
     name: str = "examples/math_sample.jsonl"
     subset: str = "main"
     split: str = "train"
-    max_samples: int = 0  # 0 = all
+    max_samples: int = 0  # 0 = all (rg: generators: 1000 problems)
     prompt_style: str = "one_shot"  # one_shot | zero_shot
+    eval_fraction: float = (
+        0.0  # share of problems held out for evaluation (seeded by training.seed)
+    )
+    eval_name: str = ""  # a separate held-out file instead (question/answer columns)
+    rg_options: dict[str, Any] = field(default_factory=dict)  # rg:NAME generator config
 
 
 @dataclass
@@ -209,6 +220,7 @@ class BenchDataConfig:
     )
     tasks_dir: str = ""  # Terminal-Bench task folders ("" = the bundled examples/terminal_tasks)
     max_samples: int = 0  # 0 = all
+    eval_fraction: float = 0.0  # share of tasks held out for evaluation (seeded by training.seed)
 
 
 @dataclass
@@ -403,7 +415,9 @@ def _validate_training(t: TrainingConfig) -> None:
             raise UserError(f"training.{key} must be at least 0, got {getattr(t, key)}")
     if not 1 <= t.vllm_server_port <= 65535:
         raise UserError(f"training.vllm_server_port must be in 1-65535, got {t.vllm_server_port}")
-    _check_at_least_one("training", t, ("ddp_timeout",))
+    _check_at_least_one("training", t, ("ddp_timeout", "eval_num_samples", "eval_max_prompts"))
+    if t.eval_steps < 0:
+        raise UserError(f"training.eval_steps must be 0 (off) or more, got {t.eval_steps}")
     if not 0.0 < t.top_p <= 1.0:
         raise UserError(f"training.top_p must be in (0, 1], got {t.top_p}")
     if not 0.0 <= t.warmup_ratio < 1.0:
@@ -459,6 +473,12 @@ COMMON_FLAGS: list[tuple[str, str, type, str]] = [
     ("--report_to", "training.report_to", str, "none | wandb | tensorboard"),
     ("--dataset", "dataset.name", str, "dataset name or local file"),
     ("--max_samples", "dataset.max_samples", int, "use at most this many rows (0 = all)"),
+    (
+        "--eval_steps",
+        "training.eval_steps",
+        int,
+        "evaluate on the held-out split at step 0, every N steps and at the end (0 = off)",
+    ),
 ]
 
 

@@ -231,3 +231,48 @@ def drop_long_prompts(dataset: Any, tokenizer: Any, max_prompt_length: int) -> A
     if len(dataset) == 0:
         raise UserError(f"every prompt is longer than max_prompt_length={max_prompt_length} tokens")
     return dataset
+
+
+def build_math_splits(
+    dataset: Any, *, seed: int, eval_prompts: int, evaluate: bool
+) -> tuple[Any, Any | None]:
+    """(training, held-out) datasets for math GRPO from a ``MathDataConfig``.
+
+    ``rg:NAME`` generates both from disjoint seeds (when ``evaluate``: ``eval_fraction`` of
+    the training count held out, or ``eval_prompts`` without it); otherwise the held-out rows
+    are ``eval_name``'s file, or a seeded ``eval_fraction`` of the training file. No held-out
+    rows: ``None``.
+    """
+    from autolearn.heldout import split_heldout_rows
+    from autolearn.procedural import DEFAULT_TRAIN_SIZE, build_procedural_splits, is_procedural
+
+    d = dataset
+    if is_procedural(d.name):
+        if d.eval_name:
+            raise UserError(
+                "rg: datasets generate their own held-out problems; leave dataset.eval_name unset"
+            )
+        train_size = d.max_samples or DEFAULT_TRAIN_SIZE
+        eval_size = max(1, round(train_size * d.eval_fraction)) if d.eval_fraction else eval_prompts
+        return build_procedural_splits(
+            d.name,
+            train_size=train_size,
+            eval_size=eval_size if evaluate else 0,
+            seed=seed,
+            options=d.rg_options,
+            prompt_style=d.prompt_style,
+        )
+    if d.rg_options:
+        raise UserError("dataset.rg_options applies only to rg:NAME datasets")
+    if d.eval_name and d.eval_fraction:
+        raise UserError("set dataset.eval_name or dataset.eval_fraction, not both")
+    rows = build_math_dataset(
+        d.name, subset=d.subset, split=d.split, max_samples=0, prompt_style=d.prompt_style
+    )
+    train, held = split_heldout_rows(rows, d.eval_fraction, seed)
+    if d.eval_name:
+        held = build_math_dataset(
+            d.eval_name, subset=d.subset, split=d.split, prompt_style=d.prompt_style
+        )
+        logger.info("held-out problems: %d from %s", len(held), d.eval_name)
+    return limit_rows(train, d.max_samples), held

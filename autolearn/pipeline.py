@@ -6,19 +6,22 @@
 1. (the script) build the dataset, so that bad data fails before a model loads;
 2. :func:`run_training`: check the batch arithmetic and the output folder once more;
 3. load the model with LoRA;
-4. drop prompts longer than ``max_prompt_length`` tokens;
-5. run GRPO and save.
+4. drop prompts longer than ``max_prompt_length`` tokens (training and held-out), and cap
+   the held-out prompts at ``training.eval_max_prompts``;
+5. run GRPO (evaluating on the held-out prompts every ``eval_steps``) and save.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from autolearn.config import Config, load_config
 from autolearn.errors import UserError
+from autolearn.heldout import HeldOut
 from autolearn.models import (
     cuda_available,
     load_training_model,
@@ -123,9 +126,14 @@ def run_training(
     registry: Mapping[str, Callable[..., Any]],
     *,
     resume: bool = False,
+    heldout: HeldOut | None = None,
 ) -> Path:
-    """Train on ``dataset`` (with a chat ``prompt`` column) with GRPO as ``config`` says."""
+    """Train on ``dataset`` (with a chat ``prompt`` column) with GRPO as ``config`` says.
+
+    ``heldout`` is scored every ``training.eval_steps`` steps (see :mod:`autolearn.heldout`).
+    """
     from autolearn.data import drop_long_prompts
+    from autolearn.heldout import cap_prompts
     from autolearn.trainer import check_batch_shape, check_reward_kwargs, train
 
     check_reward_kwargs(config, registry)
@@ -134,5 +142,17 @@ def run_training(
     check_output_dir(config, resume=resume, claim=True)
     backend = choose_backend(config)
     tm = load_training_model(config.model, backend, seed=config.training.seed)
-    dataset = drop_long_prompts(dataset, tm.tokenizer, config.training.max_prompt_length)
-    return train(config, tm, dataset, registry, resume=resume)
+    t = config.training
+    dataset = drop_long_prompts(dataset, tm.tokenizer, t.max_prompt_length)
+    if heldout is not None and t.eval_steps > 0:
+        rows = drop_long_prompts(heldout.dataset, tm.tokenizer, t.max_prompt_length)
+        heldout = replace(heldout, dataset=cap_prompts(rows, t.eval_max_prompts))
+        logger.info(
+            "held-out evaluation: %d prompts x %d completion(s) (%s) at step 0, every %d steps "
+            "and at the end",
+            len(heldout.dataset),
+            t.eval_num_samples,
+            "greedy" if t.eval_num_samples == 1 else f"sampled at temperature {t.temperature:g}",
+            t.eval_steps,
+        )
+    return train(config, tm, dataset, registry, resume=resume, heldout=heldout)

@@ -8,6 +8,7 @@ A training run writes only these names into its folder:
     reward_curve.png   the reward plot
     checkpoint-N/      resumable checkpoints
     adapter/, merged/  the final LoRA adapter and the merged model
+    best/, best.json   the adapter that scored best on held-out problems (``eval_steps``)
     completions/       TRL's completion tables (``log_completions``)
     runs/              TensorBoard logs (``report_to: tensorboard``)
 
@@ -43,6 +44,8 @@ OWN_NAMES = (
     "reward_curve.png",
     "adapter",
     "merged",
+    "best",
+    "best.json",
     "completions",
     "runs",
 )

@@ -10,7 +10,9 @@ dataset and a reward registry; everything about TRL lives here. Outputs in
     metrics.jsonl       one JSON line per logged step (loss, reward, each reward component,
                         the wall time of the step and, on a GPU, memory: training side,
                         vLLM's share and the device-wide peak)
-    reward_curve.png    reward per step, total and per component (at every save and the end)
+    reward_curve.png    reward per step, total and per component (at every save and the end),
+                        above the held-out scores when the run evaluates (autolearn.heldout)
+    best/, best.json    the adapter that scored best on the held-out prompts, its step and score
     checkpoint-N/       resumable checkpoints every ``save_steps`` (and on Ctrl-C or SIGTERM)
     adapter/            the final LoRA adapter and tokenizer
     merged/             the LoRA merged into the base weights, loadable with plain transformers
@@ -39,6 +41,8 @@ from autolearn.cli import plural
 from autolearn.config import Config, parse_reward_spec, save_config
 from autolearn.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Aborted, UserError
 from autolearn.gpu_memory import RunMemory
+from autolearn.heldout import HeldOut, build_evaluator, draw_heldout, is_eval_row
+from autolearn.heldout import make_callback as make_heldout_callback
 from autolearn.models import (
     TrainingModel,
     cuda_available,
@@ -234,6 +238,7 @@ def grpo_config(config: Config, tm: TrainingModel, weights: list[float]) -> Any:
     }
     if tm.vllm:
         kwargs["use_vllm"] = True
+        kwargs["vllm_importance_sampling_correction"] = t.vllm_importance_sampling_correction
         if tm.backend == "transformers":
             kwargs["vllm_mode"] = t.vllm_mode
             if t.vllm_mode == "server":  # generation on a `trl vllm-serve` process of its own
@@ -449,8 +454,10 @@ def draw_reward_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
 
 
 def plot_rewards(metrics_path: Path, png_path: Path) -> Path | None:
-    """Draw the plot's panels (one function each, see :data:`PlotPanel`) from ``metrics.jsonl``."""
-    rows = [r for r in read_metrics(metrics_path) if r.get("reward") is not None]
+    """Draw the plot's panels (one function each, see :data:`PlotPanel`) from ``metrics.jsonl``:
+    the rewards, and the held-out scores when the run evaluates."""
+    every_row = read_metrics(metrics_path)
+    rows = [r for r in every_row if r.get("reward") is not None]
     if not rows:
         return None
     import matplotlib
@@ -458,10 +465,12 @@ def plot_rewards(metrics_path: Path, png_path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels: list[PlotPanel] = [draw_reward_panel]
+    panels: list[tuple[PlotPanel, list[dict[str, Any]]]] = [(draw_reward_panel, rows)]
+    if eval_rows := [r for r in every_row if is_eval_row(r)]:
+        panels.append((draw_heldout, eval_rows))
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 4.5 * len(panels)), squeeze=False)
-    for ax, panel in zip(axes[:, 0], panels, strict=True):
-        panel(ax, rows)
+    for ax, (panel, panel_rows) in zip(axes[:, 0], panels, strict=True):
+        panel(ax, panel_rows)
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
@@ -614,8 +623,12 @@ def train(
     registry: Mapping[str, RewardFn],
     *,
     resume: bool = False,
+    heldout: HeldOut | None = None,
 ) -> Path:
-    """Run GRPO and save the adapter and the merged model; returns the output directory."""
+    """Run GRPO and save the adapter and the merged model; returns the output directory.
+
+    With ``training.eval_steps`` and a ``heldout`` set, the run is evaluated on it as it goes.
+    """
     from trl import GRPOTrainer
 
     output_dir = Path(config.training.output_dir)
@@ -643,7 +656,13 @@ def train(
     if resume_from is not None and finished_at(resume_from, config.training.max_steps):
         return save_unsaved_final_model(trainer, tm, output_dir, resume_from)
     log_run_header(config, tm, dataset, weights)
-    interrupt = run_grpo(trainer, tm, output_dir, resume_from, rollouts)
+    extra = []
+    if heldout is not None and config.training.eval_steps > 0:
+        evaluator = build_evaluator(
+            heldout, config, reward_functions=functions, reward_weights=weights
+        )
+        extra.append(make_heldout_callback(evaluator, trainer, tm))
+    interrupt = run_grpo(trainer, tm, output_dir, resume_from, rollouts, extra_callbacks=extra)
     if primary:
         plot_rewards(output_dir / "metrics.jsonl", output_dir / "reward_curve.png")
     step = trainer.state.global_step
@@ -673,8 +692,14 @@ def run_grpo(
     output_dir: Path,
     resume_from: str | None,
     rollouts: RolloutClock,
+    *,
+    extra_callbacks: Sequence[Any] = (),
 ) -> InterruptFlag:
-    """Train with our callbacks, Ctrl-C/SIGTERM handling and memory figures; returns the flag."""
+    """Train with our callbacks, Ctrl-C/SIGTERM handling and memory figures; returns the flag.
+
+    ``extra_callbacks`` (held-out evaluation) run after ours in each event, so a step's time
+    and the stop decision are settled before they start.
+    """
     primary = trainer.is_world_process_zero()
     interactive = not trainer.args.disable_tqdm
     memory = RunMemory()
@@ -683,6 +708,8 @@ def run_grpo(
         for callback in make_callbacks(
             output_dir, interrupt, rollouts, memory, interactive=interactive
         ):
+            trainer.add_callback(callback)
+        for callback in extra_callbacks:
             trainer.add_callback(callback)
         memory.start(trainer.model, vllm=tm.vllm)
         try:

@@ -5,18 +5,23 @@ It trains through the project's real pipeline (``autolearn.pipeline.run_training
 reports, from the run's ``metrics.jsonl``:
 
 * seconds per GRPO step (median after the first step) and peak RSS;
-* the learning check: mean reward over the first 5 steps against the last 5, with the
-  ``xml_format`` and ``correctness`` rewards, and the reward curve PNG.
+* the learning check: held-out accuracy (greedy, on problems the run never trains on) at
+  step 0 and at the end, on an easy reasoning-gym task (two one-digit terms, ``rg:chain_sum``),
+  the mean training reward over the first 5 steps against the last 5, and the reward curve
+  PNG with its held-out panel;
+* the share of the run's time that evaluation took.
 
 Usage:
     python bench/cpu_grpo.py                    # 30 steps, results in outputs/bench_cpu_grpo
     python bench/cpu_grpo.py --steps 10 --out /tmp/bench
+    python bench/cpu_grpo.py --learning_rate 5e-5 --out /tmp/lr5e-5   # a learning-rate probe
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
@@ -31,9 +36,19 @@ sys.path.insert(0, str(ROOT))
 
 from autolearn.config import Config, MathDataConfig, ModelConfig, TrainingConfig  # noqa: E402
 
+EASY_TASK = "rg:chain_sum"
+EASY_OPTIONS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
 
-def bench_config(steps: int, out: Path) -> Config:
-    """Fixed settings: 4 completions of up to 64 tokens per step, LoRA r=16, lr 2e-4."""
+
+def bench_config(
+    steps: int,
+    out: Path,
+    *,
+    learning_rate: float = 2e-4,
+    eval_steps: int = 10,
+    eval_prompts: int = 32,
+) -> Config:
+    """Fixed settings: 4 completions of up to 64 tokens per step, LoRA r=16, the easy task."""
     return Config(
         model=ModelConfig(
             name="embedded:smollm2-135m",
@@ -47,22 +62,26 @@ def bench_config(steps: int, out: Path) -> Config:
             output_dir=str(out),
             num_generations=4,
             per_device_train_batch_size=4,
-            learning_rate=2e-4,
+            learning_rate=learning_rate,
             max_steps=steps,
             max_completion_length=64,
             temperature=1.0,
             logging_steps=1,
             save_steps=10_000,
             seed=0,
+            eval_steps=eval_steps,
+            eval_max_prompts=eval_prompts,
         ),
-        dataset=MathDataConfig(name=str(ROOT / "examples" / "math_sample.jsonl")),
+        dataset=MathDataConfig(name=EASY_TASK, max_samples=500, rg_options=dict(EASY_OPTIONS)),
         rewards={"xml_format": 1.0, "correctness": 1.0},
     )
 
 
 def summarise(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """Speed, memory and first-5/last-5 reward figures from the metrics rows."""
+    """Speed, memory, held-out accuracy and first-5/last-5 reward figures from the metrics rows."""
     steps = [r for r in rows if r.get("reward") is not None]
+    evals = [r for r in rows if "eval/accuracy" in r]
+    eval_seconds = sum(r["eval/seconds"] for r in evals)
     times = [r["step_seconds"] for r in steps[1:] if r.get("step_seconds")]
     rewards = [r["reward"] for r in steps]
     head, tail = rewards[:5], rewards[-5:]
@@ -77,6 +96,15 @@ def summarise(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "xml_format_last5": _mean(steps[-5:], "rewards/xml_format/mean"),
         "correctness_first5": _mean(steps[:5], "rewards/correctness/mean"),
         "correctness_last5": _mean(steps[-5:], "rewards/correctness/mean"),
+        "heldout_accuracy": {r["step"]: r["eval/accuracy"] for r in evals},
+        "heldout_format": {r["step"]: r["eval/format"] for r in evals},
+        "heldout_accuracy_gain_points": round(
+            100 * (evals[-1]["eval/accuracy"] - evals[0]["eval/accuracy"]), 1
+        )
+        if evals
+        else None,
+        "eval_seconds": round(eval_seconds, 1),
+        "eval_share_of_run": round(eval_seconds / seconds, 3) if seconds else None,
         "wall_seconds": round(seconds, 1),
     }
 
@@ -97,7 +125,7 @@ def versions() -> dict[str, str]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "trl": trl.__version__,
-        "cpu_count": str(__import__("os").cpu_count()),
+        "cpu_count": str(os.cpu_count()),
         "machine": platform.machine(),
     }
 
@@ -106,6 +134,9 @@ def main() -> None:
     """Run the benchmark and print a JSON summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--learning_rate", type=float, default=2e-4)
+    parser.add_argument("--eval_steps", type=int, default=10)
+    parser.add_argument("--eval_prompts", type=int, default=32, help="held-out prompts per eval")
     parser.add_argument(
         "--out",
         type=Path,
@@ -116,16 +147,36 @@ def main() -> None:
     shutil.rmtree(args.out, ignore_errors=True)  # a fresh run each time, never a resumed one
 
     import rewards
-    from autolearn.data import build_math_dataset
+    from autolearn.data import build_math_splits
+    from autolearn.heldout import HeldOut
     from autolearn.pipeline import run_training
     from autolearn.trainer import read_metrics, setup_logging
 
     setup_logging()
-    config = bench_config(args.steps, args.out)
-    dataset = build_math_dataset(config.dataset.name)
+    config = bench_config(
+        args.steps,
+        args.out,
+        learning_rate=args.learning_rate,
+        eval_steps=args.eval_steps,
+        eval_prompts=args.eval_prompts,
+    )
+    t = config.training
+    dataset, held = build_math_splits(
+        config.dataset, seed=t.seed, eval_prompts=t.eval_max_prompts, evaluate=True
+    )
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     started = time.perf_counter()
-    run_training(config, dataset, rewards.REWARDS)
+    run_training(config, dataset, rewards.REWARDS, heldout=HeldOut("math", held))
     summary = summarise(read_metrics(args.out / "metrics.jsonl"), time.perf_counter() - started)
+    summary["settings"] = {
+        "task": EASY_TASK,
+        "options": EASY_OPTIONS,
+        "learning_rate": args.learning_rate,
+        "steps": args.steps,
+        "eval_steps": args.eval_steps,
+        "eval_prompts": len(held) if held is not None else 0,
+    }
+    summary["load_average_start_end"] = [load_at_start, [round(x, 2) for x in os.getloadavg()]]
     summary["versions"] = versions()
     summary["reward_curve"] = str(args.out / "reward_curve.png")
     (args.out / "bench_summary.json").write_text(json.dumps(summary, indent=2))

@@ -3,6 +3,7 @@
 #   . bench/gpu_machine_setup.sh vllm     # .device/vllm carried (alone: it is ~53 MiB): installs vLLM 0.24
 #   . bench/gpu_machine_setup.sh wheels   # .device/wheels carried: trl, datasets, torchao, unsloth, ...
 #   . bench/gpu_machine_setup.sh min      # .device/min carried: trl and datasets only (transformers runs)
+#   . bench/gpu_machine_setup.sh rg       # .device/rg carried (bench/gpu_learning_wheels.sh): reasoning-gym
 #   . bench/gpu_machine_setup.sh embedded # some of .device/embedded/part-* carried (one call each): the
 #                                         # embedded model's GGUF, assembled once all parts have arrived
 #   . bench/gpu_machine_setup.sh          # later calls on the same warm machine: environment only
@@ -25,11 +26,17 @@ for what in "$@"; do
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target "$site" ".device/$what"/*.whl || return 1
         ;;
+    rg)
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$site" .device/rg/*.whl &&
+            python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
+                --target "$site" .device/rg/pycosat-*.tar.gz || return 1
+        ;;
     embedded)
         mkdir -p /tmp/emb && cp .device/embedded/* /tmp/emb/ || return 1
         ;;
     *)
-        echo "gpu_machine_setup.sh: unknown part '$what' (vllm, wheels, min, embedded)" >&2
+        echo "gpu_machine_setup.sh: unknown part '$what' (vllm, wheels, min, rg, embedded)" >&2
         return 2
         ;;
     esac

@@ -26,9 +26,12 @@ def run_script(script: str, *argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def metrics_rows(output_dir: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def logged_steps(output_dir: Path) -> list[dict[str, float]]:
-    rows = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if "reward" in r]
+    return [r for r in metrics_rows(output_dir) if "reward" in r]
 
 
 def test_code_training_on_a_humaneval_subset_then_eval_on_its_heldout_part(
@@ -41,6 +44,7 @@ def test_code_training_on_a_humaneval_subset_then_eval_on_its_heldout_part(
         "--dataset", "humaneval",
         "--max_samples", "4",
         "--eval_fraction", "0.25",
+        "--eval_steps", "2",
         "--max_steps", "2",
         "--output_dir", str(out),
         *TINY_RUN,
@@ -57,6 +61,10 @@ def test_code_training_on_a_humaneval_subset_then_eval_on_its_heldout_part(
         assert f"rewards/{name}/mean" in steps[-1]
     assert (out / "merged" / "config.json").is_file()
     assert (out / "reward_curve.png").is_file()
+    # held-out pass@1 through the sandbox at step 0 and at the end, on the 41 held-out problems
+    evals = [r for r in metrics_rows(out) if "eval/pass@1" in r]
+    assert [(r["step"], r["eval/prompts"]) for r in evals] == [(0, 41), (2, 41)]
+    assert json.loads((out / "best.json").read_text())["metric"] == "eval/pass@1"
 
     # eval_code.py finds the 41 held-out problems from the run's config.yaml alone and scores
     # only them from a samples file that covers every problem (canonical solutions: pass@1 = 1).
@@ -112,6 +120,8 @@ def test_bench_training_on_bundled_fixtures(
         *extra,
         "--model", str(tiny_model_dir),
         "--max_samples", "4",
+        "--eval_fraction", "0.5",
+        "--eval_steps", "1",
         "--max_steps", "2",
         "--output_dir", str(out),
         *TINY_RUN,
@@ -121,6 +131,9 @@ def test_bench_training_on_bundled_fixtures(
     assert len(steps) == 2
     for name in components:
         assert f"rewards/{name}/mean" in steps[-1]
+    evals = [r for r in metrics_rows(out) if "eval/reward" in r]
+    assert [(r["step"], r["eval/prompts"]) for r in evals] == [(0, 2), (1, 2), (2, 2)]
+    assert all(f"eval/{name}" in evals[0] for name in components)
     saved = (out / "config.yaml").read_text()
     assert f"name: {benchmark}" in saved and components[0] in saved
 
