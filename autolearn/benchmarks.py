@@ -93,7 +93,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from autolearn.cli import plural
+from autolearn.cli import naming, plural
 from autolearn.diffs import DiffError, parse_patch
 from autolearn.errors import UserError, one_line
 from autolearn.jsonl import read_local_rows, read_text
@@ -231,7 +231,7 @@ def _validated_swe_row(row: Any, where: str, *, strict: bool) -> dict[str, str]:
         raise UserError(f"{where}: expected an object with the SWE-bench columns")
     missing = [key for key in SWE_REQUIRED if not isinstance(row.get(key), str) or not row[key]]
     if missing:
-        raise UserError(f"{where}: missing or empty column(s) {', '.join(missing)}")
+        raise UserError(f"{where}: missing or empty {naming('column', missing)}")
     where = f"{where} ({row['instance_id']})"
     try:
         parse_patch(row["patch"])

@@ -130,6 +130,7 @@ class _pristine_checks:  # noqa: N801 - used as a context manager, reads like a 
     def __enter__(self) -> Path:
         base = READ_ONLY_ROOT if READ_ONLY_ROOT.is_dir() else None
         self.root = Path(tempfile.mkdtemp(prefix="autolearn-checks-", dir=base))
+        self.root.chmod(0o755)  # the sandbox's user (uid 65534 when the trainer is root) reads it
         tests = self.task.task_dir / "tests"
         if tests.is_dir():
             shutil.copytree(tests, self.root / "tests", symlinks=False)
