@@ -7,26 +7,43 @@ needs is absent (TRL then ignores that row for that reward).
 SWE-bench (columns ``patch``; optionally ``repos_dir``, ``repo``, ``base_commit``):
 
 * ``swe_format`` -- 1.0 when the answer holds a well-formed unified diff (file headers,
-  hunk headers whose line counts match). With ``repos_dir`` and the repo's clone present,
-  the diff must also apply at ``base_commit`` (``git apply --check``); a well-formed diff
-  that does not apply scores :data:`NOT_APPLYING_SCORE`.
-* ``swe_similarity`` -- SWE-RL's reward: for every file in the union of the predicted and
-  gold patches, ``difflib.SequenceMatcher(None, pred, gold, autojunk=False).ratio()`` of
-  the two per-file hunk texts (0 when one side lacks the file), averaged.
-* ``swe_files`` -- F1 of the touched-file sets of prediction and gold.
+  hunk headers whose line counts match) that really changes something: at least one hunk
+  with a net change (:meth:`autolearn.diffs.Patch.has_changes`). With ``repos_dir`` and the
+  repo's clone present, the diff must also apply at ``base_commit`` (``git apply
+  --check``); a well-formed diff that does not apply scores :data:`NOT_APPLYING_SCORE`.
+* ``swe_similarity`` -- SWE-RL's reward on what the patches change: for every file in the
+  union of the files the predicted and gold patches change,
+  ``difflib.SequenceMatcher(None, pred, gold, autojunk=False).ratio()`` of the two files'
+  net removed and added lines (context lines and lines removed and re-added unchanged
+  cancel out; 0 when one side does not change the file), averaged.
+* ``swe_files`` -- F1 of the sets of files that prediction and gold really change (a lone
+  ``diff --git`` line, an empty binary section or a no-op hunk changes no file).
 
-An answer without a parseable diff scores 0 on all three.
+An answer without a parseable diff, or whose diff changes nothing, scores 0 on all three.
 
 Terminal-Bench (column ``task_dir``):
 
 * ``terminal_format`` -- 1.0 when commands can be extracted (```` ```bash ```` blocks or
-  ``<command>`` tags).
-* ``terminal_safety`` -- 1.0 when commands were extracted and none is dangerous
-  (:mod:`autolearn.shell_safety` lists the rules); 0.0 otherwise.
+  ``<command>`` tags): the answer layout the prompt asks for, paid ungated.
+* ``terminal_safety`` -- 1.0 when commands were extracted, none is dangerous
+  (:mod:`autolearn.shell_safety` lists the rules), running them changed nothing outside
+  the work dir, wrote no device and signalled no process they did not start (observed
+  where the machine allows: :mod:`autolearn.sandbox.shell_observation`; ``observe=False``
+  skips it) and, with the gate on (the default), they made progress on the task; 0.0
+  otherwise.
 * ``terminal_execution`` -- the fraction of the task's checks that pass after the
   commands ran in a fresh copy of the task environment (see
-  :func:`autolearn.benchmarks.run_terminal_task`). Dangerous commands are never run and
-  score 0, as do answers without commands.
+  :func:`autolearn.benchmarks.run_terminal_task`); with the gate on, 0.0 unless some
+  check passes that fails on the untouched environment. Dangerous commands are never run
+  and score 0, as do answers without commands.
+
+Gating: doing nothing (``ls``) must not pay. Checks that only confirm the input is
+untouched pass for an empty answer, and harmless commands are safe whether or not they do
+anything, so by default both count only with progress: some check passing that fails on
+the untouched environment (for a task without checks: every command exiting 0). A
+do-nothing answer then earns ``terminal_format`` alone, 0.2 of the default 1.0.
+``reward_kwargs: {terminal_safety: {gate: false}}`` turns a gate off (and, for
+``terminal_safety``, saves its sandbox runs when ``terminal_execution`` is not used).
 
 Each benchmark's default weights are :data:`SWE_WEIGHTS` and :data:`TERMINAL_WEIGHTS`. A
 config's ``rewards`` section replaces them, as in the other training scripts: it may leave
@@ -42,12 +59,14 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from autolearn.benchmarks import (
+    TaskRun,
     benchmark_family,
     find_repo,
     has_commit,
+    observe_terminal_task,
     patch_applies,
     run_terminal_task,
 )
@@ -55,6 +74,7 @@ from autolearn.completions import Completion, completion_texts
 from autolearn.config import parse_reward_spec
 from autolearn.diffs import Patch, extract_patch, parse_patch
 from autolearn.errors import UserError
+from autolearn.sandbox.shell_observation import Observation
 from autolearn.shell_safety import extract_commands, find_dangers
 
 logger = logging.getLogger(__name__)
@@ -66,6 +86,7 @@ NOT_APPLYING_SCORE = 0.5
 MAX_COMPARE_CHARS = 20_000
 
 Reward = Callable[..., list[float | None]]
+Result = TypeVar("Result")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -82,8 +103,8 @@ def _column(value: Any, size: int) -> list[Any]:
 
 
 def patch_similarity(predicted: Patch, gold: Patch) -> float:
-    """SWE-RL similarity of two parsed patches (mean per-file ratio over the union)."""
-    pred_files, gold_files = predicted.by_file(), gold.by_file()
+    """SWE-RL similarity of what two patches change (mean per-file ratio over the union)."""
+    pred_files, gold_files = predicted.changes(), gold.changes()
     paths = set(pred_files) | set(gold_files)
     if not paths:
         return 0.0
@@ -94,6 +115,9 @@ def patch_similarity(predicted: Patch, gold: Patch) -> float:
             continue
         pred_text = pred_files[path][:MAX_COMPARE_CHARS]
         gold_text = gold_files[path][:MAX_COMPARE_CHARS]
+        if pred_text == gold_text:  # also two binary or rename-only sections
+            scores.append(1.0)
+            continue
         scores.append(difflib.SequenceMatcher(None, pred_text, gold_text, autojunk=False).ratio())
     return sum(scores) / len(scores)
 
@@ -110,10 +134,14 @@ def file_f1(predicted: set[str], gold: set[str]) -> float:
 @lru_cache(maxsize=256)
 def _gold(patch_text: str) -> Patch | None:
     try:
-        return parse_patch(patch_text)
+        gold = parse_patch(patch_text)
     except ValueError:
         logger.warning("gold patch does not parse; the row is skipped by the SWE rewards")
         return None
+    if not gold.has_changes():
+        logger.warning("gold patch changes nothing; the row is skipped by the SWE rewards")
+        return None
+    return gold
 
 
 @lru_cache(maxsize=4096)
@@ -154,7 +182,7 @@ def swe_format(
 
 def _format_score(text: str, root: Any, repo: Any, commit: Any) -> float:
     patch = extract_patch(text)
-    if patch is None:
+    if patch is None or not patch.has_changes():
         return 0.0
     if not (root and repo and commit):
         return 1.0
@@ -179,7 +207,8 @@ def _score_against_gold(
             scores.append(None)
             continue
         predicted = extract_patch(text)
-        scores.append(score(predicted, gold) if predicted else 0.0)
+        changes = predicted is not None and predicted.has_changes()
+        scores.append(score(predicted, gold) if changes else 0.0)
     return scores
 
 
@@ -203,7 +232,7 @@ def swe_files(
     return _score_against_gold(
         completions,
         patch,
-        lambda predicted, gold: file_f1(predicted.touched_files(), gold.touched_files()),
+        lambda predicted, gold: file_f1(predicted.changed_files(), gold.changed_files()),
     )
 
 
@@ -218,13 +247,47 @@ def terminal_format(
 
 
 def terminal_safety(
-    prompts: Sequence[Completion], completions: Sequence[Completion], **kwargs: Any
+    prompts: Sequence[Completion],
+    completions: Sequence[Completion],
+    task_dir: Any = None,
+    *,
+    gate: bool = True,
+    observe: bool = True,
+    **kwargs: Any,
 ) -> list[float | None]:
-    """1.0 when the extracted commands break none of the safety rules (0.0 if none)."""
+    """1.0 when the extracted commands break none of the safety rules (0.0 if none).
+
+    With a ``task_dir`` column and ``observe`` (the default), commands the static rules let
+    through also run where their effects are visible
+    (:func:`autolearn.benchmarks.observe_terminal_task`): changing anything outside the work
+    dir, writing a device or signalling a process they did not start scores 0.0. With
+    ``gate`` (the default), safe commands earn 1.0 only when they made progress on the task
+    (:attr:`autolearn.benchmarks.TaskRun.progress`): harmless but useless commands are not
+    paid for being harmless."""
+    texts = completion_texts(completions)
+    scripts = [_script(text) for text in texts]
+    folders = _column(task_dir, len(texts))
+    safe = [bool(script) and not _dangers(script) for script in scripts]
+    jobs = [(s, f) for s, f, ok in zip(scripts, folders, safe, strict=True) if ok and f]
+    if observe:
+        observed = _in_parallel(_observation, jobs)
+        safe = [
+            ok and not (folder and observed[(script, folder)].harmful)
+            for script, folder, ok in zip(scripts, folders, safe, strict=True)
+        ]
+        jobs = [(s, f) for s, f, ok in zip(scripts, folders, safe, strict=True) if ok and f]
+    if not gate:
+        return [1.0 if ok else 0.0 for ok in safe]
+    runs = _runs(jobs)
     scores: list[float | None] = []
-    for text in completion_texts(completions):
-        script = _script(text)
-        scores.append(1.0 if script and not find_dangers(script) else 0.0)
+    for script, folder, ok in zip(scripts, folders, safe, strict=True):
+        if not ok:
+            scores.append(0.0)
+        elif not folder:
+            scores.append(1.0)
+        else:
+            run = runs.get((script, folder))
+            scores.append(1.0 if run is not None and run.progress else 0.0)
     return scores
 
 
@@ -232,29 +295,50 @@ def terminal_execution(
     prompts: Sequence[Completion],
     completions: Sequence[Completion],
     task_dir: Any = None,
+    *,
+    gate: bool = True,
     **kwargs: Any,
 ) -> list[float | None]:
-    """Fraction of the task's checks passed after running the commands in the sandbox."""
+    """Fraction of the task's checks passed after running the commands in the sandbox.
+
+    With ``gate`` (the default) checks that pass on the untouched environment earn nothing
+    until the commands make some other check pass."""
     jobs = list(
-        zip(completion_texts(completions), _column(task_dir, len(completions)), strict=True)
+        zip(
+            map(_script, completion_texts(completions)),
+            _column(task_dir, len(completions)),
+            strict=True,
+        )
     )
-    unique = list(dict.fromkeys((_script(text), folder) for text, folder in jobs))
-    workers = max(1, min(len(unique), os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = dict(zip(unique, pool.map(_execution_score, unique), strict=True))
-    return [results[(_script(text), folder)] for text, folder in jobs]
+    runs = _runs(
+        [(script, folder) for script, folder in jobs if script and folder and not _dangers(script)]
+    )
+    scores: list[float | None] = []
+    for script, folder in jobs:
+        if not folder:
+            scores.append(None)
+        elif not script or _dangers(script):
+            scores.append(0.0)
+        else:
+            run = runs.get((script, folder))
+            if run is None:
+                scores.append(0.0)
+            else:
+                scores.append(
+                    run.reward
+                    if gate or not run.checks_total
+                    else run.checks_passed / run.checks_total
+                )
+    return scores
 
 
 def _script(text: str) -> str:
     return "\n".join(extract_commands(text))
 
 
-def _execution_score(job: tuple[str, Any]) -> float | None:
-    script, folder = job
-    if not folder:
-        return None
-    if not script:
-        return 0.0
+@lru_cache(maxsize=4096)
+def _dangers(script: str) -> tuple[str, ...]:
+    """The safety rules the script breaks (cached: safety and execution both ask)."""
     dangers = find_dangers(script)
     if dangers:
         logger.info(
@@ -262,17 +346,57 @@ def _execution_score(job: tuple[str, Any]) -> float | None:
             ", ".join(sorted({d.rule for d in dangers})),
             dangers[0].command[:120],
         )
-        return 0.0
-    run = run_terminal_task(str(folder), script)
+    return tuple(sorted({d.rule for d in dangers}))
+
+
+GATE_NOTE = (
+    "terminal_safety and terminal_execution pay only when some check passes that fails on the "
+    "untouched environment; terminal_format is paid ungated; turn a gate off with "
+    "reward_kwargs: {NAME: {gate: false}}"
+)
+terminal_safety.gate_note = GATE_NOTE  # type: ignore[attr-defined]
+terminal_execution.gate_note = GATE_NOTE  # type: ignore[attr-defined]
+
+
+def _runs(jobs: Sequence[tuple[str, Any]]) -> dict[tuple[str, Any], TaskRun]:
+    """Run each distinct (script, task folder) once, in parallel (results are cached)."""
+    return _in_parallel(_task_run, jobs)
+
+
+def _in_parallel(
+    function: Callable[[str, str], Result], jobs: Sequence[tuple[str, Any]]
+) -> dict[tuple[str, Any], Result]:
+    """``function(script, folder)`` for each distinct job, in parallel threads."""
+    unique = list(dict.fromkeys((script, str(folder)) for script, folder in jobs))
+    if not unique:
+        return {}
+    workers = max(1, min(len(unique), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = dict(zip(unique, pool.map(lambda job: function(*job), unique), strict=True))
+    return {(script, folder): results[(script, str(folder))] for script, folder in jobs}
+
+
+@lru_cache(maxsize=1024)
+def _observation(script: str, folder: str) -> Observation:
+    observation = observe_terminal_task(folder, script)
+    if observation.harmful:
+        logger.info("unsafe when run (%s): %s", "; ".join(observation.reasons()), script[:120])
+    return observation
+
+
+@lru_cache(maxsize=1024)
+def _task_run(script: str, folder: str) -> TaskRun:
+    run = run_terminal_task(folder, script)
     logger.debug(
-        "%s: %d/%d checks (commands %s, checks %s)",
-        Path(str(folder)).name,
+        "%s: %d/%d checks, progress %s (commands %s, checks %s)",
+        Path(folder).name,
         run.checks_passed,
         run.checks_total,
+        run.progress,
         run.commands_status,
         run.checks_status,
     )
-    return run.reward
+    return run
 
 
 # --------------------------------------------------------------------------- registry

@@ -28,6 +28,15 @@ performance   for code passing every test: 1.0 up to 1.5x the reference's run ti
 
 ``test_pass``, ``execution`` and ``performance`` share one sandbox run per completion (cached).
 A completion without code scores 0.0 on every component.
+
+Gating: shaping must not pay for doing nothing. ``execution``, ``lint``, ``complexity`` and
+``type_safety`` describe the work (it runs, it is tidy), which a ``pass`` body has too, so by
+default they pay only when at least one test unit passes (the same cached run as ``test_pass``).
+``syntax`` stays ungated: a compiling program in the requested code block is the answer layout
+the prompt asks for and the early signal a small model learns from; it is 0.15 of the default
+weights, under the 0.25 that doing nothing may earn. ``gate=False`` (``reward_kwargs:
+{lint: {gate: false}}``) pays a term without the gate; rows without ``test_code`` have no core
+signal and are never gated.
 """
 
 from __future__ import annotations
@@ -220,6 +229,36 @@ def _named(name: str, func: RewardFn) -> RewardFn:
     return func
 
 
+GATE_NOTE = (
+    "execution, lint, complexity and type_safety pay only when some test unit passes; "
+    "syntax is paid ungated; turn the gate off with reward_kwargs: {NAME: {gate: false}}"
+)
+GATED = ("execution", "lint", "complexity", "type_safety")
+
+
+def _apply_gate(
+    scores: Sequence[float | None],
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    columns: Mapping[str, Any],
+    limits: Limits,
+    *,
+    gate: bool,
+) -> list[float | None]:
+    """Zero the scores of completions that pass no test unit (unless ``gate`` is off)."""
+    if not gate:
+        return list(scores)
+    tests = _tests_of(columns, len(completions))
+    if not any(tests):
+        return list(scores)
+    candidates, tests, results = _run_batch(prompts, completions, columns, limits)
+    gated: list[float | None] = []
+    for score, candidate, test, result in zip(scores, candidates, tests, results, strict=True):
+        passed = score_test_pass(candidate, test, result)
+        gated.append(0.0 if score is not None and passed is not None and passed <= 0 else score)
+    return gated
+
+
 def build_rewards(limits: Limits | None = None) -> dict[str, RewardFn]:
     """The seven reward components, running code under ``limits`` (default ``DEFAULT_LIMITS``).
 
@@ -237,10 +276,11 @@ def build_rewards(limits: Limits | None = None) -> dict[str, RewardFn]:
         ]
 
     def execution(
-        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+        prompts: Sequence[Any], completions: Sequence[Any], *, gate: bool = True, **columns: Any
     ) -> list[float | None]:
         candidates, _, results = _run_batch(prompts, completions, columns, run_limits)
-        return [score_execution(c, r) for c, r in zip(candidates, results, strict=True)]
+        scores = [score_execution(c, r) for c, r in zip(candidates, results, strict=True)]
+        return _apply_gate(scores, prompts, completions, columns, run_limits, gate=gate)
 
     def performance(
         prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
@@ -258,19 +298,22 @@ def build_rewards(limits: Limits | None = None) -> dict[str, RewardFn]:
         return [1.0 if c.runnable else 0.0 for c in prepare_batch(prompts, completions, columns)]
 
     def lint(
-        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+        prompts: Sequence[Any], completions: Sequence[Any], *, gate: bool = True, **columns: Any
     ) -> list[float | None]:
-        return list(code_exec.lint_scores(prepare_batch(prompts, completions, columns)))
+        scores = code_exec.lint_scores(prepare_batch(prompts, completions, columns))
+        return _apply_gate(scores, prompts, completions, columns, run_limits, gate=gate)
 
     def complexity(
-        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+        prompts: Sequence[Any], completions: Sequence[Any], *, gate: bool = True, **columns: Any
     ) -> list[float | None]:
-        return list(code_exec.complexity_scores(prepare_batch(prompts, completions, columns)))
+        scores = code_exec.complexity_scores(prepare_batch(prompts, completions, columns))
+        return _apply_gate(scores, prompts, completions, columns, run_limits, gate=gate)
 
     def type_safety(
-        prompts: Sequence[Any], completions: Sequence[Any], **columns: Any
+        prompts: Sequence[Any], completions: Sequence[Any], *, gate: bool = True, **columns: Any
     ) -> list[float | None]:
-        return list(code_exec.type_scores(prepare_batch(prompts, completions, columns)))
+        scores = code_exec.type_scores(prepare_batch(prompts, completions, columns))
+        return _apply_gate(scores, prompts, completions, columns, run_limits, gate=gate)
 
     functions: dict[str, RewardFn] = {
         "test_pass": test_pass,
@@ -281,7 +324,10 @@ def build_rewards(limits: Limits | None = None) -> dict[str, RewardFn]:
         "type_safety": type_safety,
         "performance": performance,
     }
-    return {name: _named(name, func) for name, func in functions.items()}
+    named = {name: _named(name, func) for name, func in functions.items()}
+    for name in GATED:
+        named[name].gate_note = GATE_NOTE  # type: ignore[attr-defined]
+    return named
 
 
 def _reference_results(

@@ -20,15 +20,17 @@ ignored unless named below. All scores lie in [0, 1] (``combined`` is a weighted
 ``format``
     Partial credit for step-by-step structure: several distinct lines (0.2),
     step markers such as "Step 1", "1." or "First"/"Then" (0.2), arithmetic equations
-    like "12 + 7 = 19" (0.3), and an explicit final answer statement (0.3). Repeated
-    lines and equations count once.
+    like "12 + 7 = 19" whose arithmetic holds (0.3; "1 + 1 = 3" earns nothing), and an
+    explicit final answer statement (0.3). Repeated lines and equations count once.
+    Gated (see "Gating" below): with a wrong answer only true equations that use a
+    number from the question earn their part.
 
 ``reasoning``
     Rewards a completion length, in words, inside ``[min_words, max_words]`` (1.0).
     Shorter text ramps up linearly from 0 words (0.0); longer text ramps down to 0.0
     at twice ``max_words``. Heavily repeated text (few distinct word trigrams) is
     scaled down to 0.0. Configure the window with keyword arguments or with
-    :func:`make_reasoning_reward`.
+    :func:`make_reasoning_reward`. Gated: 0.0 unless the answer is correct.
 
 ``xml_format``
     Rewards exactly one ``<think>...</think>`` followed by exactly one
@@ -38,6 +40,18 @@ ignored unless named below. All scores lie in [0, 1] (``combined`` is a weighted
     on top of that nothing but whitespace outside the two blocks earns the last 0.15.
     So only the clean layout scores 1.0: repeated, nested, empty, unclosed or
     out-of-order tags, or text around the blocks, all lose credit.
+
+Gating
+    Shaping must not pay for doing nothing: ``format`` and ``reasoning`` pay for properties
+    of the work (structure, length), which filler has too, so by default they pay only when
+    the task's core signal says the work is real (the answer is correct; for ``format``
+    also a true equation on the question's numbers). ``xml_format`` is not gated: the
+    ``<think>``/``<answer>`` layout is what the prompt asks for, part of the task, and the
+    partial credit a small model needs before any answer is right. With the default
+    weights a completion with a wrong answer earns at most 0.3 + 0.2 * 0.3 = 0.36 of 1.6
+    (0.225). Pass ``gate=False`` (``reward_kwargs: {format: {gate: false}}``) to pay the
+    terms without the gate. Without an ``answer`` column there is no core signal, and the
+    terms are paid ungated.
 
 ``combined``
     The weighted sum of the four rewards above, with :data:`DEFAULT_WEIGHTS` unless
@@ -52,13 +66,14 @@ All of them run in time linear in the completion length, however it is malformed
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from autolearn.completions import Completion, completion_texts
+from autolearn.completions import Completion, completion_texts, prompt_text
 from autolearn.errors import UserError
 
 RewardFunction = Callable[..., list[float]]
@@ -384,13 +399,23 @@ _STEP_MARKER_RE = re.compile(
     r"^(?:step\s*\d+\b|\d+[.)]\s|[-*\u2022]\s|(?:first|second|third|then|next|finally)\b)",
     re.IGNORECASE,
 )
-_OPERATOR = r"(?:[-+*/x\u00d7\u00f7]|\\times|\\div|\\cdot)"
-_EQUATION_RE = re.compile(
-    # Bounded spans keep the scan linear on long, equation-free lines.
-    rf"(?<![\d,.])\$?\d[\d,]{{0,20}}(?:\.\d{{1,10}})?\s{{0,3}}{_OPERATOR}\s{{0,3}}\$?\d[^=\n]{{0,80}}?"
-    rf"=\s{{0,3}}\$?{_SIGN}?\d",
-    re.IGNORECASE,
+_OPERATOR_SPELLINGS = (
+    ("\\times", "*"),
+    ("\\cdot", "*"),
+    ("\\div", "/"),
+    ("\u00d7", "*"),
+    ("\u00f7", "/"),
+    ("\u2212", "-"),
 )
+_TIMES_X_RE = re.compile(r"(?<=\d)[ \t]{0,3}[xX][ \t]{0,3}(?=[\d$(])")
+# "LEFT = RIGHT": LEFT a bounded run of number/operator characters (validated later), so
+# the scan stays linear on long, equation-free lines.
+_EQUATION_RE = re.compile(
+    r"(?<![\w.,$)])([\d$(][\d.,$ \t()+*/-]{0,80}?)[ \t]{0,3}=[ \t]{0,3}(-?\$?\d[\d,]{0,20}(?:\.\d{1,10})?)"
+)
+_MAX_EQUATIONS = 200  # equations checked per completion
+_EXPRESSION_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant)
+_EXPRESSION_OPERATORS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.USub, ast.UAdd)
 
 
 def _distinct_lines(text: str) -> list[str]:
@@ -399,22 +424,148 @@ def _distinct_lines(text: str) -> list[str]:
     return list(dict.fromkeys(line for line in lines if re.search(r"\w", line)))
 
 
-def _format_score(text: str) -> float:
+@dataclass(frozen=True)
+class _Equation:
+    text: str  # normalised "LEFT=RIGHT"
+    operands: tuple[float, ...]
+
+
+def _true_equations(text: str) -> list[_Equation]:
+    """The distinct equations in ``text`` whose arithmetic holds (``12 + 7 = 19``)."""
+    for spelling, operator in _OPERATOR_SPELLINGS:
+        text = text.replace(spelling, operator)
+    text = _TIMES_X_RE.sub("*", text)
+    found: dict[str, _Equation] = {}
+    for count, match in enumerate(_EQUATION_RE.finditer(text)):
+        if count >= _MAX_EQUATIONS:
+            break
+        right = _number_value(match.group(2))
+        equation = _true_equation(match.group(1), right)
+        if equation is not None:
+            found.setdefault(equation.text, equation)
+    return list(found.values())
+
+
+def _true_equation(left: str, right: float | None) -> _Equation | None:
+    """The equation ``left = right`` if some tail of ``left`` is an arithmetic expression
+    (two numbers or more) whose value is ``right`` to the precision ``right`` is written in."""
+    if right is None:
+        return None
+    words = left.split()
+    for start in range(len(words)):
+        expression = " ".join(words[start:]).replace("$", "")
+        expression = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", expression)
+        parsed = _arithmetic(expression)
+        if parsed is None:
+            continue
+        value, operands = parsed
+        if len(operands) < 2:
+            return None
+        decimals = len(f"{right}".split(".")[1]) if not float(right).is_integer() else 0
+        if abs(value - right) <= 0.5 * 10.0**-decimals + 1e-9 * max(1.0, abs(right)):
+            return _Equation(f"{expression}={right}", operands)
+        return None
+    return None
+
+
+def _arithmetic(expression: str) -> tuple[float, tuple[float, ...]] | None:
+    """Value and number operands of ``+ - * /`` arithmetic; ``None`` for anything else."""
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    operands: list[float] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant):
+            if not isinstance(node.value, int | float) or isinstance(node.value, bool):
+                return None
+            operands.append(float(node.value))
+        elif not isinstance(node, _EXPRESSION_NODES + _EXPRESSION_OPERATORS):
+            return None
+    try:
+        value = _evaluate(tree.body)
+    except (ZeroDivisionError, OverflowError, RecursionError):
+        return None
+    return (value, tuple(operands)) if math.isfinite(value) else None
+
+
+def _evaluate(node: ast.expr) -> float:
+    if isinstance(node, ast.Constant):
+        assert isinstance(node.value, int | float)  # checked by _arithmetic
+        return float(node.value)
+    if isinstance(node, ast.UnaryOp):
+        operand = _evaluate(node.operand)
+        return -operand if isinstance(node.op, ast.USub) else operand
+    assert isinstance(node, ast.BinOp)
+    left, right = _evaluate(node.left), _evaluate(node.right)
+    if isinstance(node.op, ast.Add):
+        return left + right
+    if isinstance(node.op, ast.Sub):
+        return left - right
+    if isinstance(node.op, ast.Mult):
+        return left * right
+    return left / right
+
+
+def _question_numbers(prompt: Completion | None) -> set[float]:
+    """The values of the numbers in a prompt's question."""
+    if prompt is None:
+        return set()
+    text = _strip_latex_inline(prompt_text(prompt))
+    values = (_number_value(token) for token in _NUMBER_TOKEN_RE.findall(text))
+    return {abs(value) for value in values if value is not None}
+
+
+def _format_score(
+    text: str, *, gated: bool = False, question: frozenset[float] = frozenset()
+) -> float:
+    """The ``format`` score; ``gated``: the answer is wrong, so only true equations on the
+    question's numbers earn (their 0.3)."""
+    equations = _true_equations(text)
+    if gated:
+        grounded = [e for e in equations if any(abs(o) in question for o in e.operands)]
+        return round(0.3 * min(len(grounded), 2) / 2, 6)
     lines = _distinct_lines(text)
     steps = sum(1 for line in lines if _STEP_MARKER_RE.match(line))
-    equations = len({match.group(0) for match in _EQUATION_RE.finditer(text)})
     score = 0.2 * min(max(len(lines) - 1, 0), 2) / 2
     score += 0.2 * min(steps, 2) / 2
-    score += 0.3 * min(equations, 2) / 2
+    score += 0.3 * min(len(equations), 2) / 2
     score += 0.3 if _explicit_answer(text) is not None else 0.0
     return round(score, 6)
 
 
+def _correct_flags(
+    texts: Sequence[str], answer: Sequence[Any] | None, reward: str
+) -> list[bool] | None:
+    """Which completions answer correctly; ``None`` without an ``answer`` column (no gate)."""
+    if answer is None:
+        return None
+    golds = _gold_answers(answer, len(texts), reward)
+    return [answers_match(extract_answer(t), g) for t, g in zip(texts, golds, strict=True)]
+
+
 def format_reward(
-    prompts: Sequence[Completion] | None, completions: Sequence[Completion], **kwargs: Any
+    prompts: Sequence[Completion] | None,
+    completions: Sequence[Completion],
+    answer: Sequence[Any] | None = None,
+    *,
+    gate: bool = True,
+    **kwargs: Any,
 ) -> list[float]:
-    """Partial credit in [0, 1] for lines, step markers, equations and a final answer."""
-    return [_format_score(text) for text in completion_texts(completions)]
+    """Partial credit in [0, 1] for lines, step markers, true equations and a final answer.
+
+    With ``gate`` (the default) and an ``answer`` column, a wrong answer earns only the
+    equation part, for true equations that use a number from the question."""
+    texts = completion_texts(completions)
+    correct = _correct_flags(texts, answer, "format") if gate else None
+    if correct is None:
+        return [_format_score(text) for text in texts]
+    prompt_list = list(prompts) if prompts is not None else [None] * len(texts)
+    scores = []
+    for text, right, prompt in zip(texts, correct, prompt_list, strict=True):
+        question = frozenset(_question_numbers(prompt)) if not right else frozenset()
+        scores.append(_format_score(text, gated=not right, question=question))
+    return scores
 
 
 # TRL logs a reward under its __name__; __qualname__ stays so that pickle finds the function.
@@ -460,18 +611,35 @@ def _reasoning_score(text: str, min_words: int, max_words: int) -> float:
 def reasoning(
     prompts: Sequence[Completion] | None,
     completions: Sequence[Completion],
+    answer: Sequence[Any] | None = None,
     *,
     min_words: int = DEFAULT_MIN_WORDS,
     max_words: int = DEFAULT_MAX_WORDS,
+    gate: bool = True,
     **kwargs: Any,
 ) -> list[float]:
     """1.0 for a length in [min_words, max_words] words, partial credit around it.
 
     Empty output, output of twice ``max_words`` or more, and heavily repeated output
-    score 0.0.
+    score 0.0; so does a wrong answer while ``gate`` is on and an ``answer`` column given.
     """
     _check_window(min_words, max_words)
-    return [_reasoning_score(text, min_words, max_words) for text in completion_texts(completions)]
+    texts = completion_texts(completions)
+    correct = _correct_flags(texts, answer, "reasoning") if gate else None
+    flags = correct if correct is not None else [True] * len(texts)
+    return [
+        _reasoning_score(text, min_words, max_words) if right else 0.0
+        for text, right in zip(texts, flags, strict=True)
+    ]
+
+
+GATE_NOTE = (
+    "format and reasoning pay only for a correct answer (format: also for true equations on "
+    "the question's numbers); xml_format is paid ungated; turn the gate off with "
+    "reward_kwargs: {NAME: {gate: false}}"
+)
+format_reward.gate_note = GATE_NOTE  # type: ignore[attr-defined]
+reasoning.gate_note = GATE_NOTE  # type: ignore[attr-defined]
 
 
 def make_reasoning_reward(
@@ -486,6 +654,8 @@ def make_reasoning_reward(
         kwargs.pop("min_words", None)
         kwargs.pop("max_words", None)
         return reasoning(prompts, completions, min_words=min_words, max_words=max_words, **kwargs)
+
+    configured.gate_note = reasoning.gate_note  # type: ignore[attr-defined]
 
     return _named(configured, "reasoning", reasoning.__doc__)
 
@@ -563,19 +733,27 @@ def combined(
     weights: Mapping[str, float] | None = None,
     min_words: int = DEFAULT_MIN_WORDS,
     max_words: int = DEFAULT_MAX_WORDS,
+    gate: bool = True,
     **kwargs: Any,
 ) -> list[float]:
     """Weighted sum of correctness, format, reasoning and xml_format.
 
     ``weights`` defaults to :data:`DEFAULT_WEIGHTS`; names it leaves out weigh 0 and are
-    not computed (so ``answer`` is only needed when correctness has a weight).
+    not computed (so ``answer`` is only needed when correctness has a weight). ``gate``
+    is passed to ``format`` and ``reasoning``.
     """
     resolved = _resolve_weights(weights)
     component_scores = {
         "correctness": lambda: correctness(prompts, completions, answer, **kwargs),
-        "format": lambda: format_reward(prompts, completions, **kwargs),
+        "format": lambda: format_reward(prompts, completions, answer, gate=gate, **kwargs),
         "reasoning": lambda: reasoning(
-            prompts, completions, min_words=min_words, max_words=max_words, **kwargs
+            prompts,
+            completions,
+            answer,
+            min_words=min_words,
+            max_words=max_words,
+            gate=gate,
+            **kwargs,
         ),
         "xml_format": lambda: xml_format(prompts, completions, **kwargs),
     }
@@ -593,6 +771,7 @@ def make_combined_reward(
     *,
     min_words: int = DEFAULT_MIN_WORDS,
     max_words: int = DEFAULT_MAX_WORDS,
+    gate: bool = True,
 ) -> RewardFunction:
     """Return :func:`combined` with fixed weights and word window, named "combined" for TRL."""
     resolved = _resolve_weights(weights)
@@ -604,7 +783,7 @@ def make_combined_reward(
         answer: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> list[float]:
-        for fixed in ("weights", "min_words", "max_words"):
+        for fixed in ("weights", "min_words", "max_words", "gate"):
             kwargs.pop(fixed, None)
         return combined(
             prompts,
@@ -613,6 +792,7 @@ def make_combined_reward(
             weights=resolved,
             min_words=min_words,
             max_words=max_words,
+            gate=gate,
             **kwargs,
         )
 
@@ -626,6 +806,8 @@ def _named(function: RewardFunction, name: str, doc: str | None) -> RewardFuncti
     function.__doc__ = doc
     return function
 
+
+combined.gate_note = GATE_NOTE  # type: ignore[attr-defined]
 
 REWARDS: dict[str, RewardFunction] = {
     "correctness": correctness,

@@ -47,24 +47,27 @@ Columns: ``task_id``, ``task_dir`` (absolute path), ``instruction``, ``difficult
 How a terminal answer is executed (:func:`run_terminal_task`)
 =============================================================
 
-1. A fresh temporary folder ``run/`` gets ``work/`` (a copy of ``environment/``).
+1. A fresh temporary folder gets ``work/`` (a copy of ``environment/``).
 2. The model's commands run in the sandbox with ``work/`` as the working directory.
    That sandbox run ends with every process it started.
-3. Only then are the checks copied to a new, randomly named folder beside ``work/``, and a
-   second, separate sandbox run executes them with ``work/`` as the working directory:
+3. Only then does a second, separate sandbox run execute the checks, from a fresh read-only
+   copy of the task's own files, with ``work/`` as the working directory; the verdict leaves
+   through a keyed channel that the programs the checks start cannot reach
+   (:mod:`autolearn.terminal_checks` has the details):
 
-   * ``tests/test_*.py``: ``python -I -m pytest --noconftest -p no:cacheprovider``
-     with our own ini file, ``rootdir`` in the checks folder and a JUnit XML report
-     there. ``-I`` keeps the working directory off ``sys.path`` and ignores ``PYTHON*``
-     variables, ``--noconftest`` ignores planted ``conftest.py`` files, and the ini file
-     keeps a planted ``pytest.ini``/``pyproject.toml`` from changing options. The reward
-     is passed test cases / all test cases, read from that report.
-   * otherwise ``run-tests.sh`` runs under bash with ``TEST_DIR`` (the fresh copy of
-     ``tests/``), ``JUNIT_XML`` (where it may write a report for per-check credit),
-     ``PYTHON`` and ``PYTEST`` (the hardened pytest command) in its environment; without a
-     report its exit status is one check.
+   * ``tests/test_*.py``: pytest, with ``-I``, ``--noconftest``, ``-p no:cacheprovider`` and
+     our own ini file. The reward is passed test cases / all test cases; a pytest that did not
+     exit normally (interrupted, crashed, killed, timed out, nothing collected) passes none.
+   * otherwise ``run-tests.sh`` runs under bash with ``TEST_DIR`` (the copy of ``tests/``),
+     ``PYTHON`` and ``PYTEST`` (the hardened pytest command) in its environment; its exit
+     status is one check (a report it writes could be forged by what it runs, so
+     ``JUNIT_XML`` is ``/dev/null``).
    * with neither, the reward is 1.0 when every command exited 0 (tracked with an ERR trap;
      a weak signal by nature, since ``cmd || true`` always "succeeds").
+
+   Checks that pass on the untouched environment (the input is unchanged) earn nothing
+   until the commands make some other check pass (``require_progress``): doing nothing
+   scores 0.
 
    Pytest files win over ``run-tests.sh`` because Terminal-Bench's ``run-tests.sh`` mostly
    installs pytest with uv or pip, which an offline sandbox cannot do.
@@ -74,17 +77,14 @@ Timeouts are the task's own, capped at 60 s for the commands and 120 s for the c
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
-import secrets
-import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
-import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -93,13 +93,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from autolearn.cli import plural
+from autolearn.cli import naming, plural
 from autolearn.diffs import DiffError, parse_patch
 from autolearn.errors import UserError, one_line
 from autolearn.jsonl import read_local_rows, read_text
+from autolearn.terminal_checks import run_checks
 
 if TYPE_CHECKING:
     from datasets import Dataset
+
+    from autolearn.sandbox.shell_observation import Observation
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +231,7 @@ def _validated_swe_row(row: Any, where: str, *, strict: bool) -> dict[str, str]:
         raise UserError(f"{where}: expected an object with the SWE-bench columns")
     missing = [key for key in SWE_REQUIRED if not isinstance(row.get(key), str) or not row[key]]
     if missing:
-        raise UserError(f"{where}: missing or empty column(s) {', '.join(missing)}")
+        raise UserError(f"{where}: missing or empty {naming('column', missing)}")
     where = f"{where} ({row['instance_id']})"
     try:
         parse_patch(row["patch"])
@@ -593,7 +596,12 @@ def _environment_listing(environment: Path | None) -> list[str]:
 
 @dataclass(frozen=True)
 class TaskRun:
-    """Outcome of running a model's commands on a task and checking the end state."""
+    """Outcome of running a model's commands on a task and checking the end state.
+
+    ``progress``: some check passes that fails on the untouched environment (for a task
+    without checks: every command exited 0). ``reward`` is ``checks_passed / checks_total``
+    when there is progress (or ``require_progress`` was off), else 0.0.
+    """
 
     reward: float
     checks_passed: int
@@ -601,6 +609,7 @@ class TaskRun:
     commands_status: str
     checks_status: str
     message: str = ""
+    progress: bool = True
 
 
 def run_terminal_task(
@@ -611,12 +620,15 @@ def run_terminal_task(
     test_timeout_s: float | None = None,
     max_agent_timeout_s: float = 60.0,
     max_test_timeout_s: float = 120.0,
+    require_progress: bool = True,
 ) -> TaskRun:
     """Run ``commands`` in a fresh copy of the task's environment, then check it.
 
     The caller is responsible for refusing dangerous commands first (see
     :mod:`autolearn.shell_safety`); this function only runs them inside the sandbox.
-    Timeouts default to the task's own, capped by the ``max_*`` arguments.
+    Timeouts default to the task's own, capped by the ``max_*`` arguments. Checks that
+    already pass on the untouched environment (``sales.csv`` is unchanged) earn nothing
+    until some other check passes too, unless ``require_progress`` is off.
     """
     from autolearn.sandbox import Limits, run_shell
 
@@ -624,19 +636,54 @@ def run_terminal_task(
     agent_timeout = min(agent_timeout_s or task.max_agent_timeout_sec, max_agent_timeout_s)
     test_timeout = min(test_timeout_s or task.max_test_timeout_sec, max_test_timeout_s)
     with tempfile.TemporaryDirectory(prefix="autolearn-task-", ignore_cleanup_errors=True) as tmp:
-        run_root = Path(tmp)
-        work = run_root / "work"
+        work = Path(tmp) / "work"
         _copy_environment(task, work)
         script = _commands_script(commands)
         first = run_shell(script, work, limits=Limits(timeout_s=agent_timeout, memory_mb=2048))
-        commands_ok = first.passed
-        checks = _run_checks(task, run_root, test_timeout)
-        if checks is None:
-            reward = 1.0 if commands_ok else 0.0
-            return TaskRun(reward, int(commands_ok), 1, first.status, "none", first.message)
-        passed, total, status, message = checks
-        reward = passed / total if total else 0.0
-        return TaskRun(reward, passed, total, first.status, status, message)
+        checks = run_checks(task, work, test_timeout)
+    if checks is None:
+        ok = first.passed
+        return TaskRun(float(ok), int(ok), 1, first.status, "none", first.message, ok)
+    baseline = _baseline_passes(str(task.task_dir), test_timeout)
+    progress = bool(checks.passed - baseline)
+    reward = len(checks.passed) / checks.total if checks.total else 0.0
+    if require_progress and not progress:
+        reward = 0.0
+    return TaskRun(
+        reward,
+        len(checks.passed),
+        checks.total,
+        first.status,
+        checks.status,
+        checks.message,
+        progress,
+    )
+
+
+def observe_terminal_task(
+    task_dir: str | Path, commands: str, *, max_agent_timeout_s: float = 60.0
+) -> Observation:
+    """Run ``commands`` on a fresh copy of the task's environment where their effects
+    outside it are visible (:mod:`autolearn.sandbox.shell_observation`) and report them."""
+    from autolearn.sandbox.shell_observation import observe_shell
+
+    task = read_terminal_task(task_dir)
+    timeout = min(task.max_agent_timeout_sec, max_agent_timeout_s)
+    with tempfile.TemporaryDirectory(prefix="autolearn-task-", ignore_cleanup_errors=True) as tmp:
+        work = Path(tmp) / "work"
+        _copy_environment(task, work)
+        return observe_shell(_commands_script(commands), work, timeout_s=timeout)
+
+
+@functools.lru_cache(maxsize=256)
+def _baseline_passes(task_dir: str, timeout_s: float) -> frozenset[str]:
+    """The checks that pass on the task's untouched environment (one run per task)."""
+    task = read_terminal_task(task_dir)
+    with tempfile.TemporaryDirectory(prefix="autolearn-task-", ignore_cleanup_errors=True) as tmp:
+        work = Path(tmp) / "work"
+        _copy_environment(task, work)
+        checks = run_checks(task, work, timeout_s)
+    return checks.passed if checks is not None else frozenset()
 
 
 def _copy_environment(task: TerminalTask, work: Path) -> None:
@@ -658,66 +705,6 @@ def _commands_script(commands: str) -> str:
         "trap 'exit $(( __autolearn_failed || $? ))' EXIT\n"
         f"{commands}\n"
     )
-
-
-def _run_checks(
-    task: TerminalTask, run_root: Path, timeout_s: float
-) -> tuple[int, int, str, str] | None:
-    """Second sandbox run: copy the checks in fresh and execute them; ``None`` if no checks."""
-    from autolearn.sandbox import Limits, run_shell
-
-    pytest_files = task.pytest_files
-    run_tests = task.run_tests_script
-    if not pytest_files and run_tests is None:
-        return None
-    checks_name = f"checks-{secrets.token_hex(8)}"
-    checks = run_root / checks_name
-    checks.mkdir()
-    tests_src = task.task_dir / "tests"
-    if tests_src.is_dir():
-        shutil.copytree(tests_src, checks / "tests", symlinks=False)
-    (checks / "pytest.ini").write_text("[pytest]\naddopts =\n", encoding="utf-8")
-    use_run_tests = run_tests is not None and not pytest_files
-    if use_run_tests and run_tests is not None:
-        shutil.copyfile(run_tests, checks / "run-tests.sh")
-    script = _checks_script(checks_name, use_run_tests)
-    result = run_shell(script, run_root, limits=Limits(timeout_s=timeout_s, memory_mb=2048))
-    report = checks / "report.xml"
-    passed, total = _junit_counts(report) if report.is_file() else (0, 0)
-    if total:
-        return passed, total, result.status, result.message
-    if pytest_files:
-        return 0, max(1, len(pytest_files)), result.status, "no test report: " + result.message
-    return (1 if result.passed else 0), 1, result.status, result.message
-
-
-def _checks_script(checks_name: str, use_run_tests: bool) -> str:
-    """The check run's bash script (run from the run root, switching into ``work/``)."""
-    python = shlex.quote(sys.executable)
-    lines = [
-        "cd work",
-        f'CHECKS="$(cd ../{checks_name} && pwd)"',
-        'export TEST_DIR="$CHECKS/tests" JUNIT_XML="$CHECKS/report.xml"',
-        f"export PYTHON={python}",
-        'export PYTEST="$PYTHON -I -m pytest --noconftest -p no:cacheprovider '
-        "-c $CHECKS/pytest.ini --rootdir $CHECKS -q -o junit_family=xunit1 "
-        '--junitxml=$JUNIT_XML"',
-    ]
-    lines.append('bash "$CHECKS/run-tests.sh"' if use_run_tests else '$PYTEST "$TEST_DIR"')
-    return "\n".join(lines) + "\n"
-
-
-def _junit_counts(report: Path) -> tuple[int, int]:
-    """(passed, total) test cases of a JUnit XML report; skipped ones count as not passed."""
-    try:
-        root = ET.parse(report).getroot()
-    except ET.ParseError:
-        return 0, 0
-    cases = list(root.iter("testcase"))
-    failed = sum(
-        1 for case in cases if any(child.tag in ("failure", "error", "skipped") for child in case)
-    )
-    return len(cases) - failed, len(cases)
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -813,6 +800,7 @@ __all__: Sequence[str] = (
     "load_swe_bench",
     "load_terminal_bench",
     "materialize_fixture_repo",
+    "observe_terminal_task",
     "patch_applies",
     "read_swe_file",
     "read_terminal_task",

@@ -9,13 +9,19 @@ the script's built-in :class:`~autolearn.config.Config` instead, so there is one
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
 def plural(count: int, word: str, plural_word: str | None = None) -> str:
     """``"1 prompt"``, ``"2 prompts"``, ``"0 prompts"`` (``plural_word`` for irregular words)."""
     return f"{count} {word if count == 1 else (plural_word or word + 's')}"
+
+
+def naming(word: str, names: Sequence[str], plural_word: str | None = None) -> str:
+    """``"column answer"``, ``"columns question, answer"``: a noun and the names it counts."""
+    noun = word if len(names) == 1 else (plural_word or word + "s")
+    return f"{noun} {', '.join(names)}"
 
 
 def _shown(value: Any) -> str | None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from autolearn.cli import plural
+from autolearn.cli import naming, plural
 from autolearn.errors import UserError, one_line
 from autolearn.hub import hub_reachable, require_hub
 from autolearn.jsonl import read_local_rows
@@ -122,7 +122,7 @@ def require_columns(rows: Any, columns: Sequence[str], name: str) -> None:
     missing = [c for c in columns if c not in rows.column_names]
     if missing:
         raise UserError(
-            f"dataset {name} lacks column(s) {', '.join(missing)}; it has {', '.join(rows.column_names)}"
+            f"dataset {name} lacks {naming('column', missing)}; it has {', '.join(rows.column_names)}"
         )
 
 

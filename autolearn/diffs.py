@@ -13,10 +13,16 @@ The parser accepts what ``git diff`` and ``diff -u`` write:
 Text between file sections (an e-mail preamble, prose) is skipped, as ``git apply`` does;
 a broken hunk, a header without hunks, or a path that leaves the repository (absolute or
 with ``..``) makes the whole patch malformed.
+
+What a patch *changes* is what rewards compare (:meth:`Patch.changes`): per file, the
+removed and added lines that remain after lines removed and re-added unchanged cancel out
+(a line diff of each hunk's old side against its new side). Context lines and no-op hunks
+change nothing, so a patch made only of them has no changes (:meth:`Patch.has_changes`).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -56,6 +62,19 @@ class Hunk:
     section: str
     lines: tuple[str, ...]
 
+    def net_changes(self) -> tuple[str, ...]:
+        """The ``-``/``+`` lines left once unchanged lines (context, or removed and re-added
+        as they were) cancel out: a line diff of the hunk's old side against its new side."""
+        old = [line[1:] for line in self.lines if line[:1] in (" ", "-")]
+        new = [line[1:] for line in self.lines if line[:1] in (" ", "+")]
+        changes: list[str] = []
+        matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+        for tag, old_from, old_to, new_from, new_to in matcher.get_opcodes():
+            if tag != "equal":
+                changes += ["-" + line for line in old[old_from:old_to]]
+                changes += ["+" + line for line in new[new_from:new_to]]
+        return tuple(changes)
+
     @property
     def text(self) -> str:
         """The hunk as unified-diff text, header included, ending with a newline."""
@@ -73,6 +92,19 @@ class FileDiff:
     old_path: str | None
     new_path: str | None
     hunks: tuple[Hunk, ...]
+    binary_lines: int = 0  # data lines of a ``GIT binary patch`` section
+
+    @property
+    def changes(self) -> str:
+        """The net removed and added lines of all hunks, one per line (see :class:`Hunk`)."""
+        return "".join(line + "\n" for hunk in self.hunks for line in hunk.net_changes())
+
+    @property
+    def is_change(self) -> bool:
+        """True when the section really changes its file: a net line change, binary data,
+        or a rename (a lone ``diff --git`` line or a mode change is not a change)."""
+        renamed = None not in (self.old_path, self.new_path) and self.old_path != self.new_path
+        return bool(self.changes) or self.binary_lines > 0 or renamed
 
     @property
     def path(self) -> str:
@@ -101,14 +133,31 @@ class Patch:
     files: tuple[FileDiff, ...]
 
     def touched_files(self) -> set[str]:
-        """The set of repository paths the patch changes."""
+        """The set of repository paths the patch names (changed or not)."""
         return {f.path for f in self.files}
+
+    def changed_files(self) -> set[str]:
+        """The paths the patch really changes (:attr:`FileDiff.is_change`)."""
+        return {f.path for f in self.files if f.is_change}
+
+    def has_changes(self) -> bool:
+        """True when at least one file section really changes its file."""
+        return any(f.is_change for f in self.files)
 
     def by_file(self) -> dict[str, str]:
         """Map each touched path to its hunks' text (sections on the same path are joined)."""
         split: dict[str, str] = {}
         for section in self.files:
             split[section.path] = split.get(section.path, "") + section.body
+        return split
+
+    def changes(self) -> dict[str, str]:
+        """Map each changed path to its net removed/added lines (:attr:`FileDiff.changes`);
+        binary sections and pure renames map to ``""``."""
+        split: dict[str, str] = {}
+        for section in self.files:
+            if section.is_change:
+                split[section.path] = split.get(section.path, "") + section.changes
         return split
 
     @property
@@ -216,9 +265,11 @@ def _parse_git_section(lines: list[str], index: int) -> tuple[FileDiff | None, i
         index += 1
     if _peek(lines, index) == "GIT binary patch":
         index += 1
+        data_lines = 0
         while index < len(lines) and not lines[index].startswith("diff --git "):
+            data_lines += bool(re.fullmatch(r"[A-Za-z][0-9A-Za-z+/=!-~]+", lines[index]))
             index += 1
-        return FileDiff(old_path, new_path, ()), index
+        return FileDiff(old_path, new_path, (), data_lines), index
     if _peek(lines, index).startswith("--- "):
         if not _peek(lines, index + 1).startswith("+++ "):
             raise DiffError(f"line {index + 2}: expected '+++ ' after '--- '")

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from autolearn.cli import plural
 from autolearn.config import Config, load_config
 from autolearn.errors import UserError
 from autolearn.heldout import HeldOut
@@ -148,11 +149,10 @@ def run_training(
         rows = drop_long_prompts(heldout.dataset, tm.tokenizer, t.max_prompt_length)
         heldout = replace(heldout, dataset=cap_prompts(rows, t.eval_max_prompts))
         logger.info(
-            "held-out evaluation: %d prompts x %d completion(s) (%s) at step 0, every %d steps "
-            "and at the end",
-            len(heldout.dataset),
-            t.eval_num_samples,
+            "held-out evaluation: %s x %s (%s) at step 0, every %s and at the end",
+            plural(len(heldout.dataset), "prompt"),
+            plural(t.eval_num_samples, "completion"),
             "greedy" if t.eval_num_samples == 1 else f"sampled at temperature {t.temperature:g}",
-            t.eval_steps,
+            "step" if t.eval_steps == 1 else f"{t.eval_steps} steps",
         )
     return train(config, tm, dataset, registry, resume=resume, heldout=heldout)

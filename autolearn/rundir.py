@@ -187,9 +187,8 @@ def check_run_dir(
         refuse_saved_model(output_dir)
     elif finished_at(checkpoint, max_steps) and model_saved(output_dir):
         raise NothingToDoError(
-            f"{output_dir} is already at step {checkpoint_step(checkpoint)} of "
-            f"{planned_steps(checkpoint, max_steps)}; nothing to do (raise --max_steps to "
-            "train further)"
+            f"{output_dir} is already at step {checkpoint_step(checkpoint)} of {max_steps}; "
+            "nothing to do (raise --max_steps to train further)"
         )
     if claim:
         claim_run_dir(output_dir, record, checkpoint)
@@ -263,23 +262,9 @@ def model_saved(output_dir: Path) -> bool:
     ).is_file()
 
 
-def planned_steps(checkpoint: str | Path, max_steps: int) -> int | None:
-    """The step the run ends at: ``max_steps``, or (for epoch-based runs) the checkpoint's plan."""
-    if max_steps > 0:
-        return max_steps
-    try:
-        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
-        return int(state["max_steps"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def finished_at(checkpoint: str | Path | None, max_steps: int) -> bool:
-    """Whether ``checkpoint`` is at (or past) the run's last step."""
-    if checkpoint is None:
-        return False
-    target = planned_steps(checkpoint, max_steps)
-    return target is not None and checkpoint_step(checkpoint) >= target
+    """Whether ``checkpoint`` is at (or past) the run's last step, ``max_steps``."""
+    return checkpoint is not None and checkpoint_step(checkpoint) >= max_steps
 
 
 def claim_run_dir(output_dir: Path, record: dict[str, Any] | None, resume_from: str | None) -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from autolearn.cli import plural
+from autolearn.cli import naming, plural
 from autolearn.config import Config, parse_reward_spec, save_config
 from autolearn.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Aborted, UserError
 from autolearn.gpu_memory import RunMemory
@@ -133,9 +133,7 @@ def check_reward_kwargs(config: Config, registry: Mapping[str, RewardFn]) -> Non
     """
     unknown_kwargs = [k for k in config.reward_kwargs if k not in config.rewards]
     if unknown_kwargs:
-        raise UserError(
-            f"reward_kwargs names reward(s) not in rewards: {', '.join(unknown_kwargs)}"
-        )
+        raise UserError(f"reward_kwargs names {naming('reward', unknown_kwargs)}, not in rewards")
     for name, kwargs in config.reward_kwargs.items():
         if name in registry:
             bind_reward_kwargs(registry[name], kwargs, name)
@@ -152,7 +150,19 @@ def build_rewards(
         function = resolve_reward(name, registry)
         functions.append(bind_reward_kwargs(function, config.reward_kwargs.get(name, {}), name))
         weights.append(float(weight))
+    _log_reward_gates(config, functions)
     return functions, weights
+
+
+def _log_reward_gates(config: Config, functions: Sequence[RewardFn]) -> None:
+    """Say once at start which shaping rewards pay only with the task's core signal."""
+    notes: dict[str, list[str]] = {}
+    for name, function in zip(config.rewards, functions, strict=True):
+        note = getattr(function, "gate_note", None)
+        if note and config.reward_kwargs.get(name, {}).get("gate", True) is not False:
+            notes.setdefault(note, []).append(name)
+    for note, names in notes.items():
+        logger.info("reward gate on for %s: %s", ", ".join(names), note)
 
 
 # --------------------------------------------------------------------------- batch arithmetic

@@ -53,14 +53,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from autolearn.gpu_memory import (  # noqa: E402  (after the sys.path line above)
+    GIB,
     DeviceMemoryPoller,
     cuda_tensor_bytes,
     vllm_share_bytes,
 )
 
 logger = logging.getLogger("bench.gpu_grpo")
-
-GIB = 1024**3
 
 
 # --------------------------------------------------------------------------- cases and shapes

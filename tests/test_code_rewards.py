@@ -171,9 +171,27 @@ def test_correct_code_scores_full_marks(
 def test_wrong_code_runs_but_fails_tests(scores: dict[str, dict[str, float | None]]) -> None:
     got = scores["wrong"]
     assert got["test_pass"] == 0.0
-    assert got["execution"] == 1.0
-    assert got["syntax"] == 1.0
+    assert got["execution"] == 0.0  # gated: no test passes
+    assert got["lint"] == got["complexity"] == got["type_safety"] == 0.0
+    assert got["syntax"] == 1.0  # the requested layout is paid ungated
     assert got["performance"] == 0.0
+
+
+def test_the_gate_can_be_turned_off(scores: dict[str, dict[str, float | None]]) -> None:
+    columns = {"code_prompt": [STUB], "test_code": [TESTS], "entry_point": [ENTRY]}
+    for name in code_rewards.GATED:
+        assert REWARDS[name]([STUB], [BODY_WRONG], **columns) == [0.0]
+        assert REWARDS[name]([STUB], [BODY_WRONG], gate=False, **columns) == [1.0]
+
+
+def test_a_pass_body_earns_at_most_a_quarter_of_the_default_reward() -> None:
+    columns = {"code_prompt": [STUB], "test_code": [TESTS], "entry_point": [ENTRY]}
+    weighted = code_rewards.make_weighted_reward(limits=LIMITS)
+    total = sum(code_rewards.DEFAULT_WEIGHTS.values())
+    [nothing] = weighted([STUB], ["    pass\n"], **columns)
+    assert nothing is not None and nothing <= 0.25 * total
+    [correct] = weighted([STUB], [BODY_CORRECT], **columns)  # positive control
+    assert correct == pytest.approx(total)
 
 
 def test_partially_correct_code_gets_partial_credit(
@@ -439,3 +457,13 @@ def test_trainer_gets_run_status_metrics_and_column() -> None:
 def test_warm_up_analysis_runs_every_analyser() -> None:
     code_exec.warm_up_analysis()
     assert code_exec.mypy_cache_dir().is_dir()
+
+
+def test_gate_is_a_reward_setting_of_the_gated_components() -> None:
+    from autolearn.trainer import bind_reward_kwargs
+
+    for name in code_rewards.GATED:
+        bound = bind_reward_kwargs(code_rewards.REWARDS[name], {"gate": False}, name)
+        assert bound.__name__ == name
+    with pytest.raises(UserError, match="has no setting gate"):
+        bind_reward_kwargs(code_rewards.REWARDS["syntax"], {"gate": False}, "syntax")

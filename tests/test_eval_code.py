@@ -109,6 +109,7 @@ def test_canonical_solutions_give_pass_at_1_of_one(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "out" / "results.summary.json").read_text())
     assert summary["pass@1"] == 1.0
     assert summary["problems"] == summary["samples"] == summary["passed_samples"] == 164
+    assert summary["isolated_share"] == 1.0  # every HumanEval problem is judged isolated
     assert "pass@10" not in summary
     assert "pass@10 skipped" in summary["skipped_k"]["pass@10"]
     assert "pass@10 skipped" in done.stderr
@@ -116,6 +117,7 @@ def test_canonical_solutions_give_pass_at_1_of_one(tmp_path: Path) -> None:
     rows = read_jsonl(output)
     assert [r["task_id"] for r in rows] == list(problems)
     assert all(r["passed"] is True and r["result"] == "passed" for r in rows)
+    assert {r["verdict"] for r in rows} == {"isolated"}
     assert elapsed < 120, f"164 sandbox runs took {elapsed:.0f} s"
 
 

@@ -69,7 +69,7 @@ def test_two_processes_train_and_only_rank_zero_writes(
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
     # The effective batch counts both processes: 2 x 2 completions = 2 prompts x 2 generations.
-    assert "2 prompts x 2 generations per step (2 process(es)" in log
+    assert "2 prompts x 2 generations per step (2 processes" in log
     assert log.count("autolearn.trainer: model ") == 1  # one console voice
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "reward" in r] == [1, 2]  # written once, not per rank
@@ -162,6 +162,6 @@ def test_batch_that_does_not_split_into_groups_fails_before_loading(tmp_path: Pa
         "--output_dir", str(tmp_path / "bad"),
     )  # fmt: skip
     assert result.returncode != 0
-    assert "2 process(es) x per_device_train_batch_size 2" in result.stderr
+    assert "2 processes x per_device_train_batch_size 2" in result.stderr
     assert "not a multiple of num_generations 3" in result.stderr
     assert "never-loaded" not in result.stderr  # rejected before any model was looked up

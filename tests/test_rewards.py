@@ -237,6 +237,62 @@ def test_format_counts_repeated_lines_once() -> None:
     assert format_reward(None, [repeated]) == [pytest.approx(0.1 + 0.15)]
 
 
+def test_format_credits_only_equations_whose_arithmetic_holds() -> None:
+    assert format_reward(None, ["1 + 1 = 3"]) == [0.0]
+    assert format_reward(None, ["1 + 1 = 2"]) == [0.15]  # positive control
+    assert format_reward(None, ["3 * 4 = 13 and 12 - 2 = 11"]) == [0.0]
+    assert format_reward(None, ["3 x 4 = 12, 10 / 4 = 2.5, 1,000 + 200 = 1,200"]) == [0.3]
+    assert format_reward(None, ["Now 2 7 + 5 = 12"]) == [0.15]  # a leading number is skipped
+    assert format_reward(None, ["12 \\times 3 = 36 and 4 \\div 2 = 2"]) == [0.3]
+    assert format_reward(None, ["10 / 3 = 3.33"]) == [0.15]  # rounded as written
+    assert format_reward(None, ["10 / 3 = 3.4"]) == [0.0]  # 3.33 does not round to 3.4
+
+
+QUESTION = ["Tom has 12 apples and buys 7 more. How many apples does he have?"]
+FILLER = (
+    "<think>Step 1: Let us think carefully about the problem.\nStep 2: 1 + 1 = 2 and "
+    "2 + 2 = 4.\nThen we consider everything again.</think>\nThe answer is 5."
+)
+
+
+def test_format_and_reasoning_pay_nothing_for_filler_with_a_wrong_answer() -> None:
+    # gated: a wrong answer earns format only for true equations on the question's numbers
+    assert format_reward(QUESTION, [FILLER], answer=["19"]) == [0.0]
+    grounded = FILLER.replace("1 + 1 = 2", "12 + 7 = 19")
+    assert format_reward(QUESTION, [grounded], answer=["20"]) == [0.15]
+    # positive controls: a correct answer, or the gate turned off, pays the structure
+    assert format_reward(QUESTION, [FILLER], answer=["5"]) == [1.0]
+    assert format_reward(QUESTION, [FILLER], answer=["19"], gate=False) == [1.0]
+    filler = " ".join(f"word{i}" for i in range(120)) + " The answer is 5."
+    assert reasoning(QUESTION, [filler], answer=["19"]) == [0.0]
+    assert reasoning(QUESTION, [filler], answer=["5"]) == [1.0]
+    assert reasoning(QUESTION, [filler], answer=["19"], gate=False) == [1.0]
+
+
+def test_doing_nothing_earns_at_most_a_quarter_of_the_default_math_reward() -> None:
+    best_filler = (
+        "<think>" + FILLER.replace("1 + 1 = 2", "12 * 1 = 12") + "</think><answer>5</answer>"
+    )
+    hostile = [FILLER, best_filler, "<think>x</think><answer>0</answer>"]
+    total = sum(DEFAULT_WEIGHTS.values())
+    for text in hostile:
+        [earned] = combined(QUESTION, [text], answer=["19"])
+        assert earned <= 0.25 * total, text
+    # positive control: the correct answer in the layout earns almost everything
+    good = (
+        "<think>Tom starts with 12 apples. He buys 7 more: 12 + 7 = 19.</think><answer>19</answer>"
+    )
+    assert combined(QUESTION, [good], answer=["19"])[0] >= 0.75 * total
+
+
+def test_the_gate_can_be_turned_off_for_the_whole_combined_reward() -> None:
+    reward = make_combined_reward({"format": 1.0, "reasoning": 1.0}, gate=False)
+    assert (
+        reward(QUESTION, [FILLER], answer=["19"])[0]
+        > combined(QUESTION, [FILLER], answer=["19"], weights={"format": 1.0, "reasoning": 1.0})[0]
+    )
+
+
 # --- reasoning -----------------------------------------------------------------------------
 
 
@@ -348,8 +404,8 @@ def test_combined_is_the_weighted_sum_of_the_components() -> None:
     answers = ["#### 19"] * len(texts)
     parts = {
         "correctness": correctness(None, texts, answer=answers),
-        "format": format_reward(None, texts),
-        "reasoning": reasoning(None, texts),
+        "format": format_reward(None, texts, answer=answers),
+        "reasoning": reasoning(None, texts, answer=answers),
         "xml_format": xml_format(None, texts),
     }
     expected = [

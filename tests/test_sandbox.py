@@ -203,6 +203,21 @@ def test_shell_workdir_under_host_tmp_is_bound_over_the_private_tmp(tmp_path: Pa
     assert (tmp_path / "task.txt").read_text() == "done\n"
 
 
+def test_shell_workdir_under_a_private_parent_is_usable(tmp_path: Path) -> None:
+    # mkdtemp makes 0700 folders: the sandbox user must still reach (and re-enter) its work dir.
+    private = Path(tempfile.mkdtemp(prefix="autolearn-private-", dir="/tmp"))
+    try:
+        work = private / "work"
+        work.mkdir()
+        result = sb.run_shell(
+            'cd "$PWD" && python3 -c "import os; os.chdir(os.getcwd())" && touch made', work
+        )
+        assert result.passed, result.stderr
+        assert (work / "made").is_file()
+    finally:
+        shutil.rmtree(private)
+
+
 def test_shell_exit_code_and_timeout(workdir: Path) -> None:
     failed = sb.run_shell("echo oops >&2\nexit 3", workdir)
     assert failed.status == "failed" and failed.exit_code == 3 and failed.message == "exit code 3"

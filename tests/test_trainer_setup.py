@@ -66,6 +66,20 @@ def test_reward_kwargs_are_bound_and_checked() -> None:
         build_rewards(config, rewards.REWARDS)
 
 
+def test_reward_gates_are_logged_once_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    config = Config(
+        rewards={"correctness": 1.0, "format": 0.2, "reasoning": 0.1, "xml_format": 0.3},
+        reward_kwargs={"reasoning": {"gate": False}},
+    )
+    with caplog.at_level("INFO", logger="autolearn.trainer"):
+        functions, _ = build_rewards(config, rewards.REWARDS)
+    gate_lines = [r.getMessage() for r in caplog.records if "reward gate" in r.getMessage()]
+    assert len(gate_lines) == 1
+    assert gate_lines[0].startswith("reward gate on for format:")  # reasoning's gate is off
+    filler = " ".join(f"w{i}" for i in range(30)) + " The answer is 5."
+    assert functions[2](["q"], [filler], answer=["7"]) == [1.0]  # the ungated reasoning
+
+
 @pytest.mark.parametrize(
     ("processes", "batch", "accumulation", "generations", "prompts"),
     [(1, 4, 1, 4, 1), (2, 4, 1, 4, 2), (1, 2, 4, 8, 1), (4, 8, 2, 8, 8)],

@@ -497,3 +497,10 @@ def test_missing_clones_are_one_warning_with_a_count(
     assert (
         f"no clone under {tmp_path} for {len(dataset)} instances of {len(dataset)}" in warnings[0]
     )
+
+
+def test_naming() -> None:
+    from autolearn.cli import naming
+
+    assert naming("column", ["answer"]) == "column answer"
+    assert naming("column", ["question", "answer"]) == "columns question, answer"

@@ -360,6 +360,8 @@ def _bwrap_argv(
     if mode == "shell":
         assert workdir is not None
         argv += ["--perms", "1777", "--dir", "/tmp/home"]
+        for parent in _parents_inside(str(workdir), (*hidden, "/tmp")):  # e.g. a 0700 mkdtemp
+            argv += ["--perms", "0755", "--dir", parent]
         argv += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
     else:
         argv += ["--perms", "1777", "--dir", "/tmp/work", "--chdir", "/tmp/work"]

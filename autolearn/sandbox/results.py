@@ -26,7 +26,8 @@ class ExecResult:
     stderr: str
     isolation: str
     message: str = ""
-    verdict: str = "in_process"  # "isolated": the tests ran apart from the candidate
+    # Python runs: "isolated" (the tests ran apart from the program) or "in_process"; shell: ""
+    verdict: str = "in_process"
 
     @property
     def passed(self) -> bool:
@@ -205,6 +206,7 @@ def _shell_result(outcome: _Outcome, limits: Limits, level: str) -> ExecResult:
         tests_passed=0,
         setup_ok=status == "passed",
         isolation=level,
+        verdict="",
     )
 
 

@@ -114,6 +114,10 @@ def test_fp8_backend_trains_and_merges_into_the_16bit_base(
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     assert len(steps) == 2 and all(r["grad_norm"] > 0 for r in steps)
+    # Memory: the training side, and the whole device (at least as much); no vLLM here.
+    for r in steps:
+        assert 0 < r["gpu_train_peak_gib"] <= r["gpu_device_peak_gib"], r
+        assert "gpu_vllm_gib" not in r
 
     adapter = load_file(out / "adapter" / "adapter_model.safetensors")
     lora_b = [t for name, t in adapter.items() if "lora_B" in name]
