@@ -133,9 +133,11 @@ def limit_rows(rows: Any, max_samples: int) -> Any:
     return rows
 
 
-def math_prompt(question: str, style: str) -> list[dict[str, str]]:
-    """The chat messages for one math question."""
-    messages = [{"role": "system", "content": MATH_SYSTEM_PROMPT}]
+def math_prompt(
+    question: str, style: str, system: str = MATH_SYSTEM_PROMPT
+) -> list[dict[str, str]]:
+    """The chat messages for one math question, after ``system`` (and the one-shot turn if asked)."""
+    messages = [{"role": "system", "content": system}]
     if style == "one_shot":
         messages.extend(dict(m) for m in MATH_ONE_SHOT)
     elif style != "zero_shot":

@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autolearn.data import MATH_ONE_SHOT
+from autolearn.data import math_prompt
 from autolearn.errors import UserError, one_line
 
 logger = logging.getLogger(__name__)
@@ -92,13 +92,7 @@ def create_generator(name: str, options: Mapping[str, Any], *, seed: int, size: 
 
 def rg_prompt(question: str, style: str) -> list[dict[str, str]]:
     """The chat messages for one generated problem (the math one-shot turn when asked)."""
-    messages = [{"role": "system", "content": RG_SYSTEM_PROMPT}]
-    if style == "one_shot":
-        messages.extend(dict(m) for m in MATH_ONE_SHOT)
-    elif style != "zero_shot":
-        raise UserError(f"dataset.prompt_style must be one_shot or zero_shot, got {style!r}")
-    messages.append({"role": "user", "content": question.strip()})
-    return messages
+    return math_prompt(question, style, system=RG_SYSTEM_PROMPT)
 
 
 def _rows(
