@@ -32,9 +32,7 @@ for what in "$@"; do
         ;;
     rg)
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target "$site" .device/rg/*.whl &&
-            python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
-                --target "$site" .device/rg/pycosat-*.tar.gz || return 1
+            --target "$site" .device/rg/*.whl || return 1
         ;;
     embedded)
         mkdir -p /tmp/emb && cp .device/embedded/* /tmp/emb/ || return 1
