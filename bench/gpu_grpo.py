@@ -118,6 +118,15 @@ SHAPES: dict[str, dict[str, Any]] = {
         head_dim=128,
         tie_word_embeddings=False,
     ),
+    "14b": dict(
+        hidden_size=5120,
+        intermediate_size=17408,
+        num_hidden_layers=40,
+        num_attention_heads=40,
+        num_key_value_heads=8,
+        head_dim=128,
+        tie_word_embeddings=False,
+    ),
 }
 
 
