@@ -467,7 +467,7 @@ def param_bytes_by_role(model: Any) -> dict[str, Any]:
     seen: set[int] = set()
     tensors = list(model.named_parameters()) + list(model.named_buffers())
     for name, tensor in tensors:
-        if tensor.data_ptr() in seen or tensor.device.type == "meta":
+        if tensor.device.type == "meta" or tensor.data_ptr() in seen:
             continue
         seen.add(tensor.data_ptr())
         size = tensor.numel() * tensor.element_size()
