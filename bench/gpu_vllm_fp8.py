@@ -575,9 +575,8 @@ def run_engine(case: Case, model_dir: Path, dummy: bool, args: argparse.Namespac
             "decode_tok_s": batch * (lengths.completion - 1) / decode_s if decode_s > 0 else None,
         }
         logger.info("%s batch %d: %.0f tok/s", case.key, batch, tokens / full_s)
-        result_path.write_text(
-            json.dumps(result, indent=2)
-        )  # a killed engine keeps what it measured
+        # written after every batch: an engine killed at its timeout keeps what it measured
+        result_path.write_text(json.dumps(result, indent=2))
 
 
 # --------------------------------------------------------------------------- the driver
@@ -614,6 +613,44 @@ def run_child(
             process.wait()
             log.write(f"\n===== timed out after {timeout_s:.0f} s\n")
             return None
+
+
+def wait_for_free_gpu(share: float, timeout_s: float = 60.0) -> float | None:
+    """Wait until ``share`` of the card is free (a finished engine's memory can lag its exit).
+
+    Asks nvidia-smi, so that this process never makes a CUDA context. Returns the free share
+    last seen, or None where nvidia-smi is missing.
+    """
+    deadline = time.perf_counter() + timeout_s
+    free = None
+    while True:
+        try:
+            out = subprocess.run(
+                [
+                    "nvidia-smi",
+                    "--query-gpu=memory.used,memory.total",
+                    "--format=csv,noheader,nounits",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.split("\n")[0]
+            used, total = (float(x) for x in out.split(","))
+            free = 1 - used / total
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return None
+        if free >= share or time.perf_counter() > deadline:
+            return free
+        time.sleep(2)
+
+
+ERROR_LINE = re.compile(r"\b(\w+(?:Error|Exception)): (.*)$", re.MULTILINE)
+
+
+def last_error_line(text: str) -> str:
+    """The last ``SomeError: message`` line of a child's log ('' if none), shortened."""
+    found = ERROR_LINE.findall(text)
+    return f"{found[-1][0]}: {found[-1][1]}"[:300] if found else ""
 
 
 SELECTED = re.compile(r"Selected (\w+) for (\w+)")
@@ -699,6 +736,9 @@ class Driver:
             ]
             if dummy:
                 argv.append("--dummy")
+            free = wait_for_free_gpu(self.args.gpu_memory_utilization + 0.02)
+            if free is not None:
+                result["gpu_free_share_at_start"] = free
             timeout = min(self.args.case_timeout, max(self.remaining(), 1.0))
             code = run_child(argv, log, timeout, case_environment(option), self.work)
             if result_path.is_file():
@@ -708,6 +748,9 @@ class Driver:
                 missing = [b for b in case.batches if str(b) not in result["batches"]]
                 if missing:
                     error += f"; not measured: batches {missing}"
+                cause = last_error_line(log.read_text(errors="replace") if log.is_file() else "")
+                if cause:
+                    error += f"; {cause}"
         if option.checkpoint:
             shutil.rmtree(model_dir, ignore_errors=True)  # 8-15 GB each: the disk is 64 GB
         result["error"] = error
@@ -1126,6 +1169,7 @@ def main(argv: list[str] | None = None) -> int:
         return dry_run(args, cases, lengths)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    Path(args.export).mkdir(parents=True, exist_ok=True)
     driver = Driver(args, cases, lengths, work, Path(args.export))
     return driver.run()
 

@@ -6,6 +6,7 @@ on a typo, a wrong tensor name or a bad scale shape.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -189,3 +190,37 @@ def test_report_ratios_and_bound_from_engine_bytes(tmp_path: Path) -> None:
     assert bf16["bound"]["tok_s"] == pytest.approx(32 * 4.0e12 / 16e9)
     assert ptpc["weight_bytes_source"] == "analytic"
     assert "| 8b | ptpc | 32 | 1000 | 1650 | 1.50 |" in (tmp_path / "results.md").read_text()
+
+
+def test_the_cause_of_a_failed_engine_is_its_last_error_line() -> None:
+    log = (
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "RuntimeError: Engine core initialization failed. See root cause above.\n"
+        "(EngineCore pid=7) ValueError: FP8 PTPC online quant requires a kernel\n"
+    )
+    assert fp8bench.last_error_line(log) == "ValueError: FP8 PTPC online quant requires a kernel"
+    assert fp8bench.last_error_line("INFO all fine\n") == ""
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is not None, reason="checks the run without vLLM"
+)
+def test_a_failed_engine_does_not_stop_the_run(tmp_path: Path) -> None:
+    """The real driver on a machine without vLLM: each case fails, is recorded, the run goes on."""
+    out, work = tmp_path / "export", tmp_path / "work"
+    result = run_bench(
+        "--shapes", "tiny", "--options", "fp8_static,bf16", "--batches", "2",
+        "--min-case-s", "0", "--budget", "150", "--export", str(out), "--workdir", str(work),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads((out / "results.json").read_text())
+    assert [(r["shape"], r["option"]) for r in payload["results"]] == [
+        ("tiny", "bf16"),
+        ("tiny", "fp8_static"),
+    ]
+    for r in payload["results"]:
+        assert "exit code 1" in r["error"] and "vllm" in r["error"], r["error"]
+    assert payload["rows"] == [] and payload["bandwidth"] == {}  # no GPU: no numbers
+    assert not (work / "ckpt" / "tiny_fp8_static").exists()  # written for the case, then removed
+    assert "wrote tiny static checkpoint" in (out / "tiny_fp8_static.log").read_text()
