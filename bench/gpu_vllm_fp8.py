@@ -1115,7 +1115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--case-timeout", type=float, default=240, help="seconds per engine")
     parser.add_argument("--budget", type=float, default=540, help="start no case past this (s)")
     parser.add_argument(
-        "--min-case-s", type=float, default=90, help="do not start a case with less budget left"
+        "--min-case-s", type=float, default=120, help="do not start a case with less budget left"
     )
     parser.add_argument("--export", default=os.environ.get("OUT") or "outputs/gpu_vllm_fp8")
     parser.add_argument("--workdir", default="/tmp/gpu_vllm_fp8", help="models and child results")
