@@ -126,7 +126,6 @@ driver's memory.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import marshal
 import os
@@ -139,10 +138,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autolearn.errors import UserError
+from autolearn.sandbox import workdir as workdir_copy
 from autolearn.sandbox.isolation import (
     ISOLATION_ENV,
     ISOLATION_LEVELS,
     SITE_PACKAGES_ENV,
+    WORKDIR_STAGING,
     _effective_level,
     _job_sys_path,
     bwrap_binary,
@@ -251,10 +252,23 @@ def run_shell(
             raise UserError(f"run_shell env entries must be NAME=str pairs, got {name!r}")
     limits = limits or Limits()
     level = _effective_level()
-    job = {"mode": "shell", "script": script, "shell": shutil.which("bash") or "/bin/bash"}
-    with lend_workdir(workdir) if level == "bwrap" else contextlib.nullcontext():
+    job: dict[str, object] = {"mode": "shell", "script": script}
+    job["shell"] = shutil.which("bash") or "/bin/bash"
+    if level != "bwrap":
         outcome = _execute(job, limits, level, workdir=workdir, extra_env=extra_env)
-    return _shell_result(outcome, limits, level)
+        return _shell_result(outcome, limits, level)
+    job["workdir"] = {
+        "staging": WORKDIR_STAGING,
+        "path": str(workdir),
+        "timeout_s": limits.timeout_s,
+        "cap_mb": limits.workdir_mb,
+    }
+    with lend_workdir(workdir), workdir_copy.spool() as spool:
+        stream = (spool, workdir_copy.stream_limit(limits))
+        outcome = _execute(job, limits, level, workdir=workdir, extra_env=extra_env, stream=stream)
+        back = workdir_copy.copy_back(spool, workdir, limits.workdir_mb)
+    outcome.timed_out = outcome.timed_out or back.timed_out
+    return _shell_result(outcome, limits, level, note=back.message)
 
 
 def run_python_batch(
