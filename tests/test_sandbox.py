@@ -226,6 +226,51 @@ def test_shell_exit_code_and_timeout(workdir: Path) -> None:
     assert slow.status == "timeout"
 
 
+def test_shell_run_results_come_back_to_the_host_folder_with_its_owner(workdir: Path) -> None:
+    # Positive control for the capped work dir: files, a subfolder, a symlink inside, an
+    # executable bit and a removal all reach the host folder, owned by the folder's owner.
+    (workdir / "old.txt").write_text("old\n")
+    (workdir / "keep.txt").write_text("keep\n")
+    owner = 4321 if os.geteuid() == 0 else os.geteuid()
+    if os.geteuid() == 0:
+        for path in (workdir, workdir / "old.txt", workdir / "keep.txt"):
+            os.chown(path, owner, owner)
+    script = (
+        "set -e\nmkdir -p sub/deeper\necho nested > sub/deeper/n.txt\n"
+        "printf '#!/bin/sh\\necho ran\\n' > tool.sh\nchmod 755 tool.sh\n"
+        "ln -s sub/deeper/n.txt link\nrm old.txt\ncat keep.txt\n"
+    )
+    result = sb.run_shell(script, workdir)
+    assert result.passed, result
+    assert result.stdout == "keep\n" and result.message == ""
+    assert (workdir / "sub" / "deeper" / "n.txt").read_text() == "nested\n"
+    assert os.readlink(workdir / "link") == "sub/deeper/n.txt"
+    assert (workdir / "link").read_text() == "nested\n"
+    assert os.access(workdir / "tool.sh", os.X_OK)
+    assert not (workdir / "old.txt").exists() and (workdir / "keep.txt").is_file()
+    for path in [workdir, *workdir.rglob("*")]:
+        assert path.lstat().st_uid == owner, path
+
+
+def test_shell_timeout_keeps_what_the_run_wrote(workdir: Path) -> None:
+    # Terminal-Bench checks run after a command that timed out: its files must still be there.
+    result = sb.run_shell(
+        "echo partial > made.txt\nsleep 100", workdir, limits=sb.Limits(timeout_s=0.5)
+    )
+    assert result.status == "timeout", result
+    assert (workdir / "made.txt").read_text() == "partial\n"
+
+
+def test_shell_work_dir_larger_than_its_cap_is_an_error(workdir: Path) -> None:
+    if sb.isolation_level() != "bwrap":
+        pytest.skip("the work dir is capped at the bubblewrap level only")
+    (workdir / "big.bin").write_bytes(b"x" * (3 << 20))
+    result = sb.run_shell("echo ran > ran.txt", workdir, limits=sb.Limits(workdir_mb=2))
+    assert result.status == "error", result
+    assert "does not fit in its 2 MiB" in result.message
+    assert sorted(p.name for p in workdir.iterdir()) == ["big.bin"]  # the host folder as it was
+
+
 # --------------------------------------------------------------------------- batches
 
 

@@ -6,8 +6,9 @@ runner copies the host folder in from a read-only bind, runs bash, kills every o
 of the sandbox and sends the folder back as a tar through a pipe (`_harness._run_shell_in_copy`).
 No host path is writable from inside, so the host disk receives only what `copy_back` extracts.
 
-`copy_back` trusts nothing in the stream: it keeps at most the cap (every entry counts as at
-least one 4 KiB block, so empty files and directories cannot add up unbounded), extracts only
+`copy_back` trusts nothing in the stream: it keeps at most the cap (file data in 4 KiB blocks,
+a block per directory) and at most one entry per 4 KiB of the cap, so empty files cannot add
+up unbounded either; it extracts only
 directories, regular files and symlinks (as links, never followed: tarfile's ``tar`` filter
 refuses any path that resolves outside the folder, checked again as each entry is written),
 drops setuid/setgid/sticky and group/other write bits, and skips hard links, devices, fifos
@@ -30,7 +31,7 @@ from autolearn.sandbox.process import _remove_tree
 logger = logging.getLogger(__name__)
 
 
-_BLOCK = 4096  # what each entry costs at least against the cap
+_BLOCK = 4096  # file data counts in blocks of this size; one entry is allowed per block
 _SPOOL_IN_MEMORY = 4 * _MIB  # a stream larger than this is spooled to a temporary file
 
 
@@ -87,8 +88,7 @@ def copy_back(spool: IO[bytes], workdir: Path, cap_mb: int) -> CopyBack:
     try:
         with tarfile.open(fileobj=spool, mode="r:") as tar:
             chosen, dropped, refused = _choose(tar, workdir, cap_mb * _MIB)
-            tar.errorlevel = 0  # a member the filter refuses at extraction is skipped
-            tar.extractall(workdir, members=chosen, filter=_safe_member)
+            tar.extractall(workdir, members=chosen, filter=_safe_or_skipped)
     except (tarfile.TarError, OSError, EOFError) as exc:
         logger.debug("work dir copy-back of %s broke off: %s", workdir, exc)
         incomplete = True
@@ -118,13 +118,23 @@ def _choose(
         except tarfile.FilterError:
             refused += 1
             continue
-        cost = _BLOCK + (-(-member.size // _BLOCK) * _BLOCK if member.isreg() else 0)
-        if used + cost > cap_bytes:
+        cost = _BLOCK if member.isdir() else -(-member.size // _BLOCK) * _BLOCK
+        if used + cost > cap_bytes or len(chosen) >= cap_bytes // _BLOCK:
             dropped += 1
             continue
         used += cost
         chosen.append(member)
     return chosen, dropped, refused
+
+
+def _safe_or_skipped(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """`_safe_member`, or None (skip it) where it refuses: checked again as each member is
+    written, because an earlier member may have made a symlink that this one's path crosses.
+    (Not ``errorlevel = 0``: with that, tarfile extracts the *unfiltered* member on a refusal.)"""
+    try:
+        return _safe_member(member, dest)
+    except tarfile.FilterError:
+        return None
 
 
 def _safe_member(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
