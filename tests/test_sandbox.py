@@ -422,6 +422,24 @@ def test_fallback_level_judges_right_wrong_and_slow_programs(
     assert own_zombies() == []
 
 
+@pytest.mark.parametrize("level", FALLBACKS)
+def test_fallback_level_shell_runs_in_the_work_dir(
+    level: str, monkeypatch: pytest.MonkeyPatch, workdir: Path
+) -> None:
+    # bwrap copies the work dir into a capped tmpfs and back; weaker levels write in place.
+    monkeypatch.setenv(sb.ISOLATION_ENV, level)
+    (workdir / "in.txt").write_text("data\n")
+    result = sb.run_shell("cat in.txt\nmkdir sub && echo made > sub/out.txt", workdir)
+    assert result.passed and result.isolation == level, result
+    assert result.stdout == "data\n" and result.message == ""
+    assert (workdir / "sub" / "out.txt").read_text() == "made\n"
+    slow = sb.run_shell(
+        "echo early > early.txt\nsleep 100", workdir, limits=sb.Limits(timeout_s=0.5)
+    )
+    assert slow.status == "timeout" and (workdir / "early.txt").is_file()
+    assert own_zombies() == []
+
+
 def test_forcing_an_unknown_level_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(sb.ISOLATION_ENV, "docker")
     with pytest.raises(UserError):

@@ -6,13 +6,16 @@ runner copies the host folder in from a read-only bind, runs bash, kills every o
 of the sandbox and sends the folder back as a tar through a pipe (`_harness._run_shell_in_copy`).
 No host path is writable from inside, so the host disk receives only what `copy_back` extracts.
 
-`copy_back` trusts nothing in the stream: it keeps at most the cap (file data in 4 KiB blocks,
-a block per directory) and at most one entry per 4 KiB of the cap, so empty files cannot add
-up unbounded either; it extracts only
-directories, regular files and symlinks (as links, never followed: tarfile's ``tar`` filter
-refuses any path that resolves outside the folder, checked again as each entry is written),
-drops setuid/setgid/sticky and group/other write bits, and skips hard links, devices, fifos
-and sockets. The folder's old contents are removed first, so it ends as the run left it.
+`copy_back` trusts nothing in the stream. It keeps at most the cap of file data (in 4 KiB
+blocks, as the tmpfs counts it, so whatever fitted inside comes back) and at most one entry per
+4 KiB of the cap, so empty files and directories cannot add up unbounded either (directory
+blocks come on top of the data: at most as much again if every entry were a directory). It
+extracts only directories, regular files and symlinks (as links, never followed: tarfile's
+``tar`` filter refuses any path that resolves outside the folder, checked again as each entry
+is written), drops setuid/setgid/sticky and group/other write bits, and skips hard links,
+devices, fifos and sockets. The folder's old contents are removed first, so it ends as the run
+left it. A run the host had to kill (its wall clock plus ``process.COPY_BACK_GRACE_S``, an output flood)
+sends nothing, and the folder stays as it was.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ def _choose(
         except tarfile.FilterError:
             refused += 1
             continue
-        cost = _BLOCK if member.isdir() else -(-member.size // _BLOCK) * _BLOCK
+        cost = -(-member.size // _BLOCK) * _BLOCK if member.isreg() else 0  # as the tmpfs counts
         if used + cost > cap_bytes or len(chosen) >= cap_bytes // _BLOCK:
             dropped += 1
             continue
