@@ -5,7 +5,10 @@ It is launched as ``python -I -S -B -c <BOOTSTRAP> JOB_FD [VERDICT_FD]``; the bo
 ``__name__ == "__sandbox__"`` and the job in the global ``JOB`` (the host compiles it once, so the
 sandbox does not recompile it on every run). Only builtin modules are imported, to keep start-up
 at a few milliseconds. The runner applies the resource limits to itself and then either replaces
-itself with bash (shell jobs) or runs the candidate program followed by each test unit.
+itself with bash (shell jobs) or runs the candidate program followed by each test unit. A shell
+job with a capped work dir (bubblewrap) keeps the runner as bash's unlimited parent instead, to
+copy the work dir in and stream it back afterwards (`_run_shell_in_copy`; ``os``, ``ctypes``
+and ``select`` are imported there, about 10 ms).
 
 Verdicts leave through VERDICT_FD, a pipe only this process holds, and are written exclusively by
 an audit hook (`sys.addaudithook`), which cannot be removed. The hook keeps the per-run MAC key in
