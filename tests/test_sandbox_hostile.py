@@ -419,6 +419,19 @@ def test_shell_run_cannot_write_more_than_the_work_dir_cap_to_the_host(tmp_path:
     assert (fresh / "big").stat().st_size == 100 << 20
 
 
+def test_background_writers_stop_with_the_run_and_their_output_comes_back(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    writer = "while :; do echo x >> late.txt; done"
+    script = f"setsid sh -c '{writer}' & (sh -c '{writer}' &) ; sleep 0.3; echo started"
+    result = sb.run_shell(script, work, limits=sb.Limits(timeout_s=10))
+    assert result.passed and result.stdout == "started\n", result  # the control: it ran
+    size = (work / "late.txt").stat().st_size
+    assert size > 0  # the writers ran, and what they wrote came back
+    time.sleep(0.5)
+    assert (work / "late.txt").stat().st_size == size  # nothing writes to the host folder now
+
+
 def test_symlink_left_by_a_run_does_not_let_the_next_copy_back_write_outside(
     tmp_path: Path,
 ) -> None:

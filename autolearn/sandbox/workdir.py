@@ -14,7 +14,8 @@ extracts only directories, regular files and symlinks (as links, never followed:
 ``tar`` filter refuses any path that resolves outside the folder, checked again as each entry
 is written), drops setuid/setgid/sticky and group/other write bits, and skips hard links,
 devices, fifos and sockets. The folder's old contents are removed first, so it ends as the run
-left it. A run the host had to kill (its wall clock plus ``process.COPY_BACK_GRACE_S``, an output flood)
+left it. The stream waits in memory, or past 4 MiB in a temporary file (at most twice the cap,
+deleted once extracted). A run the host had to kill (its wall clock plus ``process.COPY_BACK_GRACE_S``, an output flood)
 sends nothing, and the folder stays as it was.
 """
 
