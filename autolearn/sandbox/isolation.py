@@ -407,10 +407,10 @@ def _sandbox_user_argv() -> list[str]:
 
 @contextlib.contextmanager
 def lend_workdir(workdir: Path) -> Iterator[None]:
-    """Let SANDBOX_UID write in `workdir` for one shell run, then give everything back.
+    """Let SANDBOX_UID read `workdir` for one shell run's copy-in, then give everything back.
 
     Only when the sandbox drops root: the tree is handed to SANDBOX_UID, and afterwards every
-    entry (those the run made too) belongs to the directory's owner again.
+    entry (what the run's copy-back brought too) belongs to the directory's owner again.
     """
     if not _BWRAP.drop_root:
         yield
