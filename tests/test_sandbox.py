@@ -267,7 +267,8 @@ def test_shell_work_dir_larger_than_its_cap_is_an_error(workdir: Path) -> None:
     (workdir / "big.bin").write_bytes(b"x" * (3 << 20))
     result = sb.run_shell("echo ran > ran.txt", workdir, limits=sb.Limits(workdir_mb=2))
     assert result.status == "error", result
-    assert "does not fit in its 2 MiB" in result.message
+    assert "cannot copy the work dir into its 2 MiB tmpfs" in result.message
+    assert "No space left on device" in result.message
     assert sorted(p.name for p in workdir.iterdir()) == ["big.bin"]  # the host folder as it was
 
 

@@ -439,7 +439,7 @@ def _run_shell_in_copy(job: dict, job_fd: int, stream_fd: int) -> None:
     _make_undumpable()  # the children (same uid) must not reach this process's stream fd
     error = _copy_into(stage["staging"], stage["path"])
     if error:
-        detail = f"the work dir does not fit in its {stage['cap_mb']} MiB tmpfs ({error})"
+        detail = f"cannot copy the work dir into its {stage['cap_mb']} MiB tmpfs ({error})"
         raise RuntimeError(detail)
     pid = posix.fork()
     if pid == 0:

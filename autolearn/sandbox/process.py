@@ -253,18 +253,16 @@ class _Collector:
 
 class _Sink:
     """Where a stream from the sandbox other than stdout/stderr goes: a file, up to `limit`
-    bytes (the rest is read and dropped, and `overflow` says so)."""
+    bytes (the rest is read and dropped)."""
 
-    def __init__(self, read_fd: int, file: IO[bytes], limit: int) -> None:
-        self.read_fd, self.file, self.room = read_fd, file, limit
-        self.overflow = False
+    def __init__(self, read_fd: int, write_fd: int, file: IO[bytes], limit: int) -> None:
+        self.read_fd, self.write_fd, self.file, self.room = read_fd, write_fd, file, limit
 
     def take(self, chunk: bytes) -> None:
         """Keep what fits of `chunk`."""
         kept = chunk[: self.room]
         self.file.write(kept)
         self.room -= len(kept)
-        self.overflow = self.overflow or len(kept) < len(chunk)
 
 
 def _finish_outcome(outcome: _Outcome, state: str, started: float) -> _Outcome:
@@ -299,9 +297,8 @@ def _execute(
         pipes.extra_child_ends.append(seccomp_fd)
     sink = None
     if stream is not None:
-        stream_r, stream_w = os.pipe()
-        pipes.extra_child_ends.append(stream_w)
-        sink = _Sink(stream_r, *stream)
+        sink = _Sink(*os.pipe(), *stream)
+        pipes.extra_child_ends.append(sink.write_fd)
     cgroup = None
     if cgroup_ok:
         cgroup = _CGROUPS.create(
@@ -315,7 +312,7 @@ def _execute(
         argv += _isolation_argv(level, mode, limits, seccomp_fd, workdir)
         argv += _runner_argv(pipes, mode)
         if sink is not None:
-            argv.append(str(pipes.extra_child_ends[-1]))
+            argv.append(str(sink.write_fd))
         launch = _Launch(argv, _sandbox_env(paths["home"], paths["tmp"], extra_env), paths["cwd"])
         payload = frame(marshal.dumps((_HARNESS_CODE, job))) + trusted
         return _spawn_and_supervise(launch, pipes, payload, limits, cgroup, sink=sink)
