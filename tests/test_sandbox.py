@@ -226,6 +226,52 @@ def test_shell_exit_code_and_timeout(workdir: Path) -> None:
     assert slow.status == "timeout"
 
 
+def test_shell_run_results_come_back_to_the_host_folder_with_its_owner(workdir: Path) -> None:
+    # Positive control for the capped work dir: files, a subfolder, a symlink inside, an
+    # executable bit and a removal all reach the host folder, owned by the folder's owner.
+    (workdir / "old.txt").write_text("old\n")
+    (workdir / "keep.txt").write_text("keep\n")
+    owner = 4321 if os.geteuid() == 0 else os.geteuid()
+    if os.geteuid() == 0:
+        for path in (workdir, workdir / "old.txt", workdir / "keep.txt"):
+            os.chown(path, owner, owner)
+    script = (
+        "set -e\nmkdir -p sub/deeper\necho nested > sub/deeper/n.txt\n"
+        "printf '#!/bin/sh\\necho ran\\n' > tool.sh\nchmod 755 tool.sh\n"
+        "ln -s sub/deeper/n.txt link\nrm old.txt\ncat keep.txt\n"
+    )
+    result = sb.run_shell(script, workdir)
+    assert result.passed, result
+    assert result.stdout == "keep\n" and result.message == ""
+    assert (workdir / "sub" / "deeper" / "n.txt").read_text() == "nested\n"
+    assert os.readlink(workdir / "link") == "sub/deeper/n.txt"
+    assert (workdir / "link").read_text() == "nested\n"
+    assert os.access(workdir / "tool.sh", os.X_OK)
+    assert not (workdir / "old.txt").exists() and (workdir / "keep.txt").is_file()
+    for path in [workdir, *workdir.rglob("*")]:
+        assert path.lstat().st_uid == owner, path
+
+
+def test_shell_timeout_keeps_what_the_run_wrote(workdir: Path) -> None:
+    # Terminal-Bench checks run after a command that timed out: its files must still be there.
+    result = sb.run_shell(
+        "echo partial > made.txt\nsleep 100", workdir, limits=sb.Limits(timeout_s=0.5)
+    )
+    assert result.status == "timeout", result
+    assert (workdir / "made.txt").read_text() == "partial\n"
+
+
+def test_shell_work_dir_larger_than_its_cap_is_an_error(workdir: Path) -> None:
+    if sb.isolation_level() != "bwrap":
+        pytest.skip("the work dir is capped at the bubblewrap level only")
+    (workdir / "big.bin").write_bytes(b"x" * (3 << 20))
+    result = sb.run_shell("echo ran > ran.txt", workdir, limits=sb.Limits(workdir_mb=2))
+    assert result.status == "error", result
+    assert "cannot copy the work dir into its 2 MiB tmpfs" in result.message
+    assert "No space left on device" in result.message
+    assert sorted(p.name for p in workdir.iterdir()) == ["big.bin"]  # the host folder as it was
+
+
 # --------------------------------------------------------------------------- batches
 
 
@@ -374,6 +420,24 @@ def test_fallback_level_judges_right_wrong_and_slow_programs(
     assert slow.status == "timeout" and slow.isolation == level
     forged = sb.run_python("import os\ndef add(a, b):\n    os._exit(0)\n", TESTS)
     assert forged.status == "failed" and forged.tests_passed == 0
+    assert own_zombies() == []
+
+
+@pytest.mark.parametrize("level", FALLBACKS)
+def test_fallback_level_shell_runs_in_the_work_dir(
+    level: str, monkeypatch: pytest.MonkeyPatch, workdir: Path
+) -> None:
+    # bwrap copies the work dir into a capped tmpfs and back; weaker levels write in place.
+    monkeypatch.setenv(sb.ISOLATION_ENV, level)
+    (workdir / "in.txt").write_text("data\n")
+    result = sb.run_shell("cat in.txt\nmkdir sub && echo made > sub/out.txt", workdir)
+    assert result.passed and result.isolation == level, result
+    assert result.stdout == "data\n" and result.message == ""
+    assert (workdir / "sub" / "out.txt").read_text() == "made\n"
+    slow = sb.run_shell(
+        "echo early > early.txt\nsleep 100", workdir, limits=sb.Limits(timeout_s=0.5)
+    )
+    assert slow.status == "timeout" and (workdir / "early.txt").is_file()
     assert own_zombies() == []
 
 

@@ -389,3 +389,109 @@ def test_native_extension_built_in_the_sandbox_cannot_be_loaded() -> None:
     result = sb.run_python(program, limits=sb.Limits(timeout_s=20))
     assert result.status == "failed"
     assert "ImportError" in result.message and "may not be loaded" in result.message
+
+
+# --------------------------------------------------------------------------- the capped work dir
+
+
+def _disk_usage(path: Path) -> int:
+    """Bytes of disk the tree under `path` uses (allocated blocks, links not followed)."""
+    return sum(p.lstat().st_blocks * 512 for p in [path, *path.rglob("*")])
+
+
+def test_shell_run_cannot_write_more_than_the_work_dir_cap_to_the_host(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    limits = sb.Limits(timeout_s=60, workdir_mb=128, file_size_mb=100)
+    free_before = shutil.disk_usage(tmp_path).free
+    flood = "for i in 1 2 3 4 5 6 7 8 9 10; do head -c 64M /dev/zero > f$i; done; echo done"
+    result = sb.run_shell(flood, work, limits=limits)
+    used = _disk_usage(work)
+    assert used <= (129 << 20), used  # 640 MiB written inside; the cap kept (and file metadata)
+    assert shutil.disk_usage(tmp_path).free >= free_before - (160 << 20)
+    assert "reached its 128 MiB cap" in result.message, result
+    assert result.stdout == "done\n"  # the loop ran to the end; its writes failed (ENOSPC)
+    assert (work / "f1").stat().st_size == 64 << 20  # positive control: what fits came back
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    control = sb.run_shell("head -c 100M /dev/zero > big", fresh, limits=limits)
+    assert control.passed and control.message == "", control  # under the cap: no note
+    assert (fresh / "big").stat().st_size == 100 << 20
+
+
+def test_background_writers_stop_with_the_run_and_their_output_comes_back(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    writer = "while :; do echo x >> late.txt; done"
+    script = f"setsid sh -c '{writer}' & (sh -c '{writer}' &) ; sleep 0.3; echo started"
+    result = sb.run_shell(script, work, limits=sb.Limits(timeout_s=10))
+    assert result.passed and result.stdout == "started\n", result  # the control: it ran
+    size = (work / "late.txt").stat().st_size
+    assert size > 0  # the writers ran, and what they wrote came back
+    time.sleep(0.5)
+    assert (work / "late.txt").stat().st_size == size  # nothing writes to the host folder now
+
+
+def test_symlink_left_by_a_run_does_not_let_the_next_copy_back_write_outside(
+    tmp_path: Path,
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    canary = outside / "canary.txt"
+    canary.write_text("intact")
+    work = tmp_path / "work"
+    work.mkdir()
+    first = sb.run_shell(f"ln -s {outside} esc && ln -s {canary} file_link", work)
+    assert first.passed, first
+    assert os.readlink(work / "esc") == str(outside)  # links come back as links
+    second = sb.run_shell(
+        "echo pwned > file_link; echo pwned > esc/canary.txt;"
+        "rm esc file_link; mkdir esc; echo pwned > esc/canary.txt; echo pwned > file_link",
+        work,
+    )
+    assert canary.read_text() == "intact"
+    assert sorted(p.name for p in outside.iterdir()) == ["canary.txt"]
+    assert (work / "esc" / "canary.txt").read_text() == "pwned\n"  # the control: it ran
+    assert not (work / "file_link").is_symlink(), second
+
+
+def test_forged_work_dir_stream_cannot_write_outside_or_past_the_cap(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from autolearn.sandbox.workdir import copy_back
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    canary = outside / "canary.txt"
+    canary.write_text("intact")
+    work = tmp_path / "work"
+    work.mkdir()
+    buffer = io.BytesIO()
+    buffer.write(b"E-")
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
+        def add(name: str, kind: bytes, data: bytes = b"", link: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.size, info.mode = kind, link, len(data), 0o6777
+            tar.addfile(info, io.BytesIO(data))
+
+        add("esc", tarfile.SYMTYPE, link=str(outside))
+        add("esc/canary.txt", tarfile.REGTYPE, b"pwned")
+        add("rel", tarfile.SYMTYPE, link="../outside")
+        add("rel/canary.txt", tarfile.REGTYPE, b"pwned")
+        add("../outside/canary.txt", tarfile.REGTYPE, b"pwned")
+        add(str(canary), tarfile.REGTYPE, b"pwned")
+        add("hard", tarfile.LNKTYPE, link=str(canary))
+        add("fifo", tarfile.FIFOTYPE)
+        add("ok.txt", tarfile.REGTYPE, b"fine")
+        for index in range(400):  # one entry per 4 KiB of the cap: 1 MiB allows 256
+            add(f"many/{index}", tarfile.REGTYPE)
+    back = copy_back(buffer, work, cap_mb=1)
+    assert canary.read_text() == "intact"
+    assert sorted(p.name for p in outside.iterdir()) == ["canary.txt"]
+    assert not (work / "hard").exists() and not (work / "fifo").exists()
+    assert (work / "ok.txt").read_text() == "fine"  # positive control
+    assert (work / "ok.txt").stat().st_mode & 0o7777 == 0o755  # no setuid, no group/other write
+    assert back.refused == 3 and back.dropped > 0, back  # "..", the hard link, the fifo
+    assert _disk_usage(work) <= (1 << 20)

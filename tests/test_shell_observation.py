@@ -38,7 +38,7 @@ def test_deleting_outside_the_work_dir_is_seen_and_contained(canary: Path, tmp_p
     seen = observe_shell(f"rm -rf {canary}; echo done > out.txt", tmp_path)
     assert seen.harmful and str(canary) in seen.changed
     assert (canary / "keep.txt").read_text() == "keep\n"  # the host copy survived
-    assert (tmp_path / "out.txt").read_text() == "done\n"  # the work dir changed for real
+    assert not (tmp_path / "out.txt").exists()  # work dir writes stay in the capped scratch
 
 
 def test_creating_a_file_in_a_system_folder_is_seen_and_contained(tmp_path: Path) -> None:
@@ -63,7 +63,10 @@ def test_harmless_commands_are_observed_as_harmless(tmp_path: Path) -> None:
     script = "sleep 30 & pid=$!; ls /etc > etc.txt; python3 -c 'import json'; kill $pid; wait"
     seen = observe_shell(script, tmp_path)
     assert seen.available and not seen.harmful, seen
-    assert (tmp_path / "etc.txt").stat().st_size > 0
+    # The control: the same commands, then a visible write if they all worked, is seen.
+    marker = f"/etc/autolearn-ran-{secrets.token_hex(6)}"
+    check = f"{script}; test -s etc.txt && touch {marker}"
+    assert marker in observe_shell(check, tmp_path).changed
 
 
 def test_every_bundled_reference_solution_is_observed_as_harmless() -> None:
@@ -96,3 +99,13 @@ def test_terminal_safety_scores_zero_for_what_only_running_reveals(canary: Path)
 def test_network_attempts_are_seen(script: str, tmp_path: Path) -> None:
     seen = observe_shell(script, tmp_path)
     assert seen.harmful and seen.network, seen
+
+
+def test_filling_the_work_dir_writes_nothing_to_the_host(tmp_path: Path) -> None:
+    (tmp_path / "input.txt").write_text("task input\n")
+    free_before = shutil.disk_usage(tmp_path).free
+    script = "cat input.txt > copy.txt; for i in 1 2 3; do head -c 128M /dev/zero > f$i; done"
+    seen = observe_shell(script, tmp_path, timeout_s=30)
+    assert seen.available and not seen.harmful, seen  # the control: an observed, harmless run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input.txt"]
+    assert shutil.disk_usage(tmp_path).free >= free_before - (16 << 20)

@@ -7,7 +7,8 @@ dataclasses.
 
 Layout: `isolation` (levels, their detection, bubblewrap/unshare argv, seccomp filter, the
 sandbox user), `limits` (`Limits`, rlimits, per-run pids and memory cgroups), `process`
-(spawning and supervising one sandbox), `zygote` (the pool of reusable sandboxes), `protocol`
+(spawning and supervising one sandbox), `workdir` (a shell run's capped work dir coming back to
+the host), `zygote` (the pool of reusable sandboxes), `protocol`
 (the verdict channel as the host reads it), `results` (`ExecResult` and statuses) and
 `_harness` (the code that runs inside: the runners and the plain-data channel).
 
@@ -72,13 +73,21 @@ warning line is logged the first time a level weaker than bubblewrap is used.
     installation bound again inside; ``/dev`` is a minimal read-only one with a size-capped
     ``/dev/shm``; ``/tmp`` is a private size-capped tmpfs (4 x ``file_size_mb``) holding the
     working directory (``/tmp/work`` = cwd = ``HOME`` for Python). So the only writable mounts
-    are ``/tmp`` and ``/dev/shm``, both capped, both wiped between jobs; and their pages count
-    against the memory cgroup. Shell runs get a private ``/proc``. A seccomp filter answers EPERM
+    are ``/tmp`` and ``/dev/shm`` (and a shell run's work dir, below), all capped, all wiped
+    between jobs; and their pages count against the memory cgroup. Shell runs get a private ``/proc``. A seccomp filter answers EPERM
     to ptrace, process_vm_readv/writev, pidfd_getfd, perf_event_open, bpf, userfaultfd,
     io_uring, the keyring calls, unshare, setns, System V IPC and POSIX message queues.
-    `run_shell` binds the caller's working directory read-write *at the same path* and makes it
-    the cwd (lent to uid 65534 for the run when the trainer is root, and given back to its owner
-    afterwards); ``HOME`` is ``/tmp/home``; it gets a fresh sandbox per call.
+    `run_shell` makes the caller's working directory the cwd *at the same path*, as a tmpfs of
+    ``workdir_mb`` (`autolearn.sandbox.workdir`): the runner copies the host folder in from a
+    read-only bind, runs bash as its child until it exits or the wall clock runs out, SIGKILLs
+    every other process of the sandbox (``kill(-1)``), and streams the folder back as a tar
+    through a pipe only it holds (it is non-dumpable); the host extracts that within the cap with
+    tarfile's ``tar`` filter (directories, files and symlinks as links; nothing written through a
+    link; no setuid bits) into the folder, emptied first, and gives everything to the folder's
+    owner. No host path is writable from inside, so a run adds at most the cap to the host disk,
+    however many files it writes. When the trainer is root the folder is lent to uid 65534 for the
+    copy-in. A host folder larger than the cap is an ``error``; a full work dir is noted in the
+    result's message. ``HOME`` is ``/tmp/home``; it gets a fresh sandbox per call.
     Python runs reuse sandboxes: each worker keeps one bubblewrap sandbox whose PID 1 (the
     "zygote", which never runs candidate code) forks a fresh child per job (the driver, which
     forks the candidate). After each job the zygote SIGKILLs every other process in the sandbox
@@ -89,7 +98,9 @@ warning line is logged the first time a level weaker than bubblewrap is used.
 ``namespaces``
     ``unshare`` with new PID (and private ``/proc``), network, IPC, UTS and mount namespaces (plus
     a user namespace when not root). The host filesystem stays writable at this level; the
-    working directory is a fresh host temp dir that is deleted afterwards.
+    working directory is a fresh host temp dir that is deleted afterwards. `run_shell` works in
+    the caller's folder in place, uncapped but for ``file_size_mb`` per file (a cap on one
+    folder would bound nothing while the rest of the host is writable); so does ``rlimits``.
 ``rlimits``
     Resource limits only, plus process-group and cgroup killing. No filesystem, network or PID
     isolation: use it only for trusted code.
@@ -126,7 +137,6 @@ driver's memory.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import marshal
 import os
@@ -139,10 +149,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autolearn.errors import UserError
+from autolearn.sandbox import workdir as workdir_copy
 from autolearn.sandbox.isolation import (
     ISOLATION_ENV,
     ISOLATION_LEVELS,
     SITE_PACKAGES_ENV,
+    WORKDIR_STAGING,
     _effective_level,
     _job_sys_path,
     bwrap_binary,
@@ -234,9 +246,10 @@ def run_shell(
     limits: Limits | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ExecResult:
-    """Run a bash script with cwd = `workdir`, bound read-write at the same path.
+    """Run a bash script with cwd = `workdir` (at the bwrap level a copy of it at the same
+    path, at most ``limits.workdir_mb``, copied back into `workdir` when the run ends).
 
-    `workdir` is the only writable host path besides a private ``/tmp``. ``tests_total`` is 0;
+    Besides the work dir only a private ``/tmp`` is writable. ``tests_total`` is 0;
     ``status == "passed"`` iff bash exits 0 within the limits. `env` adds variables to the
     scrubbed environment.
     """
@@ -251,10 +264,23 @@ def run_shell(
             raise UserError(f"run_shell env entries must be NAME=str pairs, got {name!r}")
     limits = limits or Limits()
     level = _effective_level()
-    job = {"mode": "shell", "script": script, "shell": shutil.which("bash") or "/bin/bash"}
-    with lend_workdir(workdir) if level == "bwrap" else contextlib.nullcontext():
+    job: dict[str, object] = {"mode": "shell", "script": script}
+    job["shell"] = shutil.which("bash") or "/bin/bash"
+    if level != "bwrap":
         outcome = _execute(job, limits, level, workdir=workdir, extra_env=extra_env)
-    return _shell_result(outcome, limits, level)
+        return _shell_result(outcome, limits, level)
+    job["workdir"] = {
+        "staging": WORKDIR_STAGING,
+        "path": str(workdir),
+        "timeout_s": limits.timeout_s,
+        "cap_mb": limits.workdir_mb,
+    }
+    with lend_workdir(workdir), workdir_copy.spool() as spool:
+        stream = (spool, workdir_copy.stream_limit(limits))
+        outcome = _execute(job, limits, level, workdir=workdir, extra_env=extra_env, stream=stream)
+        back = workdir_copy.copy_back(spool, workdir, limits.workdir_mb)
+    outcome.timed_out = outcome.timed_out or back.timed_out
+    return _shell_result(outcome, limits, level, note=back.message)
 
 
 def run_python_batch(

@@ -5,7 +5,10 @@ It is launched as ``python -I -S -B -c <BOOTSTRAP> JOB_FD [VERDICT_FD]``; the bo
 ``__name__ == "__sandbox__"`` and the job in the global ``JOB`` (the host compiles it once, so the
 sandbox does not recompile it on every run). Only builtin modules are imported, to keep start-up
 at a few milliseconds. The runner applies the resource limits to itself and then either replaces
-itself with bash (shell jobs) or runs the candidate program followed by each test unit.
+itself with bash (shell jobs) or runs the candidate program followed by each test unit. A shell
+job with a capped work dir (bubblewrap) keeps the runner as bash's unlimited parent instead, to
+copy the work dir in and stream it back afterwards (`_run_shell_in_copy`; ``os``, ``ctypes``
+and ``select`` are imported there, about 10 ms).
 
 Verdicts leave through VERDICT_FD, a pipe only this process holds, and are written exclusively by
 an audit hook (`sys.addaudithook`), which cannot be removed. The hook keeps the per-run MAC key in
@@ -415,10 +418,232 @@ def _run(
     return all_ok
 
 
+_WORKDIR_FULL_BYTES = 1 << 20  # less free space than this in the work dir tmpfs: it was full
+
+
+def _run_shell_in_copy(job: dict, job_fd: int, stream_fd: int) -> None:
+    """A shell job whose work dir is a size-capped tmpfs: copy the host's folder in, run bash
+    as a child under the limits until it ends or the wall clock runs out, kill every other
+    process of the sandbox, then send the folder back through `stream_fd`; never returns.
+
+    The stream is two status bytes ("T" timed out or "E" ended; "F" the work dir was full or
+    "-") and then a tar of the folder: directories, regular files and symlinks (as links).
+    The host trusts none of it beyond that: it extracts it with its own size cap and filter.
+    """
+    import posix
+    import time
+
+    stage = job["workdir"]
+    deadline = time.monotonic() + stage["timeout_s"]
+    posix.close(job_fd)
+    _make_undumpable()  # the children (same uid) must not reach this process's stream fd
+    error = _copy_into(stage["staging"], stage["path"])
+    if error:
+        detail = f"cannot copy the work dir into its {stage['cap_mb']} MiB tmpfs ({error})"
+        raise RuntimeError(detail)
+    pid = posix.fork()
+    if pid == 0:
+        try:
+            posix.close(stream_fd)
+            _apply_limits(job["limits"])
+            _exec_shell(job)
+        finally:
+            posix._exit(_INTERNAL_ERROR_EXIT)
+    status = _wait_until(pid, deadline)
+    _kill_all_others()
+    full = _nearly_full(stage["path"])
+    header = (b"E" if status is not None else b"T") + (b"F" if full else b"-")
+    _send_tree(stage["path"], stream_fd, header)
+    code = 128 + 9 if status is None else posix.waitstatus_to_exitcode(status)
+    posix._exit(128 - code if code < 0 else code)
+
+
+def _make_undumpable() -> None:
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+        raise OSError(ctypes.get_errno(), "cannot make the runner non-dumpable")
+
+
+def _copy_into(source: str, target: str) -> str:
+    """Copy the entries of `source` into the existing directory `target` (its own attributes
+    stay): modes and times kept, symlinks as links, special files skipped. An error, or ""."""
+    try:
+        _copy_entries(source, target)
+    except (OSError, RecursionError) as exc:
+        return str(exc)[:_MSG_LIMIT]
+    return ""
+
+
+def _copy_entries(source: str, target: str) -> None:
+    import os
+    import stat
+
+    for entry in os.scandir(source):
+        copy = os.path.join(target, entry.name)
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(entry.path), copy)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(copy, 0o700)
+            _copy_entries(entry.path, copy)
+        elif stat.S_ISREG(st.st_mode):
+            with open(entry.path, "rb") as src, open(copy, "xb") as dst:
+                while os.sendfile(dst.fileno(), src.fileno(), None, 1 << 30):
+                    pass
+        else:
+            continue
+        os.chmod(copy, stat.S_IMODE(st.st_mode))
+        os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _wait_until(pid: int, deadline: float) -> int | None:
+    """The wait status of child `pid`, or None once `deadline` (monotonic) has passed."""
+    import posix
+    import select
+    import time
+
+    try:
+        pidfd = posix.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = -1
+    while True:
+        done, status = posix.waitpid(pid, posix.WNOHANG)
+        if done:
+            return status
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        if pidfd >= 0:
+            select.select([pidfd], [], [], left)
+        else:
+            time.sleep(min(left, 0.01))
+
+
+def _kill_all_others() -> None:
+    """SIGKILL every process of the sandbox but PID 1 and this one (``kill(-1)`` stays in the
+    PID namespace), until none is left, reaping our own children on the way."""
+    import posix
+    import time
+
+    for _ in range(2000):  # killed processes cannot run again; this only waits for the reaping
+        try:
+            posix.kill(-1, 9)
+        except ProcessLookupError:
+            return
+        try:
+            while posix.waitpid(-1, posix.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+        time.sleep(0.0005)
+
+
+def _nearly_full(path: str) -> bool:
+    import posix
+
+    stats = posix.statvfs(path)
+    return stats.f_bavail * stats.f_frsize < _WORKDIR_FULL_BYTES or stats.f_favail == 0
+
+
+def _send_tree(root: str, fd: int, header: bytes) -> None:
+    """Write `header` and a tar (ustar, with pax records for long names) of the directories,
+    regular files and symlinks under `root` to `fd`; a file that cannot be read is left out."""
+    import os
+    import stat
+
+    with os.fdopen(fd, "wb", buffering=1 << 16) as stream:
+        stream.write(header)
+        pending = [""]
+        while pending:
+            relative = pending.pop()
+            try:
+                entries = list(os.scandir(os.path.join(root, relative)))
+            except OSError:
+                continue
+            for entry in entries:
+                name = os.fsencode(os.path.join(relative, entry.name))
+                st = entry.stat(follow_symlinks=False)
+                mode, mtime = stat.S_IMODE(st.st_mode), max(0, int(st.st_mtime))
+                if stat.S_ISDIR(st.st_mode):
+                    stream.write(_tar_header(name + b"/", b"5", mode, mtime))
+                    pending.append(os.fsdecode(name))
+                elif stat.S_ISLNK(st.st_mode):
+                    link = os.fsencode(os.readlink(entry.path))
+                    stream.write(_tar_header(name, b"2", mode, mtime, link=link))
+                elif stat.S_ISREG(st.st_mode):
+                    _send_file(stream, entry.path, name, mode, mtime)
+        stream.write(b"\0" * 1024)  # the end-of-archive marker
+
+
+def _send_file(stream: Any, path: str, name: bytes, mode: int, mtime: int) -> None:
+    import os
+
+    try:
+        source = open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW))  # noqa: SIM115
+    except OSError:  # e.g. a file its owner made unreadable
+        return
+    with source:
+        size = os.fstat(source.fileno()).st_size
+        stream.write(_tar_header(name, b"0", mode, mtime, size=size))
+        left = size
+        while left:
+            chunk = source.read(min(left, 1 << 16)) or b"\0" * min(left, 1 << 16)
+            stream.write(chunk)
+            left -= len(chunk)
+        stream.write(b"\0" * (-size % 512))
+
+
+def _tar_header(
+    name: bytes, kind: bytes, mode: int, mtime: int, *, size: int = 0, link: bytes = b""
+) -> bytes:
+    """One ustar header block, preceded by a pax header when a name or link needs more room."""
+    records = b"".join(
+        _pax_record(key, value)
+        for key, value in ((b"path", name), (b"linkpath", link))
+        if len(value) > 99
+    )
+    pax = b""
+    if records:
+        pax = _ustar_block(b"././@PaxHeader", b"x", 0o644, mtime, size=len(records), link=b"")
+        pax += records + b"\0" * (-len(records) % 512)
+    return pax + _ustar_block(name[:99], kind, mode, mtime, size=size, link=link[:99])
+
+
+def _pax_record(key: bytes, value: bytes) -> bytes:
+    body = b" " + key + b"=" + value + b"\n"
+    length = len(body) + 1
+    while len(b"%d" % length) + len(body) != length:
+        length += 1
+    return b"%d" % length + body
+
+
+def _ustar_block(
+    name: bytes, kind: bytes, mode: int, mtime: int, *, size: int, link: bytes
+) -> bytes:
+    fields = (
+        name.ljust(100, b"\0"),
+        b"%07o\0" % mode,
+        b"0000000\0" * 2,  # uid, gid
+        b"%011o\0" % size,
+        b"%011o\0" % mtime,
+        b" " * 8,  # the checksum, counted as spaces
+        kind,
+        link.ljust(100, b"\0"),
+        b"ustar\x0000",
+    )
+    block = b"".join(fields).ljust(512, b"\0")
+    checksum = b"%06o\0 " % sum(block)
+    return block[:148] + checksum + block[156:]
+
+
 def _run_job(job: dict, job_fd: int, verdict_fd: int) -> None:
     """Run one job in this process and exit; never returns."""
     import posix
 
+    if "workdir" in job:
+        _run_shell_in_copy(job, job_fd, verdict_fd)
     _apply_limits(job["limits"])
     if job["mode"] == "isolated":
         posix.set_inheritable(verdict_fd, False)

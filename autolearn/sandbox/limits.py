@@ -31,6 +31,8 @@ class Limits:
     memory_mb: int = 1024
     cpu_s: float | None = None
     file_size_mb: int = 32
+    # a shell run's work dir: a tmpfs of this size inside bubblewrap, copied back afterwards
+    workdir_mb: int = 256
     open_files: int = 256
     max_pids: int = 64
     output_bytes: int = 32_768
@@ -41,6 +43,7 @@ class Limits:
             "timeout_s": self.timeout_s,
             "memory_mb": self.memory_mb,
             "file_size_mb": self.file_size_mb,
+            "workdir_mb": self.workdir_mb,
             "open_files": self.open_files,
             "max_pids": self.max_pids,
             "output_bytes": self.output_bytes,

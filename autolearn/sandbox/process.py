@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from autolearn.sandbox.isolation import (
     _isolation_argv,
@@ -115,8 +116,11 @@ class _RunPipes:
 class _Collector:
     """Feeds the job pipe and reads stdout, stderr (tails capped) and verdict lines."""
 
-    def __init__(self, pipes: _RunPipes, job_bytes: bytes, limits: Limits) -> None:
+    def __init__(
+        self, pipes: _RunPipes, job_bytes: bytes, limits: Limits, sink: _Sink | None = None
+    ) -> None:
         self.limits = limits
+        self.sink = sink
         self.job_w: int | None = pipes.job_w
         self.pending = memoryview(job_bytes)
         self.buffers = {pipes.stdout_r: bytearray(), pipes.stderr_r: bytearray()}
@@ -129,7 +133,7 @@ class _Collector:
         self.flooded = False
         self.selector = selectors.DefaultSelector()
         self.open_reads: set[int] = set()
-        for fd in [*self.buffers, *([self.verdict_fd] if self.verdict_fd is not None else [])]:
+        for fd in [*self.buffers, *self._extra_reads()]:
             os.set_blocking(fd, False)
             self.selector.register(fd, selectors.EVENT_READ)
             self.open_reads.add(fd)
@@ -182,12 +186,16 @@ class _Collector:
     def close(self) -> None:
         """Close every host end."""
         self._close_job_writer()
-        for fd in [*self.buffers, *([self.verdict_fd] if self.verdict_fd is not None else [])]:
+        for fd in [*self.buffers, *self._extra_reads()]:
             if fd in self.open_reads:
                 self.selector.unregister(fd)
             os.close(fd)
         self.open_reads.clear()
         self.selector.close()
+
+    def _extra_reads(self) -> list[int]:
+        fds = [self.verdict_fd] if self.verdict_fd is not None else []
+        return fds + ([self.sink.read_fd] if self.sink is not None else [])
 
     def _service(self, fd: int) -> None:
         if fd == self.job_w:
@@ -225,6 +233,9 @@ class _Collector:
             self.selector.unregister(fd)
             self.open_reads.discard(fd)
             return False
+        if self.sink is not None and fd == self.sink.read_fd:
+            self.sink.take(chunk)
+            return True
         if fd == self.verdict_fd:
             self.verdicts += chunk
             self.flooded = len(self.verdicts) > _VERDICT_LIMIT
@@ -238,6 +249,20 @@ class _Collector:
         if self.totals[fd] > _OUTPUT_KILL_FACTOR * cap:
             self.output_killed = self.names[fd]
         return True
+
+
+class _Sink:
+    """Where a stream from the sandbox other than stdout/stderr goes: a file, up to `limit`
+    bytes (the rest is read and dropped)."""
+
+    def __init__(self, read_fd: int, write_fd: int, file: IO[bytes], limit: int) -> None:
+        self.read_fd, self.write_fd, self.file, self.room = read_fd, write_fd, file, limit
+
+    def take(self, chunk: bytes) -> None:
+        """Keep what fits of `chunk`."""
+        kept = chunk[: self.room]
+        self.file.write(kept)
+        self.room -= len(kept)
 
 
 def _finish_outcome(outcome: _Outcome, state: str, started: float) -> _Outcome:
@@ -255,11 +280,14 @@ def _execute(
     extra_env: Mapping[str, str] | None = None,
     cgroup_ok: bool = True,
     trusted: bytes = b"",
+    stream: tuple[IO[bytes], int] | None = None,
 ) -> _Outcome:
     """Spawn a fresh runner at `level`, feed it `job`, supervise it and clean up everything.
 
     `trusted` (a `frame`) follows the job on the job pipe: an isolated run's driver reads it
-    only after forking the candidate process.
+    only after forking the candidate process. `stream` (file, byte limit): a pipe whose write
+    end the runner gets in place of the verdict pipe, copied into the file (a shell run's work
+    dir coming back); the wall clock then allows `COPY_BACK_GRACE_S` more for it.
     """
     mode = job["mode"]
     host_dir = None if level == "bwrap" else Path(tempfile.mkdtemp(prefix="autolearn-sbx-"))
@@ -267,6 +295,10 @@ def _execute(
     seccomp_fd = _seccomp_pipe() if level == "bwrap" else None
     if seccomp_fd is not None:
         pipes.extra_child_ends.append(seccomp_fd)
+    sink = None
+    if stream is not None:
+        sink = _Sink(*os.pipe(), *stream)
+        pipes.extra_child_ends.append(sink.write_fd)
     cgroup = None
     if cgroup_ok:
         cgroup = _CGROUPS.create(
@@ -279,15 +311,20 @@ def _execute(
         argv = _wrapper_argv(cgroup, level)
         argv += _isolation_argv(level, mode, limits, seccomp_fd, workdir)
         argv += _runner_argv(pipes, mode)
+        if sink is not None:
+            argv.append(str(sink.write_fd))
         launch = _Launch(argv, _sandbox_env(paths["home"], paths["tmp"], extra_env), paths["cwd"])
         payload = frame(marshal.dumps((_HARNESS_CODE, job))) + trusted
-        return _spawn_and_supervise(launch, pipes, payload, limits, cgroup)
+        return _spawn_and_supervise(launch, pipes, payload, limits, cgroup, sink=sink)
     finally:
         pipes.close_child_ends()
         if cgroup is not None:
             _CGROUPS.destroy(cgroup)
         if host_dir is not None:
             _remove_tree(host_dir)
+
+
+COPY_BACK_GRACE_S = 10.0  # wall clock beyond timeout_s for copying a work dir in and back
 
 
 _TASK_OVERHEAD = {"bwrap": 2, "namespaces": 1, "rlimits": 1}  # supervisor tasks inside the cgroup
@@ -331,23 +368,27 @@ def _spawn_and_supervise(
     job_bytes: bytes,
     limits: Limits,
     cgroup: RunCgroup | None,
+    *,
+    sink: _Sink | None = None,
 ) -> _Outcome:
     started = time.monotonic()
+    deadline = started + limits.timeout_s + (COPY_BACK_GRACE_S if sink is not None else 0.0)
     extra = [pipes.job_r, *([pipes.verdict_w] if pipes.verdict_w is not None else [])]
     try:
         proc = _popen(launch, pipes.stdout_w, pipes.stderr_w, extra + pipes.extra_child_ends)
     except OSError as exc:
-        for fd in (pipes.job_w, pipes.stdout_r, pipes.stderr_r, pipes.verdict_r):
+        sink_fd = sink.read_fd if sink is not None else None
+        for fd in (pipes.job_w, pipes.stdout_r, pipes.stderr_r, pipes.verdict_r, sink_fd):
             if fd is not None:
                 os.close(fd)
         return _Outcome(spawn_error=f"cannot start the sandbox: {exc}")
     pipes.close_child_ends()
-    collector = _Collector(pipes, job_bytes, limits)
+    collector = _Collector(pipes, job_bytes, limits, sink)
     pidfd = _pidfd_open(proc.pid)
     outcome = _Outcome()
     state = "timeout"
     try:
-        state = collector.pump(pidfd, started + limits.timeout_s, lambda: _has_exited(proc.pid))
+        state = collector.pump(pidfd, deadline, lambda: _has_exited(proc.pid))
     finally:
         _kill_group(proc.pid)
         if cgroup is not None:

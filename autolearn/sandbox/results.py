@@ -196,8 +196,10 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _shell_result(outcome: _Outcome, limits: Limits, level: str) -> ExecResult:
+def _shell_result(outcome: _Outcome, limits: Limits, level: str, note: str = "") -> ExecResult:
     status, message = _killed_status(outcome, limits, "") or _shell_status(outcome, limits)
+    if note:
+        message = f"{message}; {note}" if message else note
     return _result(
         outcome,
         status=status,

@@ -13,11 +13,12 @@ and callers fall back to the static layer alone):
    host's disks.
 2. Every real top-level directory of the host (``/etc``, ``/usr``, ``/var``, ``/opt``,
    ``/home``, ``/root``, ...) gets an overlayfs mount whose upper layer is in that tmpfs. ``/``
-   itself stays read-only.
+   itself stays read-only. The work dir gets one too (not listed as a change), so what the
+   commands write there stays in the capped tmpfs and the host's folder is left as it was.
 3. bubblewrap (the sandbox's own, :func:`autolearn.sandbox.isolation.bwrap_binary`) runs the
    script in new user, PID, IPC and UTS namespaces, with the sandbox's seccomp filter and
    ``--die-with-parent``: ``/`` bound read-only, the overlaid directories and the working
-   directory read-write, a private ``/tmp``, and a ``/dev`` that is a scratch directory
+   directory (its overlay) read-write, a private ``/tmp``, and a ``/dev`` that is a scratch directory
    holding only ``null``, ``zero``, ``full``, ``random``, ``urandom`` and ``tty``.
 4. Inside, a non-dumpable runner forks a canary process (also non-dumpable) before starting
    bash, waits for bash (and the wall-clock limit), then reports through a pipe only it holds
@@ -117,17 +118,21 @@ def observation_available() -> bool:
     if os.geteuid() != 0 or not all(tools):
         logger.info("behaviour observation of shell commands needs root, unshare, bwrap and ip")
         return False
+    marker = "/etc/.autolearn-observe-probe"  # lands in the overlay's upper layer only
     with tempfile.TemporaryDirectory(prefix="autolearn-observe-probe-") as work:
-        probe = _observe(": > probe.txt", Path(work), 10.0)
-        ok = probe.available and not probe.harmful and (Path(work) / "probe.txt").exists()
+        probe = _observe(f": > probe.txt && : > {marker}", Path(work), 10.0)
+        seen_only_the_marker = probe.changed == (marker,) and not probe.devices
+        ok = probe.available and seen_only_the_marker and not (probe.signalled or probe.network)
+        ok = ok and not (Path(work) / "probe.txt").exists()  # the work dir is overlaid too
     if not ok:
         logger.info("behaviour observation of shell commands is unavailable: %s", probe.message)
     return ok
 
 
 def observe_shell(script: str, workdir: Path, *, timeout_s: float = 10.0) -> Observation:
-    """Run ``script`` with cwd ``workdir`` (changed for real) and report what it did
-    elsewhere; ``available=False`` where the machine cannot observe (nothing ran)."""
+    """Run ``script`` with cwd ``workdir`` and report what it did elsewhere; ``available=False``
+    where the machine cannot observe (nothing ran). ``workdir`` is left as it was: the
+    commands see a copy-on-write view of it whose changes stay in the capped scratch tmpfs."""
     if not observation_available():
         return Observation(False, message="observation unavailable")
     return _observe(script, Path(workdir).resolve(), timeout_s)
@@ -211,6 +216,12 @@ for index, directory in enumerate(config["dirs"]):
     options = "lowerdir=%s,upperdir=%s,workdir=%s" % (directory, upper, work)
     run("mount", "-t", "overlay", "overlay", "-o", options, directory)
     overlays[directory] = upper
+# The work dir too, so that what the commands write there stays in the capped scratch tmpfs.
+upper, work = scratch + "/up/workdir", scratch + "/wk/workdir"
+os.makedirs(upper)
+os.makedirs(work)
+options = "lowerdir=%s,upperdir=%s,workdir=%s" % (config["workdir"], upper, work)
+run("mount", "-t", "overlay", "overlay", "-o", options, config["workdir"])
 dev = scratch + "/dev"
 os.makedirs(dev + "/shm")
 os.makedirs(dev + "/pts")
