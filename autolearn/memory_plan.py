@@ -17,7 +17,10 @@ estimates, in GB (10^9 bytes):
 - **vLLM**: the KV cache for one step's rollouts (2 x layers x kv heads x head dim x 2 bytes x
   sequences x (prompt + completion), with 25% for block rounding), its profiling activations
   and CUDA graphs, and its own 16-bit weight copy where it does not share the trainer's (TRL's
-  colocate mode; Unsloth's engine loads the weights once and the trainer uses them);
+  colocate mode; Unsloth's engine loads the weights once and the trainer uses them). Under
+  Unsloth the reservation is at least what Unsloth's own estimate of vLLM needs to keep
+  ``max_seq_length`` (:func:`unsloth_reservation_floor`: it counts a 16-bit checkpoint's
+  weights at 16 bits even with ``load_in_fp8``), and vLLM fills the rest with cache;
 - **overhead**: the CUDA context and library workspaces (0.5 GB) and 5% for fragmentation.
 
 The split it plans:
@@ -41,7 +44,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from autolearn.errors import UserError
@@ -70,6 +73,7 @@ class ModelShape:
     head_dim: int
     vocab: int
     tied: bool
+    qk_norm: bool = False  # Qwen3 normalises queries and keys (two head_dim norms a layer)
 
     @classmethod
     def from_config(cls, config: Any) -> ModelShape:
@@ -85,6 +89,7 @@ class ModelShape:
             head_dim=int(getattr(c, "head_dim", None) or c.hidden_size // heads),
             vocab=int(c.vocab_size),
             tied=bool(getattr(config, "tie_word_embeddings", False)),
+            qk_norm=str(getattr(c, "model_type", "")).startswith("qwen3"),
         )
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
@@ -112,7 +117,7 @@ class ModelShape:
     def sixteen_bit_params(self) -> int:
         """Embeddings, ``lm_head`` (unless tied) and norms: kept in 16 bits under FP8."""
         embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
-        norms = self.layers * (2 * self.hidden + 2 * self.head_dim) + self.hidden
+        norms = self.layers * (2 * self.hidden + 2 * self.head_dim * self.qk_norm) + self.hidden
         return embeddings + norms
 
     def params(self) -> int:
@@ -145,6 +150,7 @@ class Workload:
     gradient_checkpointing: bool
     engine: str  # none | unsloth | trl (see ENGINES)
     backend: str = "transformers"  # unsloth | transformers (how the loss is computed)
+    max_seq_length: int = 1024  # model.max_seq_length: vLLM's max_model_len under Unsloth
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,22 @@ def vllm_runtime_bytes(shape: ModelShape, w: Workload) -> int:
     return prefill + sampler + graphs
 
 
+def unsloth_reservation_floor(shape: ModelShape, w: Workload) -> int:
+    """The least vLLM reservation under which Unsloth keeps ``max_seq_length``.
+
+    Before it starts vLLM, Unsloth estimates vLLM's needs itself (``unsloth_zoo.vllm_utils``'s
+    ``approximate_vllm_memory_usage``): the weights at 16 bits (for a 16-bit checkpoint, even
+    when ``load_in_fp8`` quantizes them online), LoRA in fp16, CUDA graphs (0.15 to 1 GiB);
+    if what is left of the reservation holds fewer than ``max_seq_length`` tokens of KV cache
+    it shortens ``max_seq_length`` to fit, and vLLM then rejects the rollouts' prompts.
+    """
+    weights = 2 * shape.params()
+    lora = 2 * shape.lora_params(w.lora_rank, w.lora_targets)
+    graphs = min(max(VLLM_GRAPHS * shape.hidden * shape.layers * 4, int(0.15 * 2**30)), 2**30)
+    one_sequence = shape.kv_bytes_per_token() * w.max_seq_length / 0.95
+    return int(weights + lora + graphs + one_sequence) + 1
+
+
 def estimate(shape: ModelShape, w: Workload) -> Estimate:
     """Every part's bytes for this model and workload."""
     if w.engine not in ENGINES:
@@ -253,8 +275,13 @@ def estimate(shape: ModelShape, w: Workload) -> Estimate:
         vllm_runtime=vllm_runtime_bytes(shape, w),
         overhead=0,
     )
+    if w.engine == "unsloth":  # vLLM fills whatever the reservation leaves with cache
+        reserved = parts.weights + parts.vllm_cache + parts.vllm_runtime
+        shortfall = unsloth_reservation_floor(shape, w) - reserved
+        if shortfall > 0:
+            parts = replace(parts, vllm_cache=parts.vllm_cache + shortfall)
     overhead = CUDA_CONTEXT_BYTES + int(FRAGMENTATION * parts.total)
-    return Estimate(**{**asdict(parts), "overhead": overhead})
+    return replace(parts, overhead=overhead)
 
 
 @dataclass(frozen=True)
@@ -272,6 +299,7 @@ class MemoryPlan:
     gpu_memory_utilization: float | None  # the value handed to Unsloth or TRL (None: no vLLM)
     torch_fraction: float | None  # torch.cuda.set_per_process_memory_fraction's argument
     standby: bool  # Unsloth's standby stays on (always False under a budget)
+    forced: bool = False  # the estimate exceeded the budget and it was planned anyway
 
     def lines(self) -> list[str]:
         """The run header's lines."""
@@ -360,6 +388,7 @@ def plan_split(
         gpu_memory_utilization=util,
         torch_fraction=fraction,
         standby=False,
+        forced=parts.total > budget,
     )
 
 
@@ -390,6 +419,7 @@ def workload_for(config: Any, *, engine: str, backend: str) -> Workload:
         gradient_checkpointing=m.gradient_checkpointing,
         engine=engine,
         backend=backend,
+        max_seq_length=m.max_seq_length,
     )
 
 

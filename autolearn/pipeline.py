@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -120,16 +120,24 @@ def choose_backend(config: Config) -> str:
     if backend == "unsloth":
         import os
 
-        if config.model.gpu_memory_gb is not None:
-            # Standby would replace the planned vLLM share with most of the card
-            # (autolearn/memory_plan.py says why it is turned off instead).
-            if os.environ.get("UNSLOTH_VLLM_STANDBY", "0") != "0":
-                logger.warning("gpu_memory_gb is set: Unsloth's vLLM standby is turned off")
-            os.environ["UNSLOTH_VLLM_STANDBY"] = "0"
-        elif config.model.fast_inference:
-            os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")
+        set_standby(config, os.environ)
         import unsloth  # noqa: F401
     return backend
+
+
+def set_standby(config: Config, environ: MutableMapping[str, str]) -> None:
+    """Set Unsloth's vLLM standby (``UNSLOTH_VLLM_STANDBY``, read when Unsloth is imported).
+
+    On by default with ``fast_inference`` (a value the user set is kept). Off under a
+    ``model.gpu_memory_gb`` budget, whatever was set: standby would replace the planned vLLM
+    share with most of the card (autolearn/memory_plan.py says more).
+    """
+    if config.model.gpu_memory_gb is not None:
+        if environ.get("UNSLOTH_VLLM_STANDBY", "0") != "0":
+            logger.warning("gpu_memory_gb is set: Unsloth's vLLM standby is turned off")
+        environ["UNSLOTH_VLLM_STANDBY"] = "0"
+    elif config.model.fast_inference:
+        environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")
 
 
 def vllm_engine(config: Config, backend: str) -> str:
