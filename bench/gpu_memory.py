@@ -263,6 +263,7 @@ def run_one(
     config = gpu_grpo.pipeline_config(pcase, settings, model_dir, output_dir)
     config.model.gpu_memory_gb = case.budget_gb
     config.training.max_prompt_length = w.prompt_tokens
+    pipeline.choose_backend(config)  # Unsloth (standby off: a budget is set) before transformers
     dataset = long_prompts(load_tokenizer(str(model_dir)), w.prompt_tokens)
     summary = gpu_grpo.run_case(
         pcase, settings, model_dir, output_dir, save=False, config=config, dataset=dataset

@@ -301,3 +301,66 @@ def test_a_run_with_a_budget_prints_the_plan_and_records_it(
     plan = json.loads((out / "run.json").read_text())["memory_plan"]
     assert plan["budget_gb"] == 4.0 and plan["engine"] == "none"
     assert 0.5 < plan["estimate_gb"]["total"] < 4
+
+
+# --------------------------------------------------------------------------- bench/gpu_memory.py
+
+
+def test_benchmark_cases_run_cheapest_first_and_a_failure_rules_out_smaller_budgets() -> None:
+    from bench.gpu_memory import MemCase, cheapest_first, doomed_by, parse_cases
+
+    spec = parse_cases("spec")
+    assert [c.key for c in spec[:3]] == ["1.7b:fp8:5", "1.7b:bf16:8", "3b:fp8:8"]
+    assert cheapest_first(parse_cases("14b:bf16,1.7b:bf16:8,1.7b:fp8:6,1.7b:fp8:5")) == [
+        MemCase("1.7b", "fp8", 5.0),
+        MemCase("1.7b", "fp8", 6.0),
+        MemCase("1.7b", "bf16", 8.0),
+        MemCase("14b", "bf16", 40.0),
+    ]
+    oom = [MemCase("8b", "fp8", 16.0)]
+    assert doomed_by(MemCase("8b", "bf16", 16.0), oom) == oom[0]  # BF16 needs more than FP8
+    assert doomed_by(MemCase("8b", "fp8", 12.0), oom) == oom[0]
+    assert doomed_by(MemCase("8b", "bf16", 24.0), oom) is None  # a larger budget may fit
+    assert doomed_by(MemCase("14b", "fp8", 16.0), oom) is None
+    with pytest.raises(SystemExit, match="bad case"):
+        parse_cases("8b:fp4:16")
+
+
+def test_bisection_tries_the_measured_peak_then_halves_the_bracket() -> None:
+    from bench.gpu_memory import next_bisect_budget
+
+    # fits at 16 with a peak of 12.2 GB: try 12.5 next
+    assert next_bisect_budget([(16.0, True, 12.2)]) == 12.5
+    # 12.5 failed: halfway between 12.5 and 16, on the 0.5 GB grid
+    assert next_bisect_budget([(16.0, True, 12.2), (12.5, False, None)]) == 14.0
+    # a bracket within 0.5 GB is the answer
+    assert next_bisect_budget([(16.0, True, 15.9), (15.5, False, None)]) is None
+    # failing at the start: grow by half
+    assert next_bisect_budget([(16.0, False, None)]) == 24.0
+
+
+@pytest.mark.slow
+def test_memory_benchmark_runs_its_cases_on_cpu_with_the_tiny_shape(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    export = tmp_path / "export"
+    result = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "gpu_memory.py"), "--smoke",
+            "--tokenizer", str(tiny_model_dir), "--export", str(export),
+            "--workdir", str(tmp_path / "work"),
+        ],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = {r["case"]: r for r in json.loads((export / "results.json").read_text())["results"]}
+    assert list(results) == ["tiny:fp8:2", "tiny:bf16:0.05", "tiny:bf16:2"]  # cheapest first
+    for key in ("tiny:fp8:2", "tiny:bf16:2"):
+        assert results[key]["status"] == "fits", results[key].get("error")
+        assert results[key]["steps_done"] == 2 and results[key]["step_s"] > 0
+        assert results[key]["plan"]["budget_gb"] == 2.0  # the pipeline's own plan, from run.json
+    refused = results["tiny:bf16:0.05"]
+    assert refused["status"] == "refused" and refused["planner"] == "refuses"
+    assert "| refused |" in (export / "results.md").read_text()
+    assert sorted(p.name for p in export.iterdir()) == ["cases.log", "results.json", "results.md"]
+    assert not (tmp_path / "work" / "models" / "tiny").exists()  # removed after its cases
