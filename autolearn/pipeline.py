@@ -171,7 +171,7 @@ def plan_memory(config: Config, backend: str) -> MemoryPlan | None:
     if cuda_available():
         import torch
 
-        free, total = torch.cuda.mem_get_info()
+        free, total = torch.cuda.mem_get_info(local_device())
     return plan_split(
         budget,
         config.model.name,
@@ -195,7 +195,14 @@ def apply_memory_plan(config: Config, plan: MemoryPlan) -> None:
 
     if plan.gpu_memory_utilization is not None:
         config.model.gpu_memory_utilization = plan.gpu_memory_utilization
-    torch.cuda.set_per_process_memory_fraction(plan.torch_fraction)
+    torch.cuda.set_per_process_memory_fraction(plan.torch_fraction, local_device())
+
+
+def local_device() -> int:
+    """This process's GPU: ``LOCAL_RANK`` under ``accelerate launch``/torchrun, else 0."""
+    import os
+
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def run_training(

@@ -655,7 +655,10 @@ def train(
         processing_class=tm.tokenizer,
     )
     used_after = device_used_bytes()
-    if rollout_engine(tm, config) == "vllm (trl colocate)" and used_before and used_after:
+    trl_colocate = (
+        tm.vllm and tm.backend == "transformers" and config.training.vllm_mode == "colocate"
+    )
+    if trl_colocate and used_before is not None and used_after is not None:
         tm.vllm_device_bytes = max(used_after - used_before, 0)  # TRL starts vLLM in here
     prepare_trainer(trainer, tm)
     keep_model_card_out(trainer)

@@ -204,6 +204,19 @@ def test_standby_is_off_under_a_budget_and_on_by_default() -> None:
     assert kept["UNSLOTH_VLLM_STANDBY"] == "0"
 
 
+def test_vllm_share_measured_on_the_device_replaces_torch_view_in_the_metrics() -> None:
+    from autolearn.gpu_memory import GIB, memory_fields
+
+    # torch saw 1 GiB of vLLM's allocations; the device lost 9 GiB when its engine started
+    fields = memory_fields(5 * GIB, 1 * GIB, 20 * GIB, vllm=True, vllm_device=9 * GIB)
+    assert fields == {
+        "gpu_train_peak_gib": 4.0,
+        "gpu_vllm_gib": 9.0,
+        "gpu_device_peak_gib": 20.0,
+    }
+    assert memory_fields(5 * GIB, 1 * GIB, None, vllm=True)["gpu_vllm_gib"] == 1.0  # fallback
+
+
 # --------------------------------------------------------------------------- config and scripts
 
 
