@@ -74,6 +74,7 @@ class ModelShape:
     vocab: int
     tied: bool
     qk_norm: bool = False  # Qwen3 normalises queries and keys (two head_dim norms a layer)
+    fp8_checkpoint: bool = False  # config.json's quantization_config says FP8 (pre-quantized)
 
     @classmethod
     def from_config(cls, config: Any) -> ModelShape:
@@ -90,6 +91,7 @@ class ModelShape:
             vocab=int(c.vocab_size),
             tied=bool(getattr(config, "tie_word_embeddings", False)),
             qk_norm=str(getattr(c, "model_type", "")).startswith("qwen3"),
+            fp8_checkpoint=_quant_method(config) in ("fp8", "fbgemm_fp8"),
         )
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
@@ -190,6 +192,14 @@ class Estimate:
         return ", ".join(f"{name} {gb(value)}" for name, value in parts if value)
 
 
+def _quant_method(config: Any) -> str:
+    """``quantization_config.quant_method`` of a transformers config ('' without one)."""
+    quant = getattr(config, "quantization_config", None)
+    if isinstance(quant, Mapping):
+        return str(quant.get("quant_method", ""))
+    return str(getattr(quant, "quant_method", "") or "")
+
+
 def gb(value: int | float) -> str:
     """Bytes as GB with one decimal."""
     return f"{value / GB:.1f}"
@@ -244,11 +254,12 @@ def unsloth_reservation_floor(shape: ModelShape, w: Workload) -> int:
 
     Before it starts vLLM, Unsloth estimates vLLM's needs itself (``unsloth_zoo.vllm_utils``'s
     ``approximate_vllm_memory_usage``): the weights at 16 bits (for a 16-bit checkpoint, even
-    when ``load_in_fp8`` quantizes them online), LoRA in fp16, CUDA graphs (0.15 to 1 GiB);
+    when ``load_in_fp8`` quantizes them online; one byte for a pre-quantized FP8 one), LoRA in fp16, CUDA graphs (0.15 to 1 GiB);
     if what is left of the reservation holds fewer than ``max_seq_length`` tokens of KV cache
     it shortens ``max_seq_length`` to fit, and vLLM then rejects the rollouts' prompts.
     """
-    weights = 2 * shape.params()
+    linear_bytes = 1 if shape.fp8_checkpoint else 2
+    weights = linear_bytes * shape.decoder_linear_params() + 2 * shape.sixteen_bit_params()
     lora = 2 * shape.lora_params(w.lora_rank, w.lora_targets)
     graphs = min(max(VLLM_GRAPHS * shape.hidden * shape.layers * 4, int(0.15 * 2**30)), 2**30)
     one_sequence = shape.kv_bytes_per_token() * w.max_seq_length / 0.95

@@ -140,6 +140,11 @@ def test_unsloth_reservation_covers_its_own_16_bit_estimate_of_vllm() -> None:
     parts = estimate(shape, workload())
     assert parts.vllm_part(parts.weights, "unsloth") >= unsloth_reservation_floor(shape, workload())
     assert unsloth_reservation_floor(shape, workload()) > weight_bytes(shape, "bf16")
+    # a pre-quantized FP8 checkpoint: Unsloth counts its linear weights in one byte
+    fp8_repo = shape_of({**QWEN3_8B, "quantization_config": {"quant_method": "fp8"}})
+    assert fp8_repo.fp8_checkpoint
+    floor = unsloth_reservation_floor(fp8_repo, workload())
+    assert weight_bytes(shape, "fp8") < floor < weight_bytes(shape, "bf16")
 
 
 def test_a_budget_too_small_names_the_estimate_and_its_parts() -> None:
