@@ -384,7 +384,8 @@ def plan_split(
     util: float | None = None
     fraction: float | None = None
     if device_total is not None:
-        fraction = round((budget - CUDA_CONTEXT_BYTES) / device_total, 4)
+        # (a forced budget below the CUDA context still gets a valid, tiny cap)
+        fraction = max(round((budget - CUDA_CONTEXT_BYTES) / device_total, 4), 0.0001)
         if workload.engine != "none":
             util = vllm_utilization(vllm_bytes, workload.engine, device_total, device_free)
     return MemoryPlan(
