@@ -11,8 +11,9 @@ carries, beside the chat ``prompt``:
     :func:`score_answers` hands back to the generator to score a completion.
 
 Item ``i`` of a generator seeded ``s`` depends only on ``s + i``, so the training rows use
-seeds ``seed .. seed + n - 1`` and the held-out rows the next ``m`` seeds: the two splits share
-no seed. Held-out questions that happen to equal a training question are dropped as well.
+seeds ``seed .. seed + n - 1`` and the held-out rows the seeds after them: the two splits share
+no seed. Held-out questions that happen to equal a training question (or an earlier held-out
+one) are skipped, and further seeds are drawn until the held-out set has the size asked for.
 
 Some generators score by evaluating the answer text (sympy's ``parse_expr``, which calls
 ``eval``). The scorer is therefore shown only answers that cannot be code: no call, attribute
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "rg:"
 DEFAULT_TRAIN_SIZE = 1000
 MAX_ANSWER_CHARS = 4000
+HELDOUT_DRAWS = 20  # problems drawn per held-out problem asked for, at most
 
 RG_SYSTEM_PROMPT = (
     "You are a careful problem solver. Think through the problem step by step inside "
@@ -132,8 +134,9 @@ def build_procedural_splits(
 ) -> tuple[Any, Any | None]:
     """Training and held-out ``datasets.Dataset`` of ``rg:NAME``, from disjoint seeds.
 
-    ``train_size`` rows from seeds ``seed ..``, then ``eval_size`` (0: none) from the seeds
-    after them, minus any held-out question that also occurs in training.
+    ``train_size`` rows from seeds ``seed ..``, then ``eval_size`` (0: none) distinct held-out
+    rows from the seeds after them: questions that also occur in training, or twice, are
+    skipped and more are drawn (see :func:`heldout_rows`).
     """
     from datasets import Dataset
 
@@ -143,8 +146,9 @@ def build_procedural_splits(
     if eval_size <= 0:
         return Dataset.from_list(train), None
     seen = {row["question"] for row in train}
-    candidates = _rows(name, options or {}, seed + train_size, eval_size, prompt_style)
-    held = [row for row in candidates if row["question"] not in seen]
+    held, drawn = heldout_rows(
+        name, options or {}, seed + train_size, eval_size, style=prompt_style, seen=seen
+    )
     logger.info(
         "rg:%s: %d training problems (seeds %d-%d), %d held out (seeds %d-%d%s)",
         name,
@@ -153,14 +157,50 @@ def build_procedural_splits(
         seed + train_size - 1,
         len(held),
         seed + train_size,
-        seed + train_size + eval_size - 1,
-        f"; {len(candidates) - len(held)} equal to a training question dropped"
-        if len(held) < len(candidates)
+        seed + train_size + drawn - 1,
+        f"; {drawn - len(held)} repeats of a training or held-out question skipped"
+        if drawn > len(held)
         else "",
     )
     if not held:
         raise UserError(f"rg:{name}: every held-out problem also occurs in training")
+    if len(held) < eval_size:
+        logger.warning(
+            "rg:%s: only %d distinct held-out problems in %d draws (asked for %d): the task "
+            "has few distinct problems at these rg_options",
+            name,
+            len(held),
+            drawn,
+            eval_size,
+        )
     return Dataset.from_list(train), Dataset.from_list(held)
+
+
+def heldout_rows(
+    name: str,
+    options: Mapping[str, Any],
+    first_seed: int,
+    size: int,
+    *,
+    style: str,
+    seen: set[str],
+) -> tuple[list[dict[str, Any]], int]:
+    """Up to ``size`` rows whose questions are not in ``seen`` nor repeated, and the draws made.
+
+    Rows are drawn in chunks of ``size`` from seeds ``first_seed ..``; small tasks (two
+    one-digit terms) repeat questions often, so at most ``HELDOUT_DRAWS`` times ``size``
+    problems are drawn.
+    """
+    held: list[dict[str, Any]] = []
+    questions = set(seen)
+    drawn = 0
+    while len(held) < size and drawn < HELDOUT_DRAWS * size:
+        for row in _rows(name, options, first_seed + drawn, size, style):
+            if row["question"] not in questions and len(held) < size:
+                questions.add(row["question"])
+                held.append(row)
+        drawn += size
+    return held, drawn
 
 
 # --------------------------------------------------------------------------- scoring

@@ -89,8 +89,8 @@ CASES = [
 CASES_BY_KEY = {c.name: c for c in CASES} | {str(c.number): c for c in CASES}
 
 # Qwen3 shapes (hidden, intermediate, layers, heads, kv heads, head dim, tied embeddings),
-# and Llama-3.2-3B's ("architecture": "llama"). "tiny" lets the whole script run on a CPU as
-# a check of its own logic.
+# and Llama-3.2-3B's (see LLAMA_SHAPES). "tiny" lets the whole script run on a CPU as a check
+# of its own logic.
 SHAPES: dict[str, dict[str, Any]] = {
     "tiny": dict(
         hidden_size=64,
@@ -120,7 +120,6 @@ SHAPES: dict[str, dict[str, Any]] = {
         tie_word_embeddings=False,
     ),
     "3b": dict(
-        architecture="llama",
         hidden_size=3072,
         intermediate_size=8192,
         num_hidden_layers=28,
@@ -139,6 +138,8 @@ SHAPES: dict[str, dict[str, Any]] = {
         tie_word_embeddings=False,
     ),
 }
+
+LLAMA_SHAPES = {"3b"}  # built as LlamaForCausalLM; the others as Qwen3ForCausalLM
 
 
 @dataclass(frozen=True)
@@ -612,10 +613,10 @@ def build_model(
     )
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    spec = dict(SHAPES[shape])
-    llama = spec.pop("architecture", "qwen3") == "llama"
     config_class, model_class = (
-        (LlamaConfig, LlamaForCausalLM) if llama else (Qwen3Config, Qwen3ForCausalLM)
+        (LlamaConfig, LlamaForCausalLM)
+        if shape in LLAMA_SHAPES
+        else (Qwen3Config, Qwen3ForCausalLM)
     )
     config = config_class(
         vocab_size=max(vocab_size or 0, len(tokenizer)),
@@ -624,7 +625,7 @@ def build_model(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         dtype="bfloat16",
-        **spec,
+        **SHAPES[shape],
     )
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -38,7 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ logger = logging.getLogger("bench.gpu_learning")
 
 TASK = "rg:chain_sum"
 TASK_OPTIONS = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
+REWARDS = {"correctness": 1.0, "xml_format": 0.3}
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,10 @@ class Settings:
     lora_rank: int = 16
     gpu_memory_utilization: float = 0.1
     max_seq_length: int = 768
+    task: str = TASK
+    task_options: dict[str, Any] = field(default_factory=lambda: dict(TASK_OPTIONS))
+    rewards: dict[str, float] = field(default_factory=lambda: dict(REWARDS))
+    temperature: float = 1.0
 
 
 def run_config(run: Run, settings: Settings, output_dir: Path) -> Any:
@@ -121,7 +126,7 @@ def run_config(run: Run, settings: Settings, output_dir: Path) -> Any:
             learning_rate=settings.learning_rate,
             max_steps=settings.steps,
             max_completion_length=settings.max_completion_length,
-            temperature=1.0,
+            temperature=settings.temperature,
             beta=0.0,
             loss_type="dapo",
             mask_truncated_completions=False,
@@ -133,9 +138,11 @@ def run_config(run: Run, settings: Settings, output_dir: Path) -> Any:
             eval_max_prompts=settings.eval_prompts,
         ),
         dataset=MathDataConfig(
-            name=TASK, max_samples=settings.train_problems, rg_options=dict(TASK_OPTIONS)
+            name=settings.task,
+            max_samples=settings.train_problems,
+            rg_options=dict(settings.task_options),
         ),
-        rewards={"correctness": 1.0, "xml_format": 0.3},
+        rewards=dict(settings.rewards),
     )
 
 
@@ -302,7 +309,7 @@ def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"by_config": table, "goals": goals}
 
 
-def plot_curves(results: dict[str, dict[str, Any]], png: Path) -> None:
+def plot_curves(results: dict[str, dict[str, Any]], png: Path, title: str) -> None:
     """Every run's held-out accuracy against the step, one colour per configuration."""
     import matplotlib
 
@@ -324,7 +331,7 @@ def plot_curves(results: dict[str, dict[str, Any]], png: Path) -> None:
             ax.plot(xs, ys, marker="o", label=name, color=colours.get(group_of(name)))
     ax.set_xlabel("step")
     ax.set_ylabel("held-out accuracy (greedy)")
-    ax.set_title(f"SmolLM2-135M, GRPO on {TASK} (2 one-to-two-digit terms)")
+    ax.set_title(title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -405,9 +412,11 @@ def drive(args: argparse.Namespace) -> int:
     resolve_model_path(settings.model)  # converts the embedded GGUF once, before the runs race
     for name in chosen:  # a fresh run folder for every run started now
         subprocess.run(["rm", "-rf", str(args.out / "runs" / name)], check=False)
-    processes = {
-        name: launch(run, settings, args.out, smoke=args.smoke) for name, run in chosen.items()
-    }
+    processes = {}
+    for index, (name, run) in enumerate(chosen.items()):
+        if index and args.stagger:
+            time.sleep(args.stagger)  # vLLM profiles device-wide memory while another run loads
+        processes[name] = launch(run, settings, args.out, smoke=args.smoke)
     exits = supervise(processes, chosen)
     results = {}
     for run_dir in sorted((args.out / "runs").glob("*")):
@@ -417,8 +426,8 @@ def drive(args: argparse.Namespace) -> int:
     from bench.gpu_grpo import environment_report
 
     summary = {
-        "task": TASK,
-        "task_options": TASK_OPTIONS,
+        "task": settings.task,
+        "task_options": settings.task_options,
         "settings": asdict(settings),
         "this_call": exits,
         "environment": environment_report(),
@@ -427,7 +436,9 @@ def drive(args: argparse.Namespace) -> int:
     }
     (args.out / "results.json").write_text(json.dumps(summary, indent=2))
     (args.out / "results.md").write_text(results_markdown(summary))
-    plot_curves(results, args.out / "heldout_accuracy.png")
+    options = ", ".join(f"{k} {v}" for k, v in settings.task_options.items())
+    title = f"SmolLM2-135M, GRPO on {settings.task} ({options})"
+    plot_curves(results, args.out / "heldout_accuracy.png", title)
     if args.export:
         export_small_files(args.out, args.export)
     sys.stdout.write(results_markdown(summary))
@@ -444,6 +455,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         eval_prompts=args.eval_prompts,
         learning_rate=args.learning_rate,
         gpu_memory_utilization=args.gpu_memory_utilization,
+        task=args.task,
+        task_options=json.loads(args.task_options),
+        rewards=json.loads(args.rewards),
+        temperature=args.temperature,
     )
     if args.model:
         settings = replace(settings, model=args.model)
@@ -468,6 +483,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=450, help="seconds per vLLM run")
     parser.add_argument("--hf-budget", type=float, default=240, help="seconds for hf_bf16")
     parser.add_argument("--model", default="", help="model (default: the embedded one)")
+    parser.add_argument("--task", default=TASK, help="an rg:NAME dataset")
+    parser.add_argument("--task-options", default=json.dumps(TASK_OPTIONS), help="rg_options, JSON")
+    parser.add_argument("--rewards", default=json.dumps(REWARDS), help="reward weights, JSON")
+    parser.add_argument("--temperature", type=float, default=1.0, help="rollout temperature")
+    parser.add_argument(
+        "--stagger", type=float, default=0.0, help="seconds between run starts (vLLM's profiling)"
+    )
     parser.add_argument(
         "--export", type=Path, default=None, help="also copy results and small run files here"
     )

@@ -49,7 +49,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import gpu_grpo  # noqa: E402  (after the sys.path line above)
-from bench.gpu_grpo import SHAPES, Case, Settings, environment_report, run_child  # noqa: E402
+from bench.gpu_grpo import (  # noqa: E402
+    LLAMA_SHAPES,
+    SHAPES,
+    Case,
+    Settings,
+    environment_report,
+    run_child,
+)
 
 logger = logging.getLogger("bench.gpu_memory")
 
@@ -309,8 +316,12 @@ def shape_of_case(model: str, tokenizer_size: int) -> Any:
     """The planner's ModelShape of a model row (the vocabulary as build_model makes it)."""
     from autolearn.memory_plan import shape_of
 
-    spec = {k: v for k, v in SHAPES[MODELS[model]["shape"]].items() if k != "architecture"}
-    spec["vocab_size"] = max(MODELS[model]["vocab"] or 0, tokenizer_size)
+    shape = MODELS[model]["shape"]
+    spec = {
+        **SHAPES[shape],
+        "model_type": "llama" if shape in LLAMA_SHAPES else "qwen3",
+        "vocab_size": max(MODELS[model]["vocab"] or 0, tokenizer_size),
+    }
     return shape_of(spec)
 
 

@@ -382,3 +382,24 @@ def test_memory_benchmark_runs_its_cases_on_cpu_with_the_tiny_shape(
     assert "| refused |" in (export / "results.md").read_text()
     assert sorted(p.name for p in export.iterdir()) == ["cases.log", "results.json", "results.md"]
     assert not (tmp_path / "work" / "models" / "tiny").exists()  # removed after its cases
+
+
+@pytest.mark.parametrize("model", ["1.7b", "3b", "8b", "14b"])
+def test_benchmark_shapes_build_the_models_the_planner_counts(model: str) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    from bench.gpu_grpo import LLAMA_SHAPES, SHAPES
+    from bench.gpu_memory import MODELS, shape_of_case
+
+    row = MODELS[model]
+    llama = row["shape"] in LLAMA_SHAPES
+    config_class, model_class = (
+        (LlamaConfig, LlamaForCausalLM) if llama else (Qwen3Config, Qwen3ForCausalLM)
+    )
+    config = config_class(vocab_size=row["vocab"], **SHAPES[row["shape"]])
+    with torch.device("meta"):  # the real architecture's parameters, without memory
+        built = model_class(config)
+    assert shape_of_case(model, 49152).params() == built.num_parameters()
+    published = {"1.7b": 1.72e9, "3b": 3.21e9, "8b": 8.19e9, "14b": 14.77e9}[model]
+    assert built.num_parameters() == pytest.approx(published, rel=0.01)

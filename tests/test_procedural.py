@@ -20,10 +20,32 @@ def chat(text: str) -> list[list[dict[str, str]]]:
     return [[{"role": "assistant", "content": text}]]
 
 
+def test_heldout_set_has_the_size_asked_for_when_questions_repeat() -> None:
+    two_terms = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
+    train, held = build_procedural_splits(
+        "rg:chain_sum", train_size=500, eval_size=40, seed=0, options=two_terms
+    )
+    assert held is not None and len(held) == 40 and len(set(held["question"])) == 40
+    assert set(held["question"]).isdisjoint(train["question"])
+
+
+def test_heldout_draws_stop_when_a_task_runs_out_of_distinct_questions(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    one_digit = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 1}
+    train, held = build_procedural_splits(
+        "rg:chain_sum", train_size=300, eval_size=200, seed=0, options=one_digit
+    )  # 2 x 10 x 10 distinct questions at most, most of them in training
+    assert held is not None and 0 < len(held) < 200
+    assert len(set(held["question"])) == len(held)
+    assert set(held["question"]).isdisjoint(train["question"])
+    assert "distinct held-out problems" in caplog.text
+
+
 @pytest.mark.parametrize("name", ["basic_arithmetic", "chain_sum", "gsm_symbolic", "countdown"])
 def test_generators_load_split_disjointly_and_score_their_own_answers(name: str) -> None:
     train, held = build_procedural_splits(f"rg:{name}", train_size=12, eval_size=6, seed=5)
-    assert held is not None and len(train) == 12 and 1 <= len(held) <= 6
+    assert held is not None and len(train) == 12 and len(held) == 6
     assert set(held["question"]).isdisjoint(train["question"])
     train_seeds = {json.loads(e)["metadata"]["source_index"] for e in train["rg_entry"]}
     held_seeds = {json.loads(e)["metadata"]["source_index"] for e in held["rg_entry"]}
