@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,6 +138,9 @@ class ModelConfig:
         ]
     )
     gpu_memory_utilization: float = 0.6  # vLLM's share of the GPU when fast_inference is on
+    # The whole run within this many GB (10^9 bytes) of GPU memory: null = no budget. It
+    # replaces gpu_memory_utilization with a planned split and turns Unsloth's standby off.
+    gpu_memory_gb: float | None = None
     fast_inference: bool = True  # vLLM rollouts (Unsloth colocated, or TRL's colocate mode)
     gradient_checkpointing: bool = True
 
@@ -301,6 +305,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
+    if origin in (typing.Union, types.UnionType):  # ``X | None``: null, or an X
+        (inner,) = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        return None if value is None else _coerce(value, inner, where)
     if tp in _SCALARS:
         return _SCALARS[tp](value, where)
     if origin is list:
@@ -386,6 +393,10 @@ def _validate_model(m: ModelConfig) -> None:
         raise UserError(
             f"model.gpu_memory_utilization must be in (0, 1], got {m.gpu_memory_utilization}"
         )
+    if m.gpu_memory_gb is not None and not m.gpu_memory_gb > 0:
+        raise UserError(
+            f"model.gpu_memory_gb must be a positive number of GB (or null), got {m.gpu_memory_gb}"
+        )
 
 
 def _validate_training(t: TrainingConfig) -> None:
@@ -469,6 +480,13 @@ COMMON_FLAGS: list[tuple[str, str, type, str]] = [
         "completions per device per step",
     ),
     ("--max_completion_length", "training.max_completion_length", int, "tokens per completion"),
+    (
+        "--gpu_memory_gb",
+        "model.gpu_memory_gb",
+        float,
+        "keep the whole run (training and vLLM) within this many GB of GPU memory; the split is "
+        "planned before loading, and a budget too small for the model is an error",
+    ),
     ("--seed", "training.seed", int, "random seed"),
     ("--report_to", "training.report_to", str, "none | wandb | tensorboard"),
     ("--dataset", "dataset.name", str, "dataset name or local file"),

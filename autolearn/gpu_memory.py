@@ -5,11 +5,19 @@
 torch too, and Unsloth raises vLLM's share of the GPU to most of it. So, as
 ``bench/gpu_grpo.py`` measures it:
 
-- **vLLM's share** is what torch had allocated when training began, minus the bytes of the
-  model's own weights (which vLLM shares with the trainer under Unsloth);
-- **the training side** is torch's peak allocation during training minus vLLM's share: the
+- **vLLM's share** (``gpu_vllm_gib``) is the device memory in use (``cudaMemGetInfo``) just
+  after vLLM's engine started minus just before: around Unsloth's ``from_pretrained`` with
+  ``fast_inference`` (less the model's own weights, which the trainer shares with vLLM there),
+  or around ``GRPOTrainer``'s construction in TRL's colocate mode (vLLM's own weight copy
+  included). It counts vLLM's KV cache, CUDA graphs and workspaces wherever they were
+  allocated: with Unsloth's standby off the cache lies outside what torch's counters show.
+  Without that measurement (a run resumed through other code) it falls back to torch's
+  allocation when training began minus the model's weights, which sees only what vLLM
+  allocated through torch;
+- **the training side** is torch's peak allocation during training minus the part of vLLM's
+  share that torch allocated (torch's allocation at the start less the weights): the
   weights, LoRA, optimiser state, activations and log-probabilities, i.e. what a card needs
-  without vLLM's standby cache;
+  without vLLM's cache;
 - **the device-wide peak** is the most memory in use on the whole GPU (``cudaMemGetInfo``,
   every process and allocator), sampled by a thread.
 """
@@ -56,6 +64,17 @@ def cuda_tensor_bytes(model: Any) -> int:
     return total
 
 
+def device_used_bytes() -> int | None:
+    """Memory in use on the current GPU by every process (``cudaMemGetInfo``); None without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize()
+    free, total = torch.cuda.mem_get_info()
+    return int(total - free)
+
+
 def vllm_share_bytes(allocated_at_start: int, weight_bytes: int, *, vllm: bool) -> int:
     """vLLM's part of torch's allocations when training begins (0 without an in-process vLLM)."""
     return max(allocated_at_start - weight_bytes, 0) if vllm else 0
@@ -91,12 +110,22 @@ class DeviceMemoryPoller:
 
 
 def memory_fields(
-    peak_allocated: int, vllm_share: int, device_peak: int | None, *, vllm: bool
+    peak_allocated: int,
+    vllm_share: int,
+    device_peak: int | None,
+    *,
+    vllm: bool,
+    vllm_device: int | None = None,
 ) -> dict[str, float]:
-    """The ``metrics.jsonl`` fields, in GiB: training side, vLLM's share, device-wide peak."""
+    """The ``metrics.jsonl`` fields, in GiB: training side, vLLM's share, device-wide peak.
+
+    ``vllm_share`` is the part of torch's allocations that is vLLM's; ``vllm_device``, when
+    measured, vLLM's whole device share (``gpu_vllm_gib`` then reports it).
+    """
     fields = {"gpu_train_peak_gib": round(max(peak_allocated - vllm_share, 0) / GIB, 3)}
     if vllm:
-        fields["gpu_vllm_gib"] = round(vllm_share / GIB, 3)
+        share = vllm_device if vllm_device is not None else vllm_share
+        fields["gpu_vllm_gib"] = round(share / GIB, 3)
     if device_peak is not None:
         fields["gpu_device_peak_gib"] = round(device_peak / GIB, 3)
     return fields
@@ -108,16 +137,21 @@ class RunMemory:
     def __init__(self) -> None:
         self.vllm = False
         self.vllm_share = 0
+        self.vllm_device: int | None = None
         self.poller: DeviceMemoryPoller | None = None
 
-    def start(self, model: Any, *, vllm: bool) -> None:
-        """Take the baseline when training begins (vLLM's engine is up by then)."""
+    def start(self, model: Any, *, vllm: bool, vllm_device: int | None = None) -> None:
+        """Take the baseline when training begins (vLLM's engine is up by then).
+
+        ``vllm_device``: vLLM's device share measured around its engine's start, if it was.
+        """
         import torch
 
         if not torch.cuda.is_available():
             return
         torch.cuda.synchronize()
         self.vllm = vllm
+        self.vllm_device = vllm_device
         self.vllm_share = vllm_share_bytes(
             torch.cuda.memory_allocated(), cuda_tensor_bytes(model), vllm=vllm
         )
@@ -135,6 +169,7 @@ class RunMemory:
             self.vllm_share,
             self.poller.peak_used,
             vllm=self.vllm,
+            vllm_device=self.vllm_device,
         )
 
     def stop(self) -> None:

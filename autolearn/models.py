@@ -172,6 +172,7 @@ class TrainingModel:
     fp8: bool
     vllm: bool  # rollouts through vLLM (Unsloth's engine or TRL's)
     base_path: str = ""  # the 16-bit checkpoint the model was loaded from (merging goes there)
+    vllm_device_bytes: int | None = None  # device memory vLLM's start took (autolearn.gpu_memory)
 
 
 def load_tokenizer(path: str) -> Any:
@@ -193,13 +194,17 @@ def _load_pretrained(path: str, **kwargs: Any) -> Any:
         raise UserError(f"could not load model '{path}': {exc}") from None
 
 
+def training_checkpoint(name: str) -> str:
+    """Resolve a model name to train from; a LoRA adapter is refused (train from its base)."""
+    path = resolve_model_path(name)
+    if adapter_base(path):
+        raise UserError(f"{name} is a LoRA adapter; train from its merged model or its base model")
+    return path
+
+
 def load_training_model(cfg: ModelConfig, backend: str, *, seed: int) -> TrainingModel:
     """Load the model named in ``cfg`` with ``backend`` and wrap it with LoRA."""
-    path = resolve_model_path(cfg.name)
-    if adapter_base(path):
-        raise UserError(
-            f"{cfg.name} is a LoRA adapter; train from its merged model or its base model"
-        )
+    path = training_checkpoint(cfg.name)
     if backend == "unsloth":
         return _load_unsloth(cfg, path, seed=seed)
     return _load_transformers(cfg, path)
@@ -213,6 +218,9 @@ def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
         logger.warning(
             "fast_inference needs vLLM, which is not installed; generating with transformers"
         )
+    from autolearn.gpu_memory import cuda_tensor_bytes, device_used_bytes
+
+    used_before = device_used_bytes()
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=path,
         max_seq_length=cfg.max_seq_length,
@@ -223,6 +231,11 @@ def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
         max_lora_rank=cfg.lora_rank,
         gpu_memory_utilization=cfg.gpu_memory_utilization,
     )
+    used_after = device_used_bytes()
+    vllm_bytes = None
+    if fast_inference and used_before is not None and used_after is not None:
+        # vLLM's start less the weights, which the trainer shares (gpu_memory.py says more)
+        vllm_bytes = max(used_after - used_before - cuda_tensor_bytes(model), 0)
     if cfg.load_in_fp8:
         _disable_inductor_autotuning()
     model = FastLanguageModel.get_peft_model(
@@ -235,7 +248,13 @@ def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
         random_state=seed,
     )
     return TrainingModel(
-        model, tokenizer, "unsloth", fp8=cfg.load_in_fp8, vllm=fast_inference, base_path=path
+        model,
+        tokenizer,
+        "unsloth",
+        fp8=cfg.load_in_fp8,
+        vllm=fast_inference,
+        base_path=path,
+        vllm_device_bytes=vllm_bytes,
     )
 
 

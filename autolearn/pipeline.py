@@ -4,7 +4,9 @@
    output folder (:mod:`autolearn.rundir`), then pick the backend, importing Unsloth before
    anything imports transformers, peft or trl;
 1. (the script) build the dataset, so that bad data fails before a model loads;
-2. :func:`run_training`: check the batch arithmetic and the output folder once more;
+2. :func:`run_training`: check the batch arithmetic and the output folder once more, and
+   plan a ``model.gpu_memory_gb`` budget (:mod:`autolearn.memory_plan`; checked in step 0
+   too, so that a budget too small fails before the dataset is built);
 3. load the model with LoRA;
 4. drop prompts longer than ``max_prompt_length`` tokens (training and held-out), and cap
    the held-out prompts at ``training.eval_max_prompts``;
@@ -14,7 +16,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,14 @@ from autolearn.cli import plural
 from autolearn.config import Config, load_config
 from autolearn.errors import UserError
 from autolearn.heldout import HeldOut
+from autolearn.memory_plan import GB, MemoryPlan
 from autolearn.models import (
     cuda_available,
     load_training_model,
     main_process,
     package_available,
     select_backend,
+    training_checkpoint,
     world_size,
 )
 from autolearn.rundir import check_run_dir
@@ -51,7 +55,8 @@ def start_run(
     setup_logging(args.verbose)
     check_reporting(config.training.report_to)
     check_output_dir(config, resume=bool(getattr(args, "resume", False)), claim=False)
-    choose_backend(config)
+    backend = choose_backend(config)
+    plan_memory(config, backend)
     return config
 
 
@@ -115,10 +120,89 @@ def choose_backend(config: Config) -> str:
     if backend == "unsloth":
         import os
 
-        if config.model.fast_inference:
-            os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")
+        set_standby(config, os.environ)
         import unsloth  # noqa: F401
     return backend
+
+
+def set_standby(config: Config, environ: MutableMapping[str, str]) -> None:
+    """Set Unsloth's vLLM standby (``UNSLOTH_VLLM_STANDBY``, read when Unsloth is imported).
+
+    On by default with ``fast_inference`` (a value the user set is kept). Off under a
+    ``model.gpu_memory_gb`` budget, whatever was set: standby would replace the planned vLLM
+    share with most of the card (autolearn/memory_plan.py says more).
+    """
+    if config.model.gpu_memory_gb is not None:
+        if environ.get("UNSLOTH_VLLM_STANDBY", "0") != "0":
+            logger.warning("gpu_memory_gb is set: Unsloth's vLLM standby is turned off")
+        environ["UNSLOTH_VLLM_STANDBY"] = "0"
+    elif config.model.fast_inference:
+        environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")
+
+
+def vllm_engine(config: Config, backend: str) -> str:
+    """Who runs vLLM in this process: ``unsloth``, ``trl`` (colocate) or ``none``."""
+    if not (config.model.fast_inference and cuda_available() and package_available("vllm")):
+        return "none"
+    if backend == "unsloth":
+        return "unsloth"
+    return "trl" if config.training.vllm_mode == "colocate" else "none"
+
+
+def plan_memory(config: Config, backend: str) -> MemoryPlan | None:
+    """The plan of a ``model.gpu_memory_gb`` budget (None without one), from config.json only.
+
+    A budget that cannot hold the model, or that is more than the GPU has, is a UserError.
+    Without a GPU the budget is checked for the precision asked for, but not applied.
+    """
+    budget = config.model.gpu_memory_gb
+    if budget is None:
+        return None
+    from transformers import AutoConfig
+
+    from autolearn.memory_plan import ModelShape, plan_split, workload_for
+
+    path = training_checkpoint(config.model.name)
+    try:
+        shape = ModelShape.from_config(AutoConfig.from_pretrained(path))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UserError(f"cannot plan gpu_memory_gb for {config.model.name}: {exc}") from None
+    total = free = None
+    if cuda_available():
+        import torch
+
+        free, total = torch.cuda.mem_get_info(local_device())
+    return plan_split(
+        budget,
+        config.model.name,
+        shape,
+        workload_for(config, engine=vllm_engine(config, backend), backend=backend),
+        device_total=total,
+        device_free=free,
+    )
+
+
+def apply_memory_plan(config: Config, plan: MemoryPlan) -> None:
+    """Put the plan in force before the model loads: vLLM's share and torch's cap."""
+    if plan.torch_fraction is None:
+        logger.warning(
+            "no GPU here: gpu_memory_gb %g is checked (estimate %.1f GB) but not applied",
+            plan.budget_gb,
+            plan.estimate.total / GB,
+        )
+        return
+    import torch
+
+    if plan.gpu_memory_utilization is not None:
+        config.model.gpu_memory_utilization = plan.gpu_memory_utilization
+    torch.cuda.set_per_process_memory_fraction(plan.torch_fraction, local_device())
+
+
+def local_device() -> int:
+    """This process's GPU: ``LOCAL_RANK`` under ``accelerate launch``/torchrun, else 0."""
+    import os
+
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def run_training(
@@ -142,6 +226,9 @@ def run_training(
     check_reporting(config.training.report_to)
     check_output_dir(config, resume=resume, claim=True)
     backend = choose_backend(config)
+    plan = plan_memory(config, backend)
+    if plan is not None:
+        apply_memory_plan(config, plan)
     tm = load_training_model(config.model, backend, seed=config.training.seed)
     t = config.training
     dataset = drop_long_prompts(dataset, tm.tokenizer, t.max_prompt_length)
@@ -155,4 +242,4 @@ def run_training(
             "greedy" if t.eval_num_samples == 1 else f"sampled at temperature {t.temperature:g}",
             "step" if t.eval_steps == 1 else f"{t.eval_steps} steps",
         )
-    return train(config, tm, dataset, registry, resume=resume, heldout=heldout)
+    return train(config, tm, dataset, registry, resume=resume, heldout=heldout, memory_plan=plan)

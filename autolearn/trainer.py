@@ -40,9 +40,10 @@ from typing import Any
 from autolearn.cli import naming, plural
 from autolearn.config import Config, parse_reward_spec, save_config
 from autolearn.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Aborted, UserError
-from autolearn.gpu_memory import RunMemory
+from autolearn.gpu_memory import RunMemory, device_used_bytes
 from autolearn.heldout import HeldOut, build_evaluator, draw_heldout, is_eval_row
 from autolearn.heldout import make_callback as make_heldout_callback
+from autolearn.memory_plan import MemoryPlan
 from autolearn.models import (
     TrainingModel,
     cuda_available,
@@ -596,8 +597,17 @@ def asked_settings(config: Config) -> dict[str, Any]:
     }
 
 
-def record_run_start(config: Config, tm: TrainingModel, args: Any, output_dir: Path) -> None:
-    """Write ``config.yaml`` and record what was asked and what was resolved in ``run.json``."""
+def record_run_start(
+    config: Config,
+    tm: TrainingModel,
+    args: Any,
+    output_dir: Path,
+    memory_plan: MemoryPlan | None = None,
+) -> None:
+    """Write ``config.yaml`` and record what was asked and what was resolved in ``run.json``.
+
+    A memory budget's plan is recorded as ``memory_plan`` (``null`` without a budget).
+    """
     resolved = resolved_settings(config, tm, args)
     header = (
         "The config of this run: built-in defaults < your YAML < your flags.\n"
@@ -611,6 +621,7 @@ def record_run_start(config: Config, tm: TrainingModel, args: Any, output_dir: P
         config_sha256=file_sha256(output_dir / "config.yaml"),
         asked=asked_settings(config),
         resolved=resolved,
+        memory_plan=memory_plan.to_dict() if memory_plan is not None else None,
     )
 
 
@@ -622,10 +633,12 @@ def train(
     *,
     resume: bool = False,
     heldout: HeldOut | None = None,
+    memory_plan: MemoryPlan | None = None,
 ) -> Path:
     """Run GRPO and save the adapter and the merged model; returns the output directory.
 
     With ``training.eval_steps`` and a ``heldout`` set, the run is evaluated on it as it goes.
+    ``memory_plan`` (a ``model.gpu_memory_gb`` budget's) goes in the header and ``run.json``.
     """
     from trl import GRPOTrainer
 
@@ -633,6 +646,7 @@ def train(
     resume_from = checkpoint_to_resume(output_dir, resume=resume)
     functions, weights = build_rewards(config, registry)
     args = grpo_config(config, tm, weights)
+    used_before = device_used_bytes()
     trainer = GRPOTrainer(
         model=tm.model,
         reward_funcs=list[Any](functions),
@@ -640,20 +654,26 @@ def train(
         train_dataset=dataset,
         processing_class=tm.tokenizer,
     )
+    used_after = device_used_bytes()
+    trl_colocate = (
+        tm.vllm and tm.backend == "transformers" and config.training.vllm_mode == "colocate"
+    )
+    if trl_colocate and used_before is not None and used_after is not None:
+        tm.vllm_device_bytes = max(used_after - used_before, 0)  # TRL starts vLLM in here
     prepare_trainer(trainer, tm)
     keep_model_card_out(trainer)
     rollouts = RolloutClock()
     rollouts.attach(trainer)
     primary = trainer.is_world_process_zero()
     if primary:
-        record_run_start(config, tm, args, output_dir)
+        record_run_start(config, tm, args, output_dir, memory_plan)
         if resume_from is None:
             (output_dir / "metrics.jsonl").unlink(missing_ok=True)
         else:
             trim_metrics(output_dir / "metrics.jsonl", checkpoint_step(resume_from))
     if resume_from is not None and finished_at(resume_from, config.training.max_steps):
         return save_unsaved_final_model(trainer, tm, output_dir, resume_from)
-    log_run_header(config, tm, dataset, weights)
+    log_run_header(config, tm, dataset, weights, memory_plan)
     extra = []
     if heldout is not None and config.training.eval_steps > 0:
         evaluator = build_evaluator(
@@ -709,7 +729,7 @@ def run_grpo(
             trainer.add_callback(callback)
         for callback in extra_callbacks:
             trainer.add_callback(callback)
-        memory.start(trainer.model, vllm=tm.vllm)
+        memory.start(trainer.model, vllm=tm.vllm, vllm_device=tm.vllm_device_bytes)
         try:
             trainer.train(resume_from_checkpoint=resume_from)
         except BaseException as exc:  # a crash or a second Ctrl-C: say so in run.json
@@ -759,8 +779,14 @@ def progress_output(interactive: bool) -> Any:
     return logging_redirect_tqdm()
 
 
-def log_run_header(config: Config, tm: TrainingModel, dataset: Any, weights: list[float]) -> None:
-    """Say what is about to happen, in a few lines."""
+def log_run_header(
+    config: Config,
+    tm: TrainingModel,
+    dataset: Any,
+    weights: list[float],
+    memory_plan: MemoryPlan | None = None,
+) -> None:
+    """Say what is about to happen, in a few lines (with a memory budget's plan, if any)."""
     t = config.training
     prompts_per_step = check_batch_shape(config)
     device = "cuda" if cuda_available() else "cpu"
@@ -789,6 +815,8 @@ def log_run_header(config: Config, tm: TrainingModel, dataset: Any, weights: lis
             f"{name} x{weight:g}" for name, weight in zip(config.rewards, weights, strict=True)
         ),
     )
+    for line in memory_plan.lines() if memory_plan is not None else []:
+        logger.info("%s", line)
 
 
 def weight_precision(tm: TrainingModel) -> str:

@@ -88,8 +88,9 @@ CASES = [
 ]
 CASES_BY_KEY = {c.name: c for c in CASES} | {str(c.number): c for c in CASES}
 
-# Qwen3 shapes (hidden, intermediate, layers, heads, kv heads, head dim, tied embeddings).
-# "tiny" lets the whole script run on a CPU as a check of its own logic.
+# Qwen3 shapes (hidden, intermediate, layers, heads, kv heads, head dim, tied embeddings),
+# and Llama-3.2-3B's (see LLAMA_SHAPES). "tiny" lets the whole script run on a CPU as a check
+# of its own logic.
 SHAPES: dict[str, dict[str, Any]] = {
     "tiny": dict(
         hidden_size=64,
@@ -118,6 +119,15 @@ SHAPES: dict[str, dict[str, Any]] = {
         head_dim=128,
         tie_word_embeddings=False,
     ),
+    "3b": dict(
+        hidden_size=3072,
+        intermediate_size=8192,
+        num_hidden_layers=28,
+        num_attention_heads=24,
+        num_key_value_heads=8,
+        head_dim=128,
+        tie_word_embeddings=True,
+    ),
     "14b": dict(
         hidden_size=5120,
         intermediate_size=17408,
@@ -128,6 +138,8 @@ SHAPES: dict[str, dict[str, Any]] = {
         tie_word_embeddings=False,
     ),
 }
+
+LLAMA_SHAPES = {"3b"}  # built as LlamaForCausalLM; the others as Qwen3ForCausalLM
 
 
 @dataclass(frozen=True)
@@ -433,9 +445,19 @@ def pipeline_config(case: Case, settings: Settings, model_dir: Path, output_dir:
 
 
 def run_pipeline(
-    case: Case, settings: Settings, model_dir: Path, output_dir: Path, *, save: bool = True
+    case: Case,
+    settings: Settings,
+    model_dir: Path,
+    output_dir: Path,
+    *,
+    save: bool = True,
+    config: Any = None,
+    dataset: Any = None,
 ) -> None:
-    """Cases 2-7: the project's own flow, with measuring hooks around loading and training."""
+    """Cases 2-7: the project's own flow, with measuring hooks around loading and training.
+
+    ``config`` and ``dataset`` replace :func:`pipeline_config`'s and :func:`prompt_dataset`'s.
+    """
     import autolearn.trainer as trainer_module
     from autolearn import pipeline
 
@@ -459,21 +481,31 @@ def run_pipeline(
     trainer_module.prepare_trainer = measured_prepare
     if not save:
         trainer_module.save_final_model = no_save
-    config = pipeline_config(case, settings, model_dir, output_dir)
-    pipeline.run_training(config, prompt_dataset(), REWARDS)
+    if config is None:
+        config = pipeline_config(case, settings, model_dir, output_dir)
+    pipeline.run_training(config, prompt_dataset() if dataset is None else dataset, REWARDS)
 
 
 def run_case(
-    case: Case, settings: Settings, model_dir: Path, output_dir: Path, *, save: bool = True
+    case: Case,
+    settings: Settings,
+    model_dir: Path,
+    output_dir: Path,
+    *,
+    save: bool = True,
+    config: Any = None,
+    dataset: Any = None,
 ) -> dict[str, Any]:
-    """Run one case in this process and summarise it."""
+    """Run one case in this process and summarise it (``config``, ``dataset``: see run_pipeline)."""
     RECORDER.times["t0"] = time.perf_counter()
     error = ""
     try:
         if case.backend == "trl":
             run_plain_trl(settings, model_dir, output_dir)
         else:
-            run_pipeline(case, settings, model_dir, output_dir, save=save)
+            run_pipeline(
+                case, settings, model_dir, output_dir, save=save, config=config, dataset=dataset
+            )
     except Exception as exc:  # a broken case is a result too; the other cases still run
         logger.exception("case %s failed", case.name)
         error = f"{type(exc).__name__}: {exc}"[:500]
@@ -563,14 +595,31 @@ def summarise(case: Case, settings: Settings, error: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- model building
 
 
-def build_model(shape: str, tokenizer_dir: Path, target: Path) -> None:
-    """Save a random-weight Qwen3 model of ``shape`` (built on the GPU when there is one)."""
+def build_model(
+    shape: str, tokenizer_dir: Path, target: Path, vocab_size: int | None = None
+) -> None:
+    """Save a random-weight model of ``shape`` (built on the GPU when there is one).
+
+    ``vocab_size`` (at least the tokenizer's; default: the tokenizer's) gives the real
+    model's embedding and ``lm_head`` sizes while the tokenizer stays the embedded one.
+    """
     import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+    from transformers import (
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
+    config_class, model_class = (
+        (LlamaConfig, LlamaForCausalLM)
+        if shape in LLAMA_SHAPES
+        else (Qwen3Config, Qwen3ForCausalLM)
+    )
+    config = config_class(
+        vocab_size=max(vocab_size or 0, len(tokenizer)),
         max_position_embeddings=40960,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -584,7 +633,7 @@ def build_model(shape: str, tokenizer_dir: Path, target: Path) -> None:
     torch.set_default_dtype(torch.bfloat16)
     try:
         with torch.device(device):  # a 1.7B model takes over 40 s to build on the CPU
-            model = Qwen3ForCausalLM(config)
+            model = model_class(config)
     finally:
         torch.set_default_dtype(previous)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -620,10 +669,12 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def run_child(argv: list[str], log_path: Path, timeout_s: float, workdir: Path) -> int | None:
-    """Run this script in a subprocess, appending its output to ``log_path``."""
+def run_child(
+    argv: list[str], log_path: Path, timeout_s: float, workdir: Path, script: Path | None = None
+) -> int | None:
+    """Run ``script`` (default: this one) in a subprocess, appending its output to ``log_path``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(Path(__file__).resolve()), *argv]
+    command = [sys.executable, str((script or Path(__file__)).resolve()), *argv]
     with log_path.open("a", encoding="utf-8") as log:
         log.write(f"\n===== {' '.join(argv)}\n")
         log.flush()

@@ -133,6 +133,24 @@ def test_fp8_backend_trains_and_merges_into_the_16bit_base(
     assert relative_error(merged[key], expected) < 1e-5  # merged into the exact base weights
 
 
+def test_a_memory_budget_caps_torch_and_the_run_stays_inside_it(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from autolearn.memory_plan import GB
+
+    try:
+        out = train_tiny(tiny_model_dir, tmp_path / "run", gpu_memory_gb=3.0, fast_inference=False)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)  # the cap outlives the run in this process
+    plan = json.loads((out / "run.json").read_text())["memory_plan"]
+    total = torch.cuda.mem_get_info()[1]
+    assert plan["device_total"] == total and not plan["standby"]
+    assert plan["torch_fraction"] == pytest.approx((3 * GB - 0.5 * GB) / total, abs=1e-4)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    peaks = [r["gpu_device_peak_gib"] for r in rows if "gpu_device_peak_gib" in r]
+    assert peaks and max(peaks) * 2**30 <= 3 * GB  # the whole device, every allocator
+
+
 @pytest.mark.skipif(not package_available("unsloth"), reason="unsloth is not installed")
 def test_unsloth_backend_loads_and_steps(tiny_model_dir: Path) -> None:
     # In a subprocess: importing Unsloth patches transformers and TRL for the whole process.

@@ -1,0 +1,698 @@
+"""Emulate the product spec's VRAM table on one big GPU with ``model.gpu_memory_gb``.
+
+Each case is a model shape, a precision and a budget (``8b:fp8:16``): a random-weight model
+of the real shape (real vocabulary size, the embedded tokenizer) is built once on the GPU and
+saved, then trained for ``--steps`` GRPO steps through the project's pipeline
+(``autolearn.pipeline.run_training``) with the budget set: Unsloth FP8 + vLLM for fp8 and
+Unsloth BF16 + vLLM for bf16, LoRA r=16, one prompt of about 256 tokens x 8 completions of
+512 tokens a step. Each case runs in its own subprocess (``bench/gpu_grpo.py``'s driver, whose
+measurements it reuses), so a crash or an OOM ends that case only.
+
+Per case it records: fits / OOM / refused by the planner / over budget / timed out, the
+device-wide peak (``cudaMemGetInfo`` polled every 50 ms from just before the model loads to
+the end, every allocator), the metrics' own memory fields, s/step (median after warm-up)
+and the plan. "fits" means all steps ran and the device-wide peak stayed within the budget.
+
+Cases run cheapest first (the spec's table, FP8 before BF16 of each model); every model is
+built once and shared by its precisions, and removed after its last case (the disk holds one
+14B model at a time). A case is skipped when a case of the same model already failed at a
+budget at least as large in the same or a cheaper precision. ``--bisect`` looks for the
+smallest budget of each model/precision in ``--bisect-runs`` runs, starting from the case's
+budget and then the measured peak. Results (``results.json``, ``results.md``, ``cases.log``)
+are rewritten to ``--export`` after every case.
+
+    python bench/gpu_memory.py --export "$OUT"                          # the spec's table
+    python bench/gpu_memory.py --cases 1.7b:fp8:5,8b:bf16:24 --budget-override --export "$OUT"
+    python bench/gpu_memory.py --cases 8b:fp8:16 --bisect --budget-override --export "$OUT"
+    python bench/gpu_memory.py --dry-run                                # the planner's estimates
+    python bench/gpu_memory.py --smoke --tokenizer DIR --export /tmp/x  # CPU check of the logic
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import gpu_grpo  # noqa: E402  (after the sys.path line above)
+from bench.gpu_grpo import (  # noqa: E402
+    LLAMA_SHAPES,
+    SHAPES,
+    Case,
+    Settings,
+    environment_report,
+    run_child,
+)
+
+logger = logging.getLogger("bench.gpu_memory")
+
+# The spec's rows: our shape, the real vocabulary, the name, and the spec's budgets (GB).
+MODELS: dict[str, dict[str, Any]] = {
+    "tiny": {"shape": "tiny", "vocab": None, "title": "tiny (CPU check)", "bf16": 2, "fp8": 2},
+    "1.7b": {"shape": "1.7b", "vocab": 151936, "title": "Qwen3-1.7B", "bf16": 8, "fp8": 5},
+    "3b": {"shape": "3b", "vocab": 128256, "title": "Llama-3.2-3B", "bf16": 12, "fp8": 8},
+    "8b": {"shape": "8b", "vocab": 151936, "title": "Qwen3-8B", "bf16": 24, "fp8": 16},
+    "14b": {"shape": "14b", "vocab": 151936, "title": "Qwen3-14B", "bf16": 40, "fp8": 24},
+}
+SPEC_ORDER = ["1.7b", "3b", "8b", "14b"]
+PRECISIONS = ("fp8", "bf16")  # cheaper first
+FAILED = ("OOM", "refused", "over budget")  # a larger budget might do; a smaller one would not
+OOM_MARKERS = (
+    "out of memory",
+    "outofmemoryerror",
+    "no available memory for the cache blocks",
+    "less than desired gpu memory utilization",
+    "bad_alloc",
+    "cudaerrormemoryallocation",
+)
+
+
+@dataclass(frozen=True)
+class MemCase:
+    """One cell: a model, a precision and a budget in GB."""
+
+    model: str
+    precision: str
+    budget_gb: float
+
+    @property
+    def key(self) -> str:
+        """``8b:fp8:16``."""
+        return f"{self.model}:{self.precision}:{self.budget_gb:g}"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every case trains (the issue's workload)."""
+
+    num_generations: int = 8
+    prompt_tokens: int = 256
+    completion_tokens: int = 512
+    steps: int = 5
+    warmup_steps: int = 1
+    lora_rank: int = 16
+    backend: str = "unsloth"  # transformers for the CPU check
+    vllm: bool = True
+
+
+def parse_cases(spec: str) -> list[MemCase]:
+    """``spec`` (the spec's table), or ``1.7b:fp8:5,8b:bf16`` (a missing budget: the spec's)."""
+    if spec == "spec":
+        return [MemCase(m, p, float(MODELS[m][p])) for m in SPEC_ORDER for p in PRECISIONS]
+    cases = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        model, _, rest = part.partition(":")
+        precision, _, budget = rest.partition(":")
+        if model not in MODELS or precision not in PRECISIONS:
+            raise SystemExit(
+                f"bad case {part!r}: MODEL:PRECISION[:GB] with MODEL in {', '.join(MODELS)} "
+                f"and PRECISION fp8 or bf16"
+            )
+        try:
+            gb = float(budget) if budget else float(MODELS[model][precision])
+        except ValueError:
+            raise SystemExit(f"bad budget in case {part!r}: {budget!r}") from None
+        cases.append(MemCase(model, precision, gb))
+    return cases
+
+
+def cheapest_first(cases: list[MemCase]) -> list[MemCase]:
+    """Models in size order, each model's cases together (one build), FP8 first, small budgets first."""
+    order = list(MODELS)
+    return sorted(
+        cases, key=lambda c: (order.index(c.model), PRECISIONS.index(c.precision), c.budget_gb)
+    )
+
+
+def doomed_by(case: MemCase, failures: list[MemCase]) -> MemCase | None:
+    """A failed case that rules this one out: same model, budget at least as large, and the
+    same precision or FP8 (which needs less than BF16)."""
+    for failed in failures:
+        cheaper_or_same = failed.precision in (case.precision, "fp8")
+        if failed.model == case.model and failed.budget_gb >= case.budget_gb and cheaper_or_same:
+            return failed
+    return None
+
+
+def next_bisect_budget(
+    tried: list[tuple[float, bool, float | None]], step_gb: float = 0.5
+) -> float | None:
+    """The next budget to try from ``(budget, fits, device peak GB)`` tries, or None when done.
+
+    After a fit, try just above its measured peak (rounded up to ``step_gb``) if that is
+    lower; after a failure, halfway to the smallest fit, or 1.5x the largest failure.
+    Stops when the bracket is within ``step_gb``.
+    """
+    fits = [b for b, ok, _ in tried if ok]
+    fails = [b for b, ok, _ in tried if not ok]
+    hi = min(fits) if fits else None
+    lo = max((b for b in fails if hi is None or b < hi), default=None)
+    if hi is not None:
+        peak = next((p for b, ok, p in tried if ok and b == hi), None)
+        floor = lo if lo is not None else 0.0
+        if peak is not None:
+            candidate = math.ceil(peak / step_gb) * step_gb
+            if floor < candidate < hi - step_gb / 2 and candidate not in [b for b, _, _ in tried]:
+                return candidate
+        if lo is None or hi - lo <= step_gb:
+            return None
+        return round(((lo + hi) / 2) / step_gb) * step_gb or None
+    return math.ceil(max(fails) * 1.5 / step_gb) * step_gb
+
+
+# --------------------------------------------------------------------------- the child
+
+
+def long_prompts(tokenizer: Any, tokens: int, rows: int = 32) -> Any:
+    """Chat prompts of at most ``tokens`` tokens as the pipeline counts them, close to it."""
+    from datasets import Dataset
+
+    from autolearn.data import prompt_token_length
+
+    words = ["river", "stone", "bread", "comet", "chess", "rain", "bridge", "owl", "maple"]
+
+    def prompt(row: int) -> list[dict[str, str]]:
+        count = tokens
+        while True:
+            text = " ".join(words[(row + j) % len(words)] for j in range(count))
+            chat = [{"role": "user", "content": f"Story {row}: {text}"}]
+            excess = prompt_token_length(tokenizer, chat) - tokens
+            if excess <= 0 or count <= 1:
+                return chat
+            count = max(count - excess, 1)
+
+    return Dataset.from_list([{"prompt": prompt(i)} for i in range(rows)])
+
+
+def case_settings(model: str, w: Workload) -> Settings:
+    """gpu_grpo's settings for this workload."""
+    return Settings(
+        shape=MODELS[model]["shape"],
+        num_generations=w.num_generations,
+        max_completion_length=w.completion_tokens,
+        steps=w.steps,
+        warmup_steps=w.warmup_steps,
+        lora_rank=w.lora_rank,
+        max_seq_length=w.prompt_tokens + w.completion_tokens + 64,
+    )
+
+
+def pipeline_case(precision: str, w: Workload) -> Case:
+    """gpu_grpo's case for this precision and backend."""
+    fp8 = precision == "fp8"
+    name = f"{w.backend}_{precision}" + ("_vllm" if w.vllm else "")
+    return Case(0, name, name, w.backend, fp8, w.vllm)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file, or None if it is missing or broken."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def last_memory_row(metrics: Path) -> dict[str, Any]:
+    """The gpu_* fields of the last metrics.jsonl row that has them."""
+    row: dict[str, Any] = {}
+    try:
+        lines = metrics.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return row
+    for line in lines:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        fields = {k: v for k, v in data.items() if k.startswith("gpu_")}
+        if fields:
+            row = fields
+    return row
+
+
+def run_one(
+    case: MemCase, w: Workload, model_dir: Path, output_dir: Path, force: bool
+) -> dict[str, Any]:
+    """Train one case in this process; the summary gpu_grpo writes, plus the budget's figures."""
+    import torch
+
+    from autolearn import memory_plan, pipeline
+    from autolearn.gpu_memory import GIB, DeviceMemoryPoller
+    from autolearn.models import load_tokenizer
+
+    if force:
+        memory_plan.plan_split = functools.partial(memory_plan.plan_split, force=True)
+    poller: list[DeviceMemoryPoller] = []
+    load = pipeline.load_training_model
+
+    def load_with_poller(*args: Any, **kwargs: Any) -> Any:
+        if torch.cuda.is_available():  # after the planner, which made the CUDA context
+            poller.append(DeviceMemoryPoller().start())
+        return load(*args, **kwargs)
+
+    pipeline.load_training_model = load_with_poller
+    settings = case_settings(case.model, w)
+    pcase = pipeline_case(case.precision, w)
+    config = gpu_grpo.pipeline_config(pcase, settings, model_dir, output_dir)
+    config.model.gpu_memory_gb = case.budget_gb
+    config.training.max_prompt_length = w.prompt_tokens
+    pipeline.choose_backend(config)  # Unsloth (standby off: a budget is set) before transformers
+    dataset = long_prompts(load_tokenizer(str(model_dir)), w.prompt_tokens)
+    summary = gpu_grpo.run_case(
+        pcase, settings, model_dir, output_dir, save=False, config=config, dataset=dataset
+    )
+    peak = poller[0].stop() if poller else None
+    run = read_json(output_dir / "run.json") or {}
+    summary.update(
+        case=case.key,
+        model=case.model,
+        precision=case.precision,
+        budget_gb=case.budget_gb,
+        device_peak_gb=peak / 1e9 if peak is not None else None,
+        device_peak_gib=peak / GIB if peak is not None else None,
+        plan=run.get("memory_plan"),
+        metrics_memory=last_memory_row(output_dir / "metrics.jsonl"),
+    )
+    summary["status"] = case_status(summary, w.steps, log_tail=summary.get("error") or "")
+    return summary
+
+
+def case_status(result: dict[str, Any], steps: int, log_tail: str = "") -> str:
+    """fits | over budget | OOM | refused | timed out | error."""
+    error = str(result.get("error") or "")
+    text = f"{error}\n{log_tail}".lower()
+    if "cannot hold" in error and "UserError" in error:
+        return "refused"
+    if "timed out" in error:
+        return "timed out"
+    if any(marker in text for marker in OOM_MARKERS):
+        return "OOM"
+    if error or (result.get("steps_done") or 0) < steps:
+        return "error"
+    peak = result.get("device_peak_gb")
+    if peak is not None and peak > float(result["budget_gb"]):
+        return "over budget"
+    return "fits"
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def shape_of_case(model: str, tokenizer_size: int) -> Any:
+    """The planner's ModelShape of a model row (the vocabulary as build_model makes it)."""
+    from autolearn.memory_plan import shape_of
+
+    shape = MODELS[model]["shape"]
+    spec = {
+        **SHAPES[shape],
+        "model_type": "llama" if shape in LLAMA_SHAPES else "qwen3",
+        "vocab_size": max(MODELS[model]["vocab"] or 0, tokenizer_size),
+    }
+    return shape_of(spec)
+
+
+def estimate_gb(case: MemCase, w: Workload, tokenizer_size: int) -> float:
+    """The planner's estimate for a case in GB (what the pipeline would compute on a GPU)."""
+    from autolearn.memory_plan import GB, estimate
+    from autolearn.memory_plan import Workload as PlanWorkload
+
+    engine = ("unsloth" if w.backend == "unsloth" else "trl") if w.vllm else "none"
+    plan_w = PlanWorkload(
+        precision=case.precision,
+        lora_rank=w.lora_rank,
+        lora_targets=tuple(gpu_grpo.LORA_TARGETS),
+        rollout_sequences=w.num_generations,
+        train_rows=w.num_generations,
+        prompt_length=w.prompt_tokens,
+        completion_length=w.completion_tokens,
+        gradient_checkpointing=True,
+        engine=engine,
+        backend=w.backend,
+        max_seq_length=case_settings(case.model, w).max_seq_length,
+    )
+    return estimate(shape_of_case(case.model, tokenizer_size), plan_w).total / GB
+
+
+class Driver:
+    """Runs the cases one subprocess each and keeps the report current."""
+
+    def __init__(self, args: argparse.Namespace, workload: Workload) -> None:
+        self.args = args
+        self.w = workload
+        self.work = Path(args.workdir)
+        self.export = Path(args.export)
+        self.export.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.log = self.export / "cases.log"
+        self.results: list[dict[str, Any]] = []
+        self.started = time.monotonic()
+        self.env = environment_report()
+        self.tokenizer_size = tokenizer_size(Path(args.tokenizer))
+
+    def model_dir(self, model: str) -> Path:
+        """Where a model row's random-weight checkpoint lives."""
+        return self.work / "models" / model
+
+    def remaining_s(self) -> float:
+        """Seconds left of ``--time-budget``."""
+        return self.args.time_budget - (time.monotonic() - self.started)
+
+    def build(self, model: str) -> bool:
+        """Build the model row's checkpoint unless it is there."""
+        target = self.model_dir(model)
+        if (target / "config.json").is_file():
+            return True
+        shutil.rmtree(target, ignore_errors=True)
+        argv = ["--build", model, "--tokenizer", self.args.tokenizer, "--workdir", str(self.work)]
+        code = run_child(
+            argv,
+            self.log,
+            min(self.args.case_timeout, self.remaining_s()),
+            self.work,
+            Path(__file__),
+        )
+        if code != 0 or not (target / "config.json").is_file():
+            logger.error("building %s failed (exit %s); see %s", model, code, self.log)
+            return False
+        return True
+
+    def run(self, case: MemCase) -> dict[str, Any]:
+        """One case in a subprocess; its result (or why there is none)."""
+        result_path = self.work / f"result-{case.key.replace(':', '_')}.json"
+        result_path.unlink(missing_ok=True)
+        estimate = estimate_gb(case, self.w, self.tokenizer_size)
+        base = {
+            "case": case.key,
+            "model": case.model,
+            "title": MODELS[case.model]["title"],
+            "precision": case.precision,
+            "budget_gb": case.budget_gb,
+            "estimate_gb": round(estimate, 2),
+            "planner": "accepts" if estimate <= case.budget_gb else "refuses",
+        }
+        if not self.build(case.model):
+            return {**base, "status": "error", "error": "model build failed"}
+        timeout = min(self.args.case_timeout, self.remaining_s())
+        offset = self.log.stat().st_size if self.log.is_file() else 0
+        started = time.perf_counter()
+        argv = [
+            "--run-case", case.key,
+            "--result", str(result_path),
+            "--workdir", str(self.work),
+            *workload_argv(self.w),
+            *(["--budget-override"] if self.args.budget_override else []),
+        ]  # fmt: skip
+        code = run_child(argv, self.log, timeout, self.work, Path(__file__))
+        wall = time.perf_counter() - started
+        tail = self.log.read_text(encoding="utf-8", errors="replace")[offset:][-20000:]
+        result = read_json(result_path)
+        if result is None:
+            why = "timed out" if code is None else f"exit code {code} without a result"
+            result = {"error": why, "steps_done": 0}
+        result = {**result, **base, "wall_s": round(wall, 1)}
+        result["status"] = case_status(result, self.w.steps, log_tail=tail if code else "")
+        return result
+
+    def record(self, result: dict[str, Any]) -> None:
+        """Keep a result and rewrite the report."""
+        self.results.append(result)
+        logger.info(
+            "%s: %s, device peak %s GB, s/step %s, %.0f s",
+            result["case"],
+            result["status"],
+            _fmt(result.get("device_peak_gb")),
+            _fmt(result.get("step_s")),
+            result.get("wall_s") or 0,
+        )
+        try:
+            write_report(self.export, self.w, self.env, self.results)
+        except Exception:  # the report must never end the run: the JSON lines stay in the log
+            logger.exception(
+                "writing the report failed; result: %s", json.dumps(result, default=str)
+            )
+
+    def out_of_time(self, case: MemCase) -> bool:
+        """Whether too little of ``--time-budget`` is left to start a case."""
+        if self.remaining_s() >= self.args.min_case_s:
+            return False
+        self.record({**asdict(case), "case": case.key, "title": MODELS[case.model]["title"],
+                     "status": "not run (time budget)"})  # fmt: skip
+        return True
+
+    def drive(self, cases: list[MemCase]) -> int:
+        """All cases (or their bisections), cheapest first; partial results after each."""
+        failures: list[MemCase] = []
+        for index, case in enumerate(cases):
+            if self.out_of_time(case):
+                continue
+            ruled_out = doomed_by(case, failures) if not self.args.bisect else None
+            if ruled_out is not None:
+                self.record({**asdict(case), "case": case.key, "title": MODELS[case.model]["title"],
+                             "status": f"skipped ({ruled_out.key} failed)"})  # fmt: skip
+                continue
+            if self.args.bisect:
+                self.bisect(case)
+            else:
+                result = self.run(case)
+                self.record(result)
+                if result["status"] in FAILED:
+                    failures.append(case)
+            later = [c.model for c in cases[index + 1 :]]
+            if case.model not in later and not self.args.keep_models:
+                shutil.rmtree(self.model_dir(case.model), ignore_errors=True)
+        print(write_report(self.export, self.w, self.env, self.results))
+        return 0
+
+    def bisect(self, case: MemCase) -> None:
+        """Smallest budget of the case's model and precision, in a few runs."""
+        tried: list[tuple[float, bool, float | None]] = []
+        budget: float | None = case.budget_gb
+        while budget is not None and len(tried) < self.args.bisect_runs:
+            if self.remaining_s() < self.args.min_case_s:
+                break
+            result = self.run(replace(case, budget_gb=budget))
+            result["bisect_of"] = case.key
+            self.record(result)
+            ok = result["status"] == "fits"
+            tried.append((budget, ok, result.get("device_peak_gb")))
+            budget = next_bisect_budget(tried)
+
+
+def tokenizer_size(path: Path) -> int:
+    """Tokens in the tokenizer (the smallest vocabulary a built model can have)."""
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(path))
+
+
+def workload_argv(w: Workload) -> list[str]:
+    """Flags that give a child the same workload."""
+    return [
+        "--num-generations", str(w.num_generations),
+        "--prompt-tokens", str(w.prompt_tokens),
+        "--completion-tokens", str(w.completion_tokens),
+        "--steps", str(w.steps),
+        "--warmup-steps", str(w.warmup_steps),
+        "--backend", w.backend,
+        *([] if w.vllm else ["--no-vllm"]),
+    ]  # fmt: skip
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def results_table(results: list[dict[str, Any]]) -> str:
+    """Markdown: one row per case."""
+    head = (
+        "| model | precision | budget GB | planner estimate GB | status | device peak GB "
+        "| s/step | steps | vLLM GiB (metrics) | gpu_memory_utilization | torch cap | note |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for r in results:
+        plan = r.get("plan") or {}
+        mem = r.get("metrics_memory") or {}
+        note = (r.get("error") or "").replace("|", "/").replace("\n", " ")[:100]
+        if r.get("bisect_of"):
+            note = f"bisect of {r['bisect_of']}. {note}"
+        rows.append(
+            f"| {r.get('title', r.get('model'))} | {r.get('precision')} | "
+            f"{r.get('budget_gb'):g} | {_fmt(r.get('estimate_gb'), 1)} | {r.get('status')} | "
+            f"{_fmt(r.get('device_peak_gb'))} | {_fmt(r.get('step_s'))} | "
+            f"{_fmt(r.get('steps_done'))} | {_fmt(mem.get('gpu_vllm_gib'))} | "
+            f"{_fmt(plan.get('gpu_memory_utilization'), 4)} | {_fmt(plan.get('torch_fraction'), 4)} "
+            f"| {note} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def smallest_fits(results: list[dict[str, Any]]) -> str:
+    """Per model and precision: the smallest budget that fitted and the largest that did not."""
+    lines = []
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        if r.get("budget_gb") is not None and r.get("precision"):
+            groups.setdefault((r["model"], r["precision"]), []).append(r)
+    for (model, precision), rows in groups.items():
+        fits = [r["budget_gb"] for r in rows if r.get("status") == "fits"]
+        fails = [r["budget_gb"] for r in rows if r.get("status") in ("OOM", "over budget")]
+        spec = MODELS[model].get(precision)
+        peaks = [r["device_peak_gb"] for r in rows if r.get("status") == "fits"]
+        peaks = [p for p in peaks if p is not None]
+        lines.append(
+            f"- {MODELS[model]['title']} {precision} (spec {spec} GB): smallest fit "
+            f"{_fmt(min(fits) if fits else None, 1)} GB"
+            + (f" (peak {statistics.median(peaks):.2f} GB)" if peaks else "")
+            + f", largest OOM {_fmt(max(fails) if fails else None, 1)} GB"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, w: Workload, env: dict[str, Any], results: list[dict[str, Any]]) -> str:
+    """results.json and results.md in ``out`` (flat); returns the markdown."""
+    header = (
+        f"GPU memory budgets on {env.get('gpu')} | torch {env.get('torch')} (CUDA "
+        f"{env.get('cuda')}) | transformers {env.get('transformers')} | trl {env.get('trl')} | "
+        f"unsloth {env.get('unsloth')} | vllm {env.get('vllm')} | {env.get('date')}\n\n"
+        f"Random-weight models of the real shapes and vocabularies, {w.backend}"
+        f"{' + vLLM' if w.vllm else ''}, LoRA r={w.lora_rank}, one prompt of about "
+        f"{w.prompt_tokens} tokens x {w.num_generations} completions of {w.completion_tokens} "
+        f"tokens a step, {w.steps} steps (s/step: median after {w.warmup_steps} warm-up). "
+        "Budget and peaks in GB (10^9 bytes); the device-wide peak is cudaMemGetInfo polled "
+        "from just before the model loads.\n\n"
+    )
+    markdown = header + results_table(results) + "\n" + smallest_fits(results)
+    (out / "results.md").write_text(markdown, encoding="utf-8")
+    payload = {"workload": asdict(w), "environment": env, "results": results}
+    (out / "results.json").write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    return markdown
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command line."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cases", default="spec", help="spec (the whole table) or 1.7b:fp8:5,8b:bf16:24"
+    )
+    parser.add_argument(
+        "--budget-override",
+        action="store_true",
+        help="run a case even where the planner refuses its budget (torch still capped at it), "
+        "to test the estimate; the planner's verdict is recorded either way",
+    )
+    parser.add_argument(
+        "--bisect", action="store_true", help="smallest budget per case's model/precision"
+    )
+    parser.add_argument("--bisect-runs", type=int, default=3, help="runs per bisection")
+    parser.add_argument("--case-timeout", type=float, default=300, help="seconds per case")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=570,
+        help="seconds for the whole call; no case starts late",
+    )
+    parser.add_argument(
+        "--min-case-s", type=float, default=90, help="start no case with less than this left"
+    )
+    parser.add_argument("--export", default=os.environ.get("OUT") or "outputs/gpu_memory")
+    parser.add_argument("--workdir", default="/tmp/gpu_memory", help="models, runs, caches")
+    parser.add_argument(
+        "--tokenizer", default=None, help="tokenizer dir (default: the embedded one)"
+    )
+    parser.add_argument("--keep-models", action="store_true", help="keep built models in --workdir")
+    parser.add_argument("--dry-run", action="store_true", help="print the cases and estimates")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CPU check of this script: the tiny shape, transformers backend, short lengths",
+    )
+    parser.add_argument("--num-generations", type=int, default=8)
+    parser.add_argument("--prompt-tokens", type=int, default=256)
+    parser.add_argument("--completion-tokens", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup-steps", type=int, default=1)
+    parser.add_argument("--backend", default="unsloth", choices=["unsloth", "transformers"])
+    parser.add_argument("--no-vllm", action="store_true", help="generate with transformers")
+    parser.add_argument("--build", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--run-case", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.cases = "tiny:fp8:2,tiny:bf16:2,tiny:bf16:0.05" if args.cases == "spec" else args.cases
+        args.backend, args.no_vllm = "transformers", True
+        args.num_generations, args.prompt_tokens, args.completion_tokens = 2, 48, 8
+        args.steps, args.warmup_steps = 2, 1
+    if args.steps <= args.warmup_steps:
+        parser.error("--steps must exceed --warmup-steps")
+    return args
+
+
+def workload_from(args: argparse.Namespace) -> Workload:
+    """The workload the flags give."""
+    return Workload(
+        num_generations=args.num_generations,
+        prompt_tokens=args.prompt_tokens,
+        completion_tokens=args.completion_tokens,
+        steps=args.steps,
+        warmup_steps=args.warmup_steps,
+        backend=args.backend,
+        vllm=not args.no_vllm,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: the driver, or one of its child roles (build a model, run a case)."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    work = Path(args.workdir)
+    w = workload_from(args)
+    if args.build:
+        row = MODELS[args.build]
+        gpu_grpo.build_model(row["shape"], Path(args.tokenizer), work / "models" / args.build,
+                             vocab_size=row["vocab"])  # fmt: skip
+        return 0
+    if args.run_case:
+        (case,) = parse_cases(args.run_case)
+        output_dir = work / "runs" / case.key.replace(":", "_")
+        shutil.rmtree(output_dir, ignore_errors=True)
+        summary = run_one(case, w, work / "models" / case.model, output_dir, args.budget_override)
+        Path(args.result).write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        return 0 if summary["status"] in ("fits", "over budget") else 1
+    if args.tokenizer is None:
+        from autolearn.embedded import embedded_tokenizer_dir
+
+        args.tokenizer = str(embedded_tokenizer_dir())
+    cases = cheapest_first(parse_cases(args.cases))
+    if args.dry_run:
+        size = tokenizer_size(Path(args.tokenizer))
+        for case in cases:
+            logger.info("%s: planner estimate %.1f GB", case.key, estimate_gb(case, w, size))
+        return 0
+    return Driver(args, w).drive(cases)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,405 @@
+"""The GPU memory budget (``model.gpu_memory_gb``): the planner's numbers on real shapes, the
+split it hands to vLLM and torch, Unsloth's standby under a budget, and the one-line refusal
+through the real scripts before any weights are read (CPU)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autolearn.config import Config, ModelConfig, merge
+from autolearn.errors import UserError
+from autolearn.memory_plan import (
+    GB,
+    ModelShape,
+    Workload,
+    estimate,
+    plan_split,
+    shape_of,
+    unsloth_reservation_floor,
+    vllm_utilization,
+    weight_bytes,
+)
+from autolearn.pipeline import set_standby
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+# The published config.json values of the models in the spec's table.
+QWEN3_8B = {
+    "model_type": "qwen3",
+    "hidden_size": 4096,
+    "intermediate_size": 12288,
+    "num_hidden_layers": 36,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 151936,
+    "tie_word_embeddings": False,
+}
+LLAMA_3B = {
+    "model_type": "llama",
+    "hidden_size": 3072,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 24,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 128256,
+    "tie_word_embeddings": True,
+}
+
+
+def workload(**changes: object) -> Workload:
+    values: dict[str, object] = {
+        "precision": "fp8",
+        "lora_rank": 16,
+        "lora_targets": TARGETS,
+        "rollout_sequences": 8,
+        "train_rows": 8,
+        "prompt_length": 256,
+        "completion_length": 512,
+        "gradient_checkpointing": True,
+        "engine": "unsloth",
+        "backend": "unsloth",
+        "max_seq_length": 832,
+    }
+    values.update(changes)
+    return Workload(**values)  # type: ignore[arg-type]
+
+
+def test_shape_read_by_transformers_autoconfig_gives_qwen3_8b_parameter_count(
+    tmp_path: Path,
+) -> None:
+    from transformers import AutoConfig
+
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_8B))
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(tmp_path))
+    assert shape == shape_of(QWEN3_8B)
+    assert shape.params() == pytest.approx(8.19e9, rel=0.005)  # Qwen3-8B: 8.2 B parameters
+    assert weight_bytes(shape, "bf16") / GB == pytest.approx(16.4, abs=0.05)
+    assert shape_of(LLAMA_3B).params() == pytest.approx(3.21e9, rel=0.005)  # tied embeddings
+
+
+def test_fp8_stores_the_decoder_linears_in_about_half_and_keeps_embeddings_16_bit() -> None:
+    shape = shape_of(QWEN3_8B)
+    sixteen = 2 * shape.sixteen_bit_params()
+    bf16_decoder = weight_bytes(shape, "bf16") - sixteen
+    fp8_decoder = weight_bytes(shape, "fp8") - sixteen
+    assert fp8_decoder / bf16_decoder == pytest.approx(0.5, abs=0.005)  # 1 byte + row scales
+    assert sixteen / GB == pytest.approx(2.49, abs=0.01)  # embed_tokens + lm_head, untied
+
+
+def test_counts_match_a_real_model_and_peft_lora(tiny_model_dir: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shape = ModelShape.from_config(AutoConfig.from_pretrained(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert shape.params() == model.num_parameters()
+    peft_model = get_peft_model(
+        model, LoraConfig(r=8, target_modules=["q_proj", "v_proj", "down_proj"])
+    )
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert shape.lora_params(8, ("q_proj", "v_proj", "down_proj")) == trainable
+
+
+def test_kv_cache_and_logprob_parts_follow_the_lengths() -> None:
+    shape = shape_of(QWEN3_8B)
+    assert shape.kv_bytes_per_token() == 2 * 36 * 8 * 128 * 2
+    short, long = (
+        workload(engine="trl", backend="transformers"),
+        workload(engine="trl", backend="transformers", completion_length=1024),
+    )
+    assert estimate(shape, long).vllm_cache > estimate(shape, short).vllm_cache
+    # TRL keeps the whole batch's 16-bit logits; Unsloth computes them chunk by chunk.
+    trl_logprobs = estimate(shape, short).logprobs
+    unsloth_logprobs = estimate(shape, workload()).logprobs
+    assert trl_logprobs > 3 * unsloth_logprobs
+    assert trl_logprobs / GB == pytest.approx(8 * 513 * 151936 * 4 / GB, rel=0.15)
+    # Checkpointing keeps one hidden state per layer instead of every layer's tensors.
+    no_ckpt = workload(engine="trl", backend="transformers", gradient_checkpointing=False)
+    assert estimate(shape, no_ckpt).activations > 5 * estimate(shape, short).activations
+
+
+def test_trl_colocate_counts_vllm_own_weight_copy_unsloth_shares_it() -> None:
+    shape = shape_of(QWEN3_8B)
+    trl = estimate(shape, workload(engine="trl", backend="transformers"))
+    shared = estimate(shape, workload())
+    assert trl.vllm_weights == weight_bytes(shape, "bf16")
+    assert shared.vllm_weights == 0
+
+
+def test_unsloth_reservation_covers_its_own_16_bit_estimate_of_vllm() -> None:
+    shape = shape_of(QWEN3_8B)
+    parts = estimate(shape, workload())
+    assert parts.vllm_part(parts.weights, "unsloth") >= unsloth_reservation_floor(shape, workload())
+    assert unsloth_reservation_floor(shape, workload()) > weight_bytes(shape, "bf16")
+    # a pre-quantized FP8 checkpoint: Unsloth counts its linear weights in one byte
+    fp8_repo = shape_of({**QWEN3_8B, "quantization_config": {"quant_method": "fp8"}})
+    assert fp8_repo.fp8_checkpoint
+    floor = unsloth_reservation_floor(fp8_repo, workload())
+    assert weight_bytes(shape, "fp8") < floor < weight_bytes(shape, "bf16")
+
+
+def test_a_budget_too_small_names_the_estimate_and_its_parts() -> None:
+    shape = shape_of(QWEN3_8B)
+    with pytest.raises(UserError) as caught:
+        plan_split(6, "Qwen3-8B", shape, workload(), device_total=80 * GB, device_free=79 * GB)
+    message = str(caught.value)
+    assert message.startswith("gpu_memory_gb 6 cannot hold Qwen3-8B in fp8: needs about ")
+    for part in ("weights 9.4", "LoRA+optimizer", "activations", "vLLM cache", "overhead"):
+        assert part in message
+    # a forced plan (the benchmark's --budget-override) goes on and says so
+    forced = plan_split(6, "Qwen3-8B", shape, workload(), device_total=80 * GB, force=True)
+    assert forced.forced
+
+
+def test_a_budget_larger_than_the_device_is_refused() -> None:
+    with pytest.raises(UserError, match="more than this GPU has"):
+        plan_split(200, "Qwen3-8B", shape_of(QWEN3_8B), workload(), device_total=141 * GB)
+
+
+def test_split_vllm_share_and_torch_cap() -> None:
+    shape = shape_of(QWEN3_8B)
+    total, free = 141 * GB, 140 * GB
+    trl = plan_split(
+        60, "m", shape, workload(engine="trl", backend="transformers", precision="bf16"),
+        device_total=total, device_free=free,
+    )  # fmt: skip
+    assert trl.gpu_memory_utilization == pytest.approx(trl.vllm_bytes / total, abs=1e-4)
+    assert trl.torch_fraction == pytest.approx((60 * GB - 0.5 * GB) / total, abs=1e-4)
+    unsloth = plan_split(40, "m", shape, workload(), device_total=total, device_free=free)
+    # Unsloth multiplies the value by the free memory before handing vLLM a share of the total
+    assert unsloth.gpu_memory_utilization == pytest.approx(unsloth.vllm_bytes / free, abs=1e-4)
+    assert not unsloth.standby
+    assert unsloth.vllm_bytes < 40 * GB
+    assert vllm_utilization(10 * GB, "unsloth", total, free) > vllm_utilization(
+        10 * GB, "trl", total, free
+    )
+    lines = unsloth.lines()
+    assert lines[0].startswith("memory budget 40 GB for m in fp8: estimate ")
+    assert "standby off" in " ".join(lines) and "torch capped at" in lines[-1]
+    record = unsloth.to_dict()
+    assert record["estimate_gb"]["total"] == pytest.approx(unsloth.estimate.total / GB, abs=1e-3)
+    json.dumps(record)  # run.json can hold it
+
+
+def test_without_a_gpu_the_plan_checks_but_sets_nothing() -> None:
+    plan = plan_split(40, "m", shape_of(QWEN3_8B), workload(engine="none"), device_total=None)
+    assert plan.torch_fraction is None and plan.gpu_memory_utilization is None
+    assert "no GPU here" in plan.lines()[-1]
+
+
+def test_standby_is_off_under_a_budget_and_on_by_default() -> None:
+    budget = Config(model=ModelConfig(gpu_memory_gb=16))
+    environ = {"UNSLOTH_VLLM_STANDBY": "1"}
+    set_standby(budget, environ)
+    assert environ["UNSLOTH_VLLM_STANDBY"] == "0"
+    default: dict[str, str] = {}
+    set_standby(Config(), default)
+    assert default["UNSLOTH_VLLM_STANDBY"] == "1"
+    kept = {"UNSLOTH_VLLM_STANDBY": "0"}
+    set_standby(Config(), kept)  # the user's own choice stays without a budget
+    assert kept["UNSLOTH_VLLM_STANDBY"] == "0"
+
+
+def test_vllm_share_measured_on_the_device_replaces_torch_view_in_the_metrics() -> None:
+    from autolearn.gpu_memory import GIB, memory_fields
+
+    # torch saw 1 GiB of vLLM's allocations; the device lost 9 GiB when its engine started
+    fields = memory_fields(5 * GIB, 1 * GIB, 20 * GIB, vllm=True, vllm_device=9 * GIB)
+    assert fields == {
+        "gpu_train_peak_gib": 4.0,
+        "gpu_vllm_gib": 9.0,
+        "gpu_device_peak_gib": 20.0,
+    }
+    assert memory_fields(5 * GIB, 1 * GIB, None, vllm=True)["gpu_vllm_gib"] == 1.0  # fallback
+
+
+# --------------------------------------------------------------------------- config and scripts
+
+
+def test_config_accepts_a_number_or_null_and_rejects_the_rest() -> None:
+    config = Config()
+    assert config.model.gpu_memory_gb is None
+    merge(config, {"model": {"gpu_memory_gb": 16}}, "yaml")
+    assert config.model.gpu_memory_gb == 16.0
+    merge(config, {"model": {"gpu_memory_gb": None}}, "yaml")
+    assert config.model.gpu_memory_gb is None
+    with pytest.raises(UserError, match="expected a number"):
+        merge(config, {"model": {"gpu_memory_gb": "lots"}}, "yaml")
+
+
+SCRIPTS = {
+    "train_fp8_grpo.py": ("--dataset", str(ROOT / "examples" / "math_sample.jsonl")),
+    "train_code_grpo.py": (
+        "--dataset", "custom", "--test_file", str(ROOT / "examples" / "custom_tests.json"),
+    ),
+    "train_bench_grpo.py": ("--benchmark", "terminal"),
+}  # fmt: skip
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(ROOT / script), *SCRIPTS[script], *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=180)
+
+
+@pytest.fixture
+def config_only_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """The tiny model's config.json and tokenizer without its weights: loading it would fail."""
+    target = tmp_path / "no-weights"
+    target.mkdir()
+    for path in tiny_model_dir.iterdir():
+        if path.suffix != ".safetensors":
+            shutil.copy(path, target / path.name)
+    return target
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_refuses_a_budget_too_small_in_one_line_before_loading(
+    script: str, config_only_model: Path, tmp_path: Path
+) -> None:
+    result = run_script(
+        script, "--model", str(config_only_model), "--gpu_memory_gb", "0.1",
+        "--output_dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("error: gpu_memory_gb 0.1 cannot hold ")
+    assert "in fp8: needs about " in lines[0] and "overhead 0.5)" in lines[0]
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_a_budget_that_fits_goes_on_to_load_the_model(
+    config_only_model: Path, tmp_path: Path
+) -> None:
+    # Positive control for the test above: the same weightless model with a budget that holds
+    # it passes the planner and fails only when its weights are read.
+    result = run_script(
+        "train_fp8_grpo.py", "--model", str(config_only_model), "--gpu_memory_gb", "4",
+        "--output_dir", str(tmp_path / "run"), "--max_steps", "1",
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "cannot hold" not in result.stderr
+    assert "no GPU here: gpu_memory_gb 4 is checked" in result.stderr
+    assert "safetensors" in result.stderr or "could not load model" in result.stderr
+
+
+def test_bad_budget_values_are_one_error_line(tmp_path: Path) -> None:
+    result = run_script(
+        "train_fp8_grpo.py", "--gpu_memory_gb", "0", "--model", "someone/never-loaded",
+        "--output_dir", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: model.gpu_memory_gb must be a positive number of GB (or null), got 0.0"
+    )
+
+
+@pytest.mark.slow
+def test_a_run_with_a_budget_prints_the_plan_and_records_it(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = run_script(
+        "train_fp8_grpo.py", "--model", str(tiny_model_dir), "--gpu_memory_gb", "4",
+        "--output_dir", str(out), "--max_steps", "1", "--max_samples", "4",
+        "--num_generations", "2", "--batch_size", "2", "--max_completion_length", "8",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "memory budget 4 GB for " in result.stderr
+    assert "no GPU here: the plan is not applied" in result.stderr
+    plan = json.loads((out / "run.json").read_text())["memory_plan"]
+    assert plan["budget_gb"] == 4.0 and plan["engine"] == "none"
+    assert 0.5 < plan["estimate_gb"]["total"] < 4
+
+
+# --------------------------------------------------------------------------- bench/gpu_memory.py
+
+
+def test_benchmark_cases_run_cheapest_first_and_a_failure_rules_out_smaller_budgets() -> None:
+    from bench.gpu_memory import MemCase, cheapest_first, doomed_by, parse_cases
+
+    spec = parse_cases("spec")
+    assert [c.key for c in spec[:3]] == ["1.7b:fp8:5", "1.7b:bf16:8", "3b:fp8:8"]
+    assert cheapest_first(parse_cases("14b:bf16,1.7b:bf16:8,1.7b:fp8:6,1.7b:fp8:5")) == [
+        MemCase("1.7b", "fp8", 5.0),
+        MemCase("1.7b", "fp8", 6.0),
+        MemCase("1.7b", "bf16", 8.0),
+        MemCase("14b", "bf16", 40.0),
+    ]
+    oom = [MemCase("8b", "fp8", 16.0)]
+    assert doomed_by(MemCase("8b", "bf16", 16.0), oom) == oom[0]  # BF16 needs more than FP8
+    assert doomed_by(MemCase("8b", "fp8", 12.0), oom) == oom[0]
+    assert doomed_by(MemCase("8b", "bf16", 24.0), oom) is None  # a larger budget may fit
+    assert doomed_by(MemCase("14b", "fp8", 16.0), oom) is None
+    with pytest.raises(SystemExit, match="bad case"):
+        parse_cases("8b:fp4:16")
+
+
+def test_bisection_tries_the_measured_peak_then_halves_the_bracket() -> None:
+    from bench.gpu_memory import next_bisect_budget
+
+    # fits at 16 with a peak of 12.2 GB: try 12.5 next
+    assert next_bisect_budget([(16.0, True, 12.2)]) == 12.5
+    # 12.5 failed: halfway between 12.5 and 16, on the 0.5 GB grid
+    assert next_bisect_budget([(16.0, True, 12.2), (12.5, False, None)]) == 14.0
+    # a bracket within 0.5 GB is the answer
+    assert next_bisect_budget([(16.0, True, 15.9), (15.5, False, None)]) is None
+    # failing at the start: grow by half
+    assert next_bisect_budget([(16.0, False, None)]) == 24.0
+
+
+@pytest.mark.slow
+def test_memory_benchmark_runs_its_cases_on_cpu_with_the_tiny_shape(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    export = tmp_path / "export"
+    result = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "gpu_memory.py"), "--smoke",
+            "--tokenizer", str(tiny_model_dir), "--export", str(export),
+            "--workdir", str(tmp_path / "work"),
+        ],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = {r["case"]: r for r in json.loads((export / "results.json").read_text())["results"]}
+    assert list(results) == ["tiny:fp8:2", "tiny:bf16:0.05", "tiny:bf16:2"]  # cheapest first
+    for key in ("tiny:fp8:2", "tiny:bf16:2"):
+        assert results[key]["status"] == "fits", results[key].get("error")
+        assert results[key]["steps_done"] == 2 and results[key]["step_s"] > 0
+        assert results[key]["plan"]["budget_gb"] == 2.0  # the pipeline's own plan, from run.json
+    refused = results["tiny:bf16:0.05"]
+    assert refused["status"] == "refused" and refused["planner"] == "refuses"
+    assert "| refused |" in (export / "results.md").read_text()
+    assert sorted(p.name for p in export.iterdir()) == ["cases.log", "results.json", "results.md"]
+    assert not (tmp_path / "work" / "models" / "tiny").exists()  # removed after its cases
+
+
+@pytest.mark.parametrize("model", ["1.7b", "3b", "8b", "14b"])
+def test_benchmark_shapes_build_the_models_the_planner_counts(model: str) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    from bench.gpu_grpo import LLAMA_SHAPES, SHAPES
+    from bench.gpu_memory import MODELS, shape_of_case
+
+    row = MODELS[model]
+    llama = row["shape"] in LLAMA_SHAPES
+    config_class, model_class = (
+        (LlamaConfig, LlamaForCausalLM) if llama else (Qwen3Config, Qwen3ForCausalLM)
+    )
+    config = config_class(vocab_size=row["vocab"], **SHAPES[row["shape"]])
+    with torch.device("meta"):  # the real architecture's parameters, without memory
+        built = model_class(config)
+    assert shape_of_case(model, 49152).params() == built.num_parameters()
+    published = {"1.7b": 1.72e9, "3b": 3.21e9, "8b": 8.19e9, "14b": 14.77e9}[model]
+    assert built.num_parameters() == pytest.approx(published, rel=0.01)
