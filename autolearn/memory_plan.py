@@ -19,8 +19,7 @@ estimates, in GB (10^9 bytes):
   and CUDA graphs, and its own 16-bit weight copy where it does not share the trainer's (TRL's
   colocate mode; Unsloth's engine loads the weights once and the trainer uses them). Under
   Unsloth the reservation is at least what Unsloth's own estimate of vLLM needs to keep
-  ``max_seq_length`` (:func:`unsloth_reservation_floor`: it counts a 16-bit checkpoint's
-  weights at 16 bits even with ``load_in_fp8``), and vLLM fills the rest with cache;
+  ``max_seq_length`` (:func:`unsloth_reservation_floor`), and vLLM fills the rest with cache;
 - **overhead**: the CUDA context and library workspaces (0.5 GB) and 5% for fragmentation.
 
 The split it plans:
@@ -253,12 +252,14 @@ def unsloth_reservation_floor(shape: ModelShape, w: Workload) -> int:
     """The least vLLM reservation under which Unsloth keeps ``max_seq_length``.
 
     Before it starts vLLM, Unsloth estimates vLLM's needs itself (``unsloth_zoo.vllm_utils``'s
-    ``approximate_vllm_memory_usage``): the weights at 16 bits (for a 16-bit checkpoint, even
-    when ``load_in_fp8`` quantizes them online; one byte for a pre-quantized FP8 one), LoRA in fp16, CUDA graphs (0.15 to 1 GiB);
-    if what is left of the reservation holds fewer than ``max_seq_length`` tokens of KV cache
-    it shortens ``max_seq_length`` to fit, and vLLM then rejects the rollouts' prompts.
+    ``approximate_vllm_memory_usage``): the linear weights at its 8-bit factor (1.25 bytes)
+    for FP8, pre-quantized or quantized online (the loader makes Unsloth count the online case
+    so: ``autolearn.models._unsloth_counts_fp8_weights``), else at 16 bits; LoRA in fp16; CUDA
+    graphs (0.15 to 1 GiB). If what is left of the reservation holds fewer than
+    ``max_seq_length`` tokens of KV cache, Unsloth shortens ``max_seq_length`` to fit, and vLLM
+    then rejects the rollouts' prompts.
     """
-    linear_bytes = 1 if shape.fp8_checkpoint else 2
+    linear_bytes = 1.25 if shape.fp8_checkpoint or w.precision == "fp8" else 2
     weights = linear_bytes * shape.decoder_linear_params() + 2 * shape.sixteen_bit_params()
     lora = 2 * shape.lora_params(w.lora_rank, w.lora_targets)
     graphs = min(max(VLLM_GRAPHS * shape.hidden * shape.layers * 4, int(0.15 * 2**30)), 2**30)

@@ -14,10 +14,12 @@ full checkpoint, or a LoRA adapter whose base is loaded first), or a hub name.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,16 +223,18 @@ def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
     from autolearn.gpu_memory import cuda_tensor_bytes, device_used_bytes
 
     used_before = device_used_bytes()
-    model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=path,
-        max_seq_length=cfg.max_seq_length,
-        dtype=torch_dtype(cfg.dtype, cuda=True),
-        load_in_4bit=False,
-        load_in_fp8=cfg.load_in_fp8,
-        fast_inference=fast_inference,
-        max_lora_rank=cfg.lora_rank,
-        gpu_memory_utilization=cfg.gpu_memory_utilization,
-    )
+    estimate = _unsloth_counts_fp8_weights() if fast_inference and cfg.load_in_fp8 else None
+    with estimate or contextlib.nullcontext():
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=path,
+            max_seq_length=cfg.max_seq_length,
+            dtype=torch_dtype(cfg.dtype, cuda=True),
+            load_in_4bit=False,
+            load_in_fp8=cfg.load_in_fp8,
+            fast_inference=fast_inference,
+            max_lora_rank=cfg.lora_rank,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+        )
     used_after = device_used_bytes()
     vllm_bytes = None
     if fast_inference and used_before is not None and used_after is not None:
@@ -256,6 +260,34 @@ def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
         base_path=path,
         vllm_device_bytes=vllm_bytes,
     )
+
+
+@contextlib.contextmanager
+def _unsloth_counts_fp8_weights() -> Iterator[None]:
+    """Make Unsloth's pre-start estimate of vLLM's weights count online FP8 as 8-bit.
+
+    Before starting vLLM, ``unsloth_zoo.vllm_utils.load_vllm`` sizes the KV cache from
+    ``vllm_weights_memory_usage``, which counts a 16-bit checkpoint at 16 bits even when
+    ``load_in_fp8`` has vLLM quantize it as it loads. Under a tight ``gpu_memory_utilization``
+    (a memory budget) that leaves no cache in its estimate, and Unsloth then shortens
+    ``max_seq_length`` until vLLM rejects the rollouts' prompts. Its own 8-bit factor is used
+    instead, which still over-counts FP8 weights (1.25 bytes a weight against 1 and a scale).
+    """
+    try:
+        from unsloth_zoo import vllm_utils
+    except ImportError:
+        yield
+        return
+    original = vllm_utils.vllm_weights_memory_usage
+
+    def counted_as_8bit(config: Any, load_in_4bit: bool = False, load_in_8bit: bool = False) -> Any:
+        return original(config, load_in_4bit=load_in_4bit, load_in_8bit=True)
+
+    vllm_utils.vllm_weights_memory_usage = counted_as_8bit
+    try:
+        yield
+    finally:
+        vllm_utils.vllm_weights_memory_usage = original
 
 
 def _disable_inductor_autotuning() -> None:

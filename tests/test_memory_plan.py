@@ -135,16 +135,18 @@ def test_trl_colocate_counts_vllm_own_weight_copy_unsloth_shares_it() -> None:
     assert shared.vllm_weights == 0
 
 
-def test_unsloth_reservation_covers_its_own_16_bit_estimate_of_vllm() -> None:
+def test_unsloth_reservation_covers_its_own_estimate_of_vllm() -> None:
     shape = shape_of(QWEN3_8B)
     parts = estimate(shape, workload())
     assert parts.vllm_part(parts.weights, "unsloth") >= unsloth_reservation_floor(shape, workload())
-    assert unsloth_reservation_floor(shape, workload()) > weight_bytes(shape, "bf16")
-    # a pre-quantized FP8 checkpoint: Unsloth counts its linear weights in one byte
+    # FP8, online or pre-quantized: Unsloth's 8-bit rate (1.25 bytes a linear weight)
+    fp8_floor = unsloth_reservation_floor(shape, workload())
+    assert weight_bytes(shape, "fp8") < fp8_floor < weight_bytes(shape, "bf16")
     fp8_repo = shape_of({**QWEN3_8B, "quantization_config": {"quant_method": "fp8"}})
     assert fp8_repo.fp8_checkpoint
-    floor = unsloth_reservation_floor(fp8_repo, workload())
-    assert weight_bytes(shape, "fp8") < floor < weight_bytes(shape, "bf16")
+    assert unsloth_reservation_floor(fp8_repo, workload(precision="bf16")) == fp8_floor
+    # BF16: 16 bits a weight
+    assert unsloth_reservation_floor(shape, workload(precision="bf16")) > weight_bytes(shape, "bf16")
 
 
 def test_a_budget_too_small_names_the_estimate_and_its_parts() -> None:
