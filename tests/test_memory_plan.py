@@ -146,7 +146,9 @@ def test_unsloth_reservation_covers_its_own_estimate_of_vllm() -> None:
     assert fp8_repo.fp8_checkpoint
     assert unsloth_reservation_floor(fp8_repo, workload(precision="bf16")) == fp8_floor
     # BF16: 16 bits a weight
-    assert unsloth_reservation_floor(shape, workload(precision="bf16")) > weight_bytes(shape, "bf16")
+    assert unsloth_reservation_floor(shape, workload(precision="bf16")) > weight_bytes(
+        shape, "bf16"
+    )
 
 
 def test_a_budget_too_small_names_the_estimate_and_its_parts() -> None:
