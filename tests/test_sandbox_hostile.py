@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from autolearn import sandbox as sb
+from autolearn.sandbox.workdir import _STREAM_END as STREAM_END
 
 pytestmark = pytest.mark.skipif(
     sb.isolation_level() != "bwrap", reason="hostile programs need the bubblewrap level"
@@ -487,11 +488,58 @@ def test_forged_work_dir_stream_cannot_write_outside_or_past_the_cap(tmp_path: P
         add("ok.txt", tarfile.REGTYPE, b"fine")
         for index in range(400):  # one entry per 4 KiB of the cap: 1 MiB allows 256
             add(f"many/{index}", tarfile.REGTYPE)
+        add("/".join(["d"] * 100) + "/deep.txt", tarfile.REGTYPE, b"too deep")
+    buffer.write(STREAM_END)
     back = copy_back(buffer, work, cap_mb=1)
     assert canary.read_text() == "intact"
     assert sorted(p.name for p in outside.iterdir()) == ["canary.txt"]
     assert not (work / "hard").exists() and not (work / "fifo").exists()
     assert (work / "ok.txt").read_text() == "fine"  # positive control
     assert (work / "ok.txt").stat().st_mode & 0o7777 == 0o755  # no setuid, no group/other write
-    assert back.refused == 3 and back.dropped > 0, back  # "..", the hard link, the fifo
+    assert back.refused == 4 and back.dropped > 0, back  # "..", hard link, fifo, too deep
     assert _disk_usage(work) <= (1 << 20)
+
+
+def test_the_runner_and_the_host_agree_on_the_stream_end_marker() -> None:
+    import ast
+
+    harness = ast.parse((Path(sb.__file__).parent / "_harness.py").read_text())  # sandbox-only
+    values = [
+        ast.literal_eval(node.value)
+        for node in harness.body
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "_STREAM_END"
+    ]
+    assert values == [STREAM_END]
+
+
+def test_a_stream_cut_short_leaves_the_work_dir_as_it_was(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from autolearn.sandbox.workdir import copy_back
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mine.txt").write_text("the user's file")
+    buffer = io.BytesIO()
+    buffer.write(b"E-")
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for index in range(50):
+            info = tarfile.TarInfo(f"f{index}")
+            info.size = 1000
+            tar.addfile(info, io.BytesIO(b"x" * 1000))
+    whole = buffer.getvalue() + STREAM_END
+    cut = copy_back(io.BytesIO(whole[: len(whole) // 3]), work, cap_mb=1)
+    assert not cut.arrived and cut.incomplete and "broke off" in cut.message
+    assert [p.name for p in work.iterdir()] == ["mine.txt"]  # nothing removed, nothing added
+    back = copy_back(io.BytesIO(whole), work, cap_mb=1)  # the control: a whole stream replaces it
+    assert back.arrived and not back.incomplete
+    assert sorted(p.name for p in work.iterdir()) == sorted(f"f{i}" for i in range(50))
+
+
+def test_a_file_dated_past_2242_does_not_cut_the_copy_back(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    result = sb.run_shell("for n in a b c d e; do echo $n > $n; done; touch -d @9999999999 b", work)
+    assert result.passed, result
+    assert sorted(p.name for p in work.iterdir()) == ["a", "b", "c", "d", "e"], result

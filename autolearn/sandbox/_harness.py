@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # typing is not imported at run time: it would slow down ever
     Hook = Callable[[str, tuple], None]
 
 _MSG_LIMIT = 400  # characters of exception detail forwarded to the host
+_STREAM_END = b"AUTOLEARN-WORKDIR-END\n"  # the copy-back stream's last bytes (workdir.py)
+_TAR_OCTAL_MAX = 8**11 - 1  # the largest value an 11-digit ustar octal field holds
 _INTERNAL_ERROR_EXIT = 70
 _CALLER_DEPTH = 2  # from a protocol handler: handler <- guard <- caller of the event
 _BLOCKED_EVENTS = frozenset(
@@ -575,6 +577,7 @@ def _send_tree(root: str, fd: int, header: bytes) -> None:
                 elif stat.S_ISREG(st.st_mode):
                     _send_file(stream, entry.path, name, mode, mtime)
         stream.write(b"\0" * 1024)  # the end-of-archive marker
+        stream.write(_STREAM_END)  # the host replaces the folder only when this arrived
 
 
 def _send_file(stream: Any, path: str, name: bytes, mode: int, mtime: int) -> None:
@@ -586,6 +589,8 @@ def _send_file(stream: Any, path: str, name: bytes, mode: int, mtime: int) -> No
         return
     with source:
         size = os.fstat(source.fileno()).st_size
+        if size > _TAR_OCTAL_MAX:  # over 8 GiB: no ustar size field holds it
+            return
         stream.write(_tar_header(name, b"0", mode, mtime, size=size))
         left = size
         while left:
@@ -627,7 +632,7 @@ def _ustar_block(
         b"%07o\0" % mode,
         b"0000000\0" * 2,  # uid, gid
         b"%011o\0" % size,
-        b"%011o\0" % mtime,
+        b"%011o\0" % min(mtime, _TAR_OCTAL_MAX),  # 12 digits would shift every later field
         b" " * 8,  # the checksum, counted as spaces
         kind,
         link.ljust(100, b"\0"),

@@ -15,8 +15,10 @@ extracts only directories, regular files and symlinks (as links, never followed:
 is written), drops setuid/setgid/sticky and group/other write bits, and skips hard links,
 devices, fifos and sockets. The folder's old contents are removed first, so it ends as the run
 left it. The stream waits in memory, or past 4 MiB in a temporary file (at most twice the cap,
-deleted once extracted). A run the host had to kill (its wall clock plus ``process.COPY_BACK_GRACE_S``, an output flood)
-sends nothing, and the folder stays as it was.
+deleted once extracted). The folder is replaced only when the stream ends with the runner's end
+marker: a run the host had to kill (its wall clock plus ``process.COPY_BACK_GRACE_S``, an output
+flood) or a stream cut at `stream_limit` leaves the folder as it was. Entry names over 1 KiB or
+nested over 64 deep are refused (tarfile's filter resolves every prefix of a name).
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 _BLOCK = 4096  # file data counts in blocks of this size; one entry is allowed per block
 _SPOOL_IN_MEMORY = 4 * _MIB  # a stream larger than this is spooled to a temporary file
+_MAX_NAME_BYTES = 1024  # longer entry names are refused
+_MAX_DEPTH = 64  # so are names nested deeper than this
+_STREAM_END = b"AUTOLEARN-WORKDIR-END\n"  # the runner's last bytes (_harness._send_tree)
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,10 @@ def copy_back(spool: IO[bytes], workdir: Path, cap_mb: int) -> CopyBack:
     header = spool.read(2)
     if len(header) < 2:
         return CopyBack(arrived=False, cap_mb=cap_mb)
+    if not _ends_whole(spool):  # killed mid-send, or cut at the stream limit: keep the folder
+        logger.warning("shell run in %s: the work dir copy-back broke off; folder kept", workdir)
+        return CopyBack(arrived=False, cap_mb=cap_mb, incomplete=True)
+    spool.seek(2)
     timed_out, full = header[:1] == b"T", header[1:2] == b"F"
     _empty(workdir)
     dropped = refused = 0
@@ -102,6 +111,16 @@ def copy_back(spool: IO[bytes], workdir: Path, cap_mb: int) -> CopyBack:
     return result
 
 
+def _ends_whole(spool: IO[bytes]) -> bool:
+    """Whether the stream ends with the runner's end marker, i.e. it arrived whole."""
+    spool.seek(0, os.SEEK_END)
+    length = spool.tell()
+    if length < 2 + len(_STREAM_END):
+        return False
+    spool.seek(length - len(_STREAM_END))
+    return spool.read(len(_STREAM_END)) == _STREAM_END
+
+
 def _empty(directory: Path) -> None:
     for entry in os.scandir(directory):
         if entry.is_dir(follow_symlinks=False):
@@ -117,6 +136,9 @@ def _choose(
     chosen: list[tarfile.TarInfo] = []
     used = dropped = refused = 0
     for member in tar:
+        if len(member.name) > _MAX_NAME_BYTES or member.name.count("/") > _MAX_DEPTH:
+            refused += 1  # tarfile's filter resolves every prefix: quadratic in the depth
+            continue
         try:
             _safe_member(member, str(workdir))
         except tarfile.FilterError:
