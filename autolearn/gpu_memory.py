@@ -10,8 +10,9 @@ torch too, and Unsloth raises vLLM's share of the GPU to most of it. So, as
   ``fast_inference`` (less the model's own weights, which the trainer shares with vLLM there),
   or around ``GRPOTrainer``'s construction in TRL's colocate mode (vLLM's own weight copy
   included). It counts vLLM's KV cache, CUDA graphs and workspaces wherever they were
-  allocated: with Unsloth's standby off the cache lies outside what torch's counters show.
-  Without that measurement (a run resumed through other code) it falls back to torch's
+  allocated (on the H200 with standby off, torch's allocation after the load less the weights
+  matched it: 1.62 GiB both ways for Qwen3-8B in FP8, so the cache was in torch's pool there;
+  CUDA graphs and library workspaces are not). Without that measurement (a run resumed through other code) it falls back to torch's
   allocation when training began minus the model's weights, which sees only what vLLM
   allocated through torch;
 - **the training side** is torch's peak allocation during training minus the part of vLLM's

@@ -223,7 +223,8 @@ def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
     from autolearn.gpu_memory import cuda_tensor_bytes, device_used_bytes
 
     used_before = device_used_bytes()
-    estimate = _unsloth_counts_fp8_weights() if fast_inference and cfg.load_in_fp8 else None
+    budgeted_fp8 = fast_inference and cfg.load_in_fp8 and cfg.gpu_memory_gb is not None
+    estimate = _unsloth_counts_fp8_weights() if budgeted_fp8 else None
     with estimate or contextlib.nullcontext():
         model, tokenizer = FastLanguageModel.from_pretrained(
             model_name=path,
@@ -272,6 +273,7 @@ def _unsloth_counts_fp8_weights() -> Iterator[None]:
     (a memory budget) that leaves no cache in its estimate, and Unsloth then shortens
     ``max_seq_length`` until vLLM rejects the rollouts' prompts. Its own 8-bit factor is used
     instead, which still over-counts FP8 weights (1.25 bytes a weight against 1 and a scale).
+    Only under a budget: without one, standby gives vLLM most of the card and nothing changes.
     """
     try:
         from unsloth_zoo import vllm_utils

@@ -195,11 +195,14 @@ def heldout_rows(
     questions = set(seen)
     drawn = 0
     while len(held) < size and drawn < HELDOUT_DRAWS * size:
-        for row in _rows(name, options, first_seed + drawn, size, style):
-            if row["question"] not in questions and len(held) < size:
+        chunk = _rows(name, options, first_seed + drawn, size, style)
+        for row in chunk:
+            drawn += 1
+            if row["question"] not in questions:
                 questions.add(row["question"])
                 held.append(row)
-        drawn += size
+                if len(held) == size:
+                    break
     return held, drawn
 
 
