@@ -631,6 +631,7 @@ def run_terminal_task(
     until some other check passes too, unless ``require_progress`` is off.
     """
     from autolearn.sandbox import Limits, run_shell
+    from autolearn.sandbox.workdir import workdir_mb_for
 
     task = read_terminal_task(task_dir)
     agent_timeout = min(agent_timeout_s or task.max_agent_timeout_sec, max_agent_timeout_s)
@@ -639,7 +640,8 @@ def run_terminal_task(
         work = Path(tmp) / "work"
         _copy_environment(task, work)
         script = _commands_script(commands)
-        first = run_shell(script, work, limits=Limits(timeout_s=agent_timeout, memory_mb=2048))
+        limits = Limits(timeout_s=agent_timeout, memory_mb=2048, workdir_mb=workdir_mb_for(work))
+        first = run_shell(script, work, limits=limits)
         checks = run_checks(task, work, test_timeout)
     if checks is None:
         ok = first.passed

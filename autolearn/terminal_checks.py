@@ -103,12 +103,13 @@ class CheckOutcome:
 def run_checks(task: TerminalTask, work: Path, timeout_s: float) -> CheckOutcome | None:
     """Run the task's checks with ``work`` as the working directory (``None``: no checks)."""
     from autolearn.sandbox import Limits, run_shell
+    from autolearn.sandbox.workdir import workdir_mb_for
 
     pytest_files = task.pytest_files
     run_tests = task.run_tests_script
     if not pytest_files and run_tests is None:
         return None
-    limits = Limits(timeout_s=timeout_s, memory_mb=_MEMORY_MB)
+    limits = Limits(timeout_s=timeout_s, memory_mb=_MEMORY_MB, workdir_mb=workdir_mb_for(work))
     with _pristine_checks(task, use_run_tests=not pytest_files) as checks:
         if not pytest_files:
             result = run_shell(_run_tests_script(checks), work, limits=limits)

@@ -459,3 +459,12 @@ def test_weaker_level_logs_one_warning(
         sb.run_python("x = 2")
     warnings = [r for r in caplog.records if "isolation is 'rlimits'" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_a_task_folder_larger_than_the_default_cap_gets_a_cap_that_holds_it(tmp_path: Path) -> None:
+    from autolearn.sandbox.workdir import workdir_mb_for
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "data.bin").write_bytes(b"x" * (3 << 20))
+    assert workdir_mb_for(tmp_path) == 4 + sb.Limits().workdir_mb  # 3 MiB and a block, rounded up
+    assert workdir_mb_for(tmp_path, headroom_mb=0) == 4

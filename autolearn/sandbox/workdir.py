@@ -73,6 +73,18 @@ class CopyBack:
         return "; ".join(notes)
 
 
+def workdir_mb_for(folder: Path, *, headroom_mb: int = Limits.workdir_mb) -> int:
+    """A ``Limits.workdir_mb`` that holds `folder` as it is plus `headroom_mb` for the run."""
+    used = 0
+    for directory, _, files in os.walk(folder):
+        for name in files:
+            try:
+                used += os.lstat(os.path.join(directory, name)).st_size + _BLOCK
+            except OSError:
+                continue
+    return -(-used // _MIB) + headroom_mb
+
+
 def spool() -> IO[bytes]:
     """A file for the stream: in memory while small, then a temporary file (deleted on close)."""
     return tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, prefix="autolearn-wd-")
