@@ -15,6 +15,7 @@ Usage:
     python bench/cpu_grpo.py                    # 30 steps, results in outputs/bench_cpu_grpo
     python bench/cpu_grpo.py --steps 10 --out /tmp/bench
     python bench/cpu_grpo.py --learning_rate 5e-5 --out /tmp/lr5e-5   # a learning-rate probe
+    python bench/cpu_grpo.py --seed 1 --out /tmp/seed1                # another seed
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def bench_config(
     learning_rate: float = 2e-4,
     eval_steps: int = 10,
     eval_prompts: int = 48,
+    seed: int = 0,
 ) -> Config:
     """Fixed settings: 8 completions of up to 64 tokens per step at temperature 0.7, LoRA r=16."""
     return Config(
@@ -79,7 +81,7 @@ def bench_config(
             temperature=0.7,  # at 1.0 the 135M model's samples are mostly off-topic text
             logging_steps=1,
             save_steps=10_000,
-            seed=0,
+            seed=seed,
             eval_steps=eval_steps,
             eval_max_prompts=eval_prompts,
         ),
@@ -148,6 +150,7 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=2e-4)
     parser.add_argument("--eval_steps", type=int, default=10)
     parser.add_argument("--eval_prompts", type=int, default=48, help="held-out prompts per eval")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (and the task's seeds)")
     parser.add_argument(
         "--out",
         type=Path,
@@ -170,6 +173,7 @@ def main() -> None:
         learning_rate=args.learning_rate,
         eval_steps=args.eval_steps,
         eval_prompts=args.eval_prompts,
+        seed=args.seed,
     )
     t = config.training
     dataset, held = build_math_splits(
@@ -187,6 +191,7 @@ def main() -> None:
         "completions_per_step": config.training.per_device_train_batch_size,
         "learning_rate": args.learning_rate,
         "steps": args.steps,
+        "seed": args.seed,
         "eval_steps": args.eval_steps,
         "eval_prompts": len(held) if held is not None else 0,
     }
