@@ -50,18 +50,9 @@ logger = logging.getLogger("bench.gpu_learning")
 
 # The recipe that learned on the CPU (bench/cpu_grpo.py, docs/PERFORMANCE.md); the H200 runs of
 # 2026-12-01 used rg:chain_sum (two terms, 1-2 digits), correctness 1.0 + xml_format 0.3 at 1.0.
-TASK = "rg:basic_arithmetic"
-TASK_OPTIONS = {
-    "min_terms": 2,
-    "max_terms": 2,
-    "min_digits": 1,
-    "max_digits": 2,
-    "operators": ["+"],
-    "allow_parentheses": False,
-    "allow_negation": False,
-}
-REWARDS = {"correctness": 1.0}
-TEMPERATURE = 0.7
+from bench.cpu_grpo import EASY_OPTIONS as TASK_OPTIONS  # noqa: E402
+from bench.cpu_grpo import EASY_TASK as TASK  # noqa: E402
+from bench.cpu_grpo import REWARDS, TEMPERATURE  # noqa: E402
 
 
 @dataclass(frozen=True)
