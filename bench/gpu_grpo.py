@@ -22,7 +22,9 @@ within a group, and the loss and gradients are real.
 
 Per case: peak memory of the training side (``max_memory_allocated`` minus vLLM's share,
 which is measured on its own), seconds per step after warm-up split into generation, scoring
-and training, rollout tokens/s, and the last step's loss, grad norm and reward.
+and training, rollout tokens/s, the last step's loss, grad norm and reward, and (cases 2-7,
+from the run's own metrics.jsonl) the median split of the rollout into the engine's generate
+call, weight sync, LoRA merge/load, sleep/wake and the rest (autolearn/rollout_clock.py).
 It writes ``results.json``, ``results.md`` and ``cases.log`` to ``--out``.
 
     python bench/gpu_grpo.py --out "$OUT"                        # all cases, Qwen3-1.7B shape
@@ -511,6 +513,7 @@ def run_case(
         error = f"{type(exc).__name__}: {exc}"[:500]
     RECORDER.times["end"] = time.perf_counter()
     summary = summarise(case, settings, error)
+    summary["rollout_split"] = rollout_split(output_dir / "metrics.jsonl", settings.warmup_steps)
     summary["merged_ok"] = (output_dir / "merged" / "config.json").is_file()
     summary["saved"] = save
     return summary
@@ -522,6 +525,40 @@ def _in_span(calls: list[tuple[float, float]], span: tuple[float, float]) -> flo
 
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+SPLIT_PARTS = ("generate", "weight_sync", "lora_merge", "lora_load", "sleep_wake", "other")
+
+
+def rollout_split(metrics: Path, warmup_steps: int) -> dict[str, float]:
+    """Medians over the steps after warm-up of the run's own rollout timings in metrics.jsonl:
+    ``rollout_seconds`` and, with vLLM, its split (``rollout/<part>_seconds``,
+    autolearn/rollout_clock.py). Empty for a run that wrote none (plain TRL, a failed run)."""
+    from autolearn.trainer import read_metrics
+
+    rows = [r for r in read_metrics(metrics) if "rollout_seconds" in r]
+    rows = [r for r in rows if r.get("step", 0) > warmup_steps]
+    keys = ["rollout_seconds"] + [f"rollout/{part}_seconds" for part in SPLIT_PARTS]
+    split = {}
+    for key in keys:
+        median = _median([float(r[key]) for r in rows if r.get(key) is not None])
+        if median is not None:
+            split[key] = round(median, 3)
+    return split
+
+
+def split_text(split: dict[str, float] | None) -> str:
+    """``gen 1.21 / sync 0.00 / ... of 1.40`` for a table cell (—: not measured)."""
+    if not split or "rollout/generate_seconds" not in split:
+        return "—"
+    short = {"generate": "gen", "weight_sync": "sync", "lora_merge": "merge",
+             "lora_load": "lora", "sleep_wake": "sleep/wake", "other": "other"}  # fmt: skip
+    parts = [
+        f"{short[part]} {split[f'rollout/{part}_seconds']:.2f}"
+        for part in SPLIT_PARTS
+        if f"rollout/{part}_seconds" in split
+    ]
+    return " / ".join(parts) + f" of {split.get('rollout_seconds', 0.0):.2f}"
 
 
 def summarise(case: Case, settings: Settings, error: str) -> dict[str, Any]:
@@ -794,8 +831,8 @@ def results_table(results: list[dict[str, Any]], baseline: dict[str, Any] | None
     head = (
         "| # | case | train peak GiB | x TRL | vLLM share GiB | weights GiB | s/step | x TRL "
         "| gen s | score s | train s | rollout tok/s | first step s | loss | grad norm | reward "
-        "| IS ratio mean | note |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| IS ratio mean | rollout split s (median) | note |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     base_mem = (baseline or {}).get("memory", {}).get("train_peak_gib")
     base_step = (baseline or {}).get("step_s")
@@ -813,7 +850,8 @@ def results_table(results: list[dict[str, Any]], baseline: dict[str, Any] | None
             f"{_fmt(r.get('score_s'))} | {_fmt(r.get('train_s'))} | {_fmt(r.get('rollout_tok_s'), 0)} | "
             f"{_fmt(r.get('first_step_s'), 1)} | {_fmt(r.get('loss'), 4)} | "
             f"{_fmt(r.get('grad_norm'), 4)} | {_fmt(r.get('reward'), 3)} | "
-            f"{_fmt(r.get('is_ratio_mean'), 3)} | {note.replace('|', '/')[:120]} |"
+            f"{_fmt(r.get('is_ratio_mean'), 3)} | {split_text(r.get('rollout_split'))} | "
+            f"{note.replace('|', '/')[:120]} |"
         )
     return head + "\n".join(lines) + "\n"
 
