@@ -178,7 +178,8 @@ class TrainingConfig:
     vllm_server_host: str = "127.0.0.1"  # with vllm_mode: server (`trl vllm-serve`)
     vllm_server_port: int = 8000
     ddp_timeout: int = 600  # seconds a process waits for the others before giving up
-    vllm_importance_sampling_correction: bool = True  # TRL's correction of vLLM/trainer log-probs
+    # TRL's reweighting by trainer/vLLM log-prob ratio: off, as measured (README, "Defaults")
+    vllm_importance_sampling_correction: bool = False
     eval_steps: int = 0  # held-out evaluation at step 0, every N steps and at the end (0 = off)
     eval_num_samples: int = (
         1  # completions per held-out prompt: 1 = greedy, more = sampled (pass@k)

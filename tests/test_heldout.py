@@ -164,17 +164,75 @@ def test_gpu_learning_benchmark_runs_on_cpu_with_tiny_settings(
     out = tmp_path / "bench"
     result = run_script(
         "bench/gpu_learning.py", "--smoke", "--model", str(tiny_model_dir), "--out", str(out),
-        "--runs", "fp8_is_on_s1,hf_bf16", "--export", str(tmp_path / "export"),
+        "--runs", "fp8_is_off_s1,hf_bf16", "--export", str(tmp_path / "export"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "results.json").read_text())
-    assert set(summary["runs"]) == {"fp8_is_on_s1", "hf_bf16"}
+    assert set(summary["runs"]) == {"fp8_is_off_s1", "hf_bf16"}
     for run in summary["runs"].values():
         assert [step for step, _ in run["heldout_accuracy"]] == [0, 1, 2]
         assert 0 < run["eval_share"] < 1
     assert (out / "heldout_accuracy.png").stat().st_size > 5000
-    assert "| fp8_is_on |" in (out / "results.md").read_text()
+    assert "| fp8_is_off |" in (out / "results.md").read_text()
     exported = tmp_path / "export"
     assert (exported / "results.json").is_file()
     assert (exported / "runs" / "hf_bf16" / "metrics.jsonl").is_file()
     assert not list(exported.rglob("*.safetensors"))  # no weights come back
+
+
+def test_gpu_learning_waits_for_the_previous_engine_to_size_its_cache(tmp_path: Path) -> None:
+    from bench.gpu_learning import wait_until_cache_sized
+
+    log = tmp_path / "run.log"
+    writer = subprocess.Popen(  # a run that logs vLLM's line after a while, then keeps running
+        [sys.executable, "-c", "import sys, time; time.sleep(0.5); "
+         f"open({str(log)!r}, 'a').write('INFO Available KV cache memory: 11.62 GiB\\n'); "
+         "time.sleep(30)"],
+    )  # fmt: skip
+    try:
+        assert wait_until_cache_sized(log, writer, timeout=20, poll_s=0.1)
+        assert writer.poll() is None  # it returned on the line, not on the exit
+    finally:
+        writer.kill()
+        writer.wait()
+
+    quiet = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:  # neither the line nor an exit: gives up at the timeout
+        assert not wait_until_cache_sized(tmp_path / "none.log", quiet, timeout=0.5, poll_s=0.1)
+    finally:
+        quiet.kill()
+        quiet.wait()
+
+    crashed = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    crashed.wait()  # a run that died before sizing its cache does not hold the others up
+    assert wait_until_cache_sized(tmp_path / "none.log", crashed, timeout=20, poll_s=0.1)
+
+
+def test_gpu_learning_goals_judge_the_default_fp8_path() -> None:
+    from bench.gpu_learning import DEFAULT_FP8, compare
+
+    def run(
+        start: float, end: float, eval_s: float = 10.0, total_s: float = 200.0
+    ) -> dict[str, Any]:
+        return {
+            "accuracy_start": start, "accuracy_end": end,
+            "accuracy_gain_points": round(100 * (end - start), 1), "median_step_s": 1.0,
+            "eval_share": eval_s / total_s, "eval_added": eval_s / (total_s - eval_s),
+        }  # fmt: skip
+
+    results = {
+        f"{DEFAULT_FP8}_s1": run(0.3, 0.6), f"{DEFAULT_FP8}_s2": run(0.3, 0.58),
+        "fp8_is_on_s1": run(0.3, 0.35), "bf16_s1": run(0.4, 0.55), "bf16_s2": run(0.4, 0.62),
+        "hf_bf16": run(0.4, 0.6, eval_s=120.0, total_s=300.0),
+    }  # fmt: skip
+    goals = compare(results)["goals"]
+    assert goals["fp8_gain_at_least_25_points"] is True  # +30 and +28, not fp8_is_on's +5
+    assert goals["fp8_within_bf16_seed_spread"] is True
+    assert (
+        goals["eval_adds_at_most_15_percent"] is True
+    )  # the HF-generate run is not the default path
+    results[f"{DEFAULT_FP8}_s2"] = run(0.3, 0.4, eval_s=40.0)
+    goals = compare(results)["goals"]
+    assert goals["fp8_gain_at_least_25_points"] is False
+    assert goals["fp8_within_bf16_seed_spread"] is False
+    assert goals["eval_adds_at_most_15_percent"] is False
