@@ -30,6 +30,7 @@ are rewritten to ``--export`` after every case.
     python bench/gpu_memory.py --export "$OUT"                          # the spec's table
     python bench/gpu_memory.py --cases 1.7b:fp8:5,8b:bf16:24 --budget-override --export "$OUT"
     python bench/gpu_memory.py --cases 8b:fp8:16 --bisect --budget-override --export "$OUT"
+    python bench/gpu_memory.py --cases 14b:fp8:24 --build-only          # the 14B model only, kept
     python bench/gpu_memory.py --dry-run                                # the planner's estimates
     python bench/gpu_memory.py --smoke --tokenizer DIR --export /tmp/x  # CPU check of the logic
 """
@@ -467,6 +468,16 @@ class Driver:
                      "status": "not run (time budget)"})  # fmt: skip
         return True
 
+    def build_only(self, cases: list[MemCase]) -> int:
+        """Build the cases' models and keep them, for a later call on the same machine."""
+        for model in dict.fromkeys(case.model for case in cases):
+            if not self.build(model):
+                return 1
+            logger.info("%s is in %s: %s", model, self.model_dir(model), self.builds.get(model))
+        (self.work / "builds.json").write_text(json.dumps(self.builds), encoding="utf-8")
+        shutil.copy(self.work / "builds.json", self.export / "builds.json")
+        return 0
+
     def drive(self, cases: list[MemCase]) -> int:
         """All cases (or their bisections), cheapest first; partial results after each."""
         failures: list[MemCase] = []
@@ -666,6 +677,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tokenizer", default=None, help="tokenizer dir (default: the embedded one)"
     )
     parser.add_argument("--keep-models", action="store_true", help="keep built models in --workdir")
+    parser.add_argument(
+        "--build-only",
+        action="store_true",
+        help="build the cases' models into --workdir and stop (needs only torch and "
+        "transformers: it can run before the wheels are installed); a later call runs them",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the cases and estimates")
     parser.add_argument(
         "--smoke",
@@ -716,8 +733,13 @@ def main(argv: list[str] | None = None) -> int:
     w = workload_from(args)
     if args.build:
         row = MODELS[args.build]
-        timings = gpu_grpo.build_model(row["shape"], Path(args.tokenizer),
-                                       work / "models" / args.build, vocab_size=row["vocab"])  # fmt: skip
+        target = work / "models" / args.build
+        partial = target.with_name(f".{args.build}.partial")  # a build killed midway is no model
+        shutil.rmtree(partial, ignore_errors=True)
+        timings = gpu_grpo.build_model(row["shape"], Path(args.tokenizer), partial,
+                                       vocab_size=row["vocab"])  # fmt: skip
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
         build_record(work, args.build).write_text(json.dumps(timings), encoding="utf-8")
         return 0
     if args.run_case:
@@ -737,7 +759,8 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             logger.info("%s: planner estimate %.1f GB", case.key, estimate_gb(case, w, tokenizer))
         return 0
-    return Driver(args, w).drive(cases)
+    driver = Driver(args, w)
+    return driver.build_only(cases) if args.build_only else driver.drive(cases)
 
 
 if __name__ == "__main__":

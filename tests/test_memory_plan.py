@@ -393,6 +393,29 @@ def test_memory_benchmark_runs_its_cases_on_cpu_with_the_tiny_shape(
     assert not (tmp_path / "work" / "models" / "tiny").exists()  # removed after its cases
 
 
+def test_build_only_leaves_the_models_for_a_later_call(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The GPU plan's first call builds the 14B checkpoint this way, before the wheels."""
+    work, export = tmp_path / "work", tmp_path / "export"
+    result = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "gpu_memory.py"), "--cases", "tiny:fp8:2",
+            "--build-only", "--tokenizer", str(tiny_model_dir), "--export", str(export),
+            "--workdir", str(work),
+        ],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    models = work / "models"
+    assert sorted(p.name for p in models.iterdir()) == ["tiny", "tiny.build.json"]  # no partial
+    assert (models / "tiny" / "model.safetensors").is_file()
+    assert (models / "tiny" / "tokenizer.json").is_file()
+    builds = json.loads((export / "builds.json").read_text())
+    assert set(builds["tiny"]) == {"build_s", "save_s", "build_wall_s"}
+    assert not (export / "results.json").exists()  # nothing was trained
+
+
 @pytest.mark.parametrize("model", ["1.7b", "3b", "8b", "14b"])
 def test_benchmark_shapes_build_the_models_the_planner_counts(
     model: str, tiny_model_dir: Path
