@@ -6,22 +6,22 @@ the engine up and puts it back to sleep (vLLM's sleep mode, which Unsloth's stan
 :class:`RolloutClock` times ``_generate`` and, inside it, those calls on the live objects
 (TRL 1.14's ``VLLMGeneration`` and its ``vllm.LLM``, as patched by Unsloth 2026.10.9):
 
-==========================  ============================================================
-``rollout/generate_seconds``     ``LLM.generate`` / ``LLM.chat``: prefill and decode
-``rollout/weight_sync_seconds``  ``VLLMGeneration.sync_weights`` (TRL's push, the merged FP8
-                                 layers with it; an early return under Unsloth's shared
-                                 weights) or an older TRL's ``_move_model_to_vllm``
-``rollout/lora_merge_seconds``   PEFT's ``merge_adapter`` / ``unmerge_adapter`` around TRL's push
-``rollout/lora_load_seconds``    Unsloth's ``load_lora`` of the live adapter before each generate
-``rollout/sleep_wake_seconds``   ``LLM.sleep`` / ``LLM.wake_up``
-``rollout/other_seconds``        the rest of ``_generate``: tokenizing, decoding the text, and
-                                 the wrappers' own glue
-==========================  ============================================================
+- ``rollout/generate_seconds``: ``LLM.generate`` / ``LLM.chat``, i.e. prefill and decode;
+- ``rollout/weight_sync_seconds``: ``VLLMGeneration.sync_weights`` (TRL's push, our merged FP8
+  layers with it; an early return under Unsloth's shared weights), or an older TRL's
+  ``_move_model_to_vllm``;
+- ``rollout/lora_merge_seconds``: PEFT's ``merge_adapter`` / ``unmerge_adapter`` around TRL's push;
+- ``rollout/lora_load_seconds``: Unsloth's ``load_lora`` of the live adapter before each generate;
+- ``rollout/sleep_wake_seconds``: ``LLM.sleep`` / ``LLM.wake_up``;
+- ``rollout/other_seconds``: the rest of ``_generate`` (tokenizing, decoding the text).
 
 Each part is exclusive (a wake-up inside ``sync_weights`` counts as sleep/wake only), so the
-parts add up to ``rollout_seconds``. Calls outside a rollout (the held-out evaluation uses the
-same engine) are not counted. A method that is not there (no vLLM, a renamed API) is left
-alone and its field is not written; a run without vLLM gets ``rollout_seconds`` only.
+parts add up to ``rollout_seconds``. On a GPU each engine call starts and ends with
+``torch.cuda.synchronize``, so queued work is charged to the call that queued it (a handful
+of waits a step, on work the rollout waits for anyway). Calls outside a rollout (the held-out
+evaluation uses the same engine) are not counted. A method that is not there (no vLLM, a
+renamed API) is left alone and its field is not written; a run without vLLM gets
+``rollout_seconds`` only.
 """
 
 from __future__ import annotations
