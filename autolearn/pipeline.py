@@ -140,9 +140,15 @@ def set_standby(config: Config, environ: MutableMapping[str, str]) -> None:
         environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")
 
 
-def vllm_engine(config: Config, backend: str) -> str:
-    """Who runs vLLM in this process: ``unsloth``, ``trl`` (colocate) or ``none``."""
-    if not (config.model.fast_inference and cuda_available() and package_available("vllm")):
+def vllm_engine(config: Config, backend: str, *, vllm_usable: bool | None = None) -> str:
+    """Who runs vLLM in this process: ``unsloth``, ``trl`` (colocate) or ``none``.
+
+    ``vllm_usable`` (default: this machine has CUDA and vLLM) lets a benchmark plan for the
+    GPU machine from another one.
+    """
+    if vllm_usable is None:
+        vllm_usable = cuda_available() and package_available("vllm")
+    if not (config.model.fast_inference and vllm_usable):
         return "none"
     if backend == "unsloth":
         return "unsloth"

@@ -8,8 +8,9 @@ dataset and a reward registry; everything about TRL lives here. Outputs in
                         was asked, its sessions, status and TRL's end-of-run summary
     config.yaml         the merged config of the run
     metrics.jsonl       one JSON line per logged step (loss, reward, each reward component,
-                        the wall time of the step and, on a GPU, memory: training side,
-                        vLLM's share and the device-wide peak)
+                        the wall time of the step and of its rollout, with vLLM the
+                        rollout's split (autolearn.rollout_clock) and, on a GPU, memory:
+                        training side, vLLM's share and the device-wide peak)
     reward_curve.png    reward per step, total and per component (at every save and the end),
                         above the held-out scores when the run evaluates (autolearn.heldout)
     best/, best.json    the adapter that scored best on the held-out prompts, its step and score
@@ -51,6 +52,7 @@ from autolearn.models import (
     prepare_trainer,
     world_size,
 )
+from autolearn.rollout_clock import RolloutClock
 from autolearn.rundir import (
     checkpoint_step,
     checkpoint_to_resume,
@@ -272,35 +274,6 @@ def format_log_line(logs: Mapping[str, Any], step: int, max_steps: int) -> str:
     return "  ".join(parts)
 
 
-class RolloutClock:
-    """Seconds the trainer spent generating completions (vLLM or ``generate``) since the last read."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def attach(self, trainer: Any) -> None:
-        """Time every call of the trainer's generation method (TRL's private ``_generate``)."""
-        generate = getattr(trainer, "_generate", None)
-        if generate is None:  # another TRL version: the metric is simply left out
-            logger.debug("GRPOTrainer has no _generate; rollout time is not recorded")
-            return
-
-        @functools.wraps(generate)
-        def timed_generate(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return generate(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - started
-
-        trainer._generate = timed_generate
-
-    def take(self) -> float:
-        """The seconds accumulated since the last call, resetting the count."""
-        seconds, self.seconds = self.seconds, 0.0
-        return seconds
-
-
 def make_callbacks(
     output_dir: Path,
     interrupt: InterruptFlag,
@@ -338,7 +311,10 @@ def make_callbacks(
 
         step_started = 0.0
         step_seconds: float | None = None
-        rollout_seconds: float | None = None
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rollout_fields: dict[str, float] = {}  # the last step's rollout_* timings
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.step_started = time.perf_counter()
@@ -356,8 +332,7 @@ def make_callbacks(
             record = {"step": state.global_step, **_jsonable(logs)}
             if self.step_seconds is not None and "reward" in logs:
                 record["step_seconds"] = round(self.step_seconds, 3)
-                if self.rollout_seconds is not None:
-                    record["rollout_seconds"] = round(self.rollout_seconds, 3)
+                record.update(self.rollout_fields)
                 if memory is not None:
                     record.update(memory.fields())
             with (output_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
@@ -369,7 +344,7 @@ def make_callbacks(
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.step_seconds = time.perf_counter() - self.step_started
-            self.rollout_seconds = rollouts.take() if rollouts is not None else None
+            self.rollout_fields = rollouts.take() if rollouts is not None else {}
             agreed = agree_on_interrupt(interrupt.signum, args.device)
             if agreed:
                 interrupt.signum = agreed  # also on processes that did not see the signal

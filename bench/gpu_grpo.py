@@ -22,7 +22,9 @@ within a group, and the loss and gradients are real.
 
 Per case: peak memory of the training side (``max_memory_allocated`` minus vLLM's share,
 which is measured on its own), seconds per step after warm-up split into generation, scoring
-and training, rollout tokens/s, and the last step's loss, grad norm and reward.
+and training, rollout tokens/s, the last step's loss, grad norm and reward, and (cases 2-7,
+from the run's own metrics.jsonl) the median split of the rollout into the engine's generate
+call, weight sync, LoRA merge/load, sleep/wake and the rest (autolearn/rollout_clock.py).
 It writes ``results.json``, ``results.md`` and ``cases.log`` to ``--out``.
 
     python bench/gpu_grpo.py --out "$OUT"                        # all cases, Qwen3-1.7B shape
@@ -511,6 +513,7 @@ def run_case(
         error = f"{type(exc).__name__}: {exc}"[:500]
     RECORDER.times["end"] = time.perf_counter()
     summary = summarise(case, settings, error)
+    summary["rollout_split"] = rollout_split(output_dir / "metrics.jsonl", settings.warmup_steps)
     summary["merged_ok"] = (output_dir / "merged" / "config.json").is_file()
     summary["saved"] = save
     return summary
@@ -522,6 +525,40 @@ def _in_span(calls: list[tuple[float, float]], span: tuple[float, float]) -> flo
 
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+SPLIT_PARTS = ("generate", "weight_sync", "lora_merge", "lora_load", "sleep_wake", "other")
+
+
+def rollout_split(metrics: Path, warmup_steps: int) -> dict[str, float]:
+    """Medians over the steps after warm-up of the run's own rollout timings in metrics.jsonl:
+    ``rollout_seconds`` and, with vLLM, its split (``rollout/<part>_seconds``,
+    autolearn/rollout_clock.py). Empty for a run that wrote none (plain TRL, a failed run)."""
+    from autolearn.trainer import read_metrics
+
+    rows = [r for r in read_metrics(metrics) if "rollout_seconds" in r]
+    rows = [r for r in rows if r.get("step", 0) > warmup_steps]
+    keys = ["rollout_seconds"] + [f"rollout/{part}_seconds" for part in SPLIT_PARTS]
+    split = {}
+    for key in keys:
+        median = _median([float(r[key]) for r in rows if r.get(key) is not None])
+        if median is not None:
+            split[key] = round(median, 3)
+    return split
+
+
+def split_text(split: dict[str, float] | None) -> str:
+    """``gen 1.21 / sync 0.00 / ... of 1.40`` for a table cell (—: not measured)."""
+    if not split or "rollout/generate_seconds" not in split:
+        return "—"
+    short = {"generate": "gen", "weight_sync": "sync", "lora_merge": "merge",
+             "lora_load": "lora", "sleep_wake": "sleep/wake", "other": "other"}  # fmt: skip
+    parts = [
+        f"{short[part]} {split[f'rollout/{part}_seconds']:.2f}"
+        for part in SPLIT_PARTS
+        if f"rollout/{part}_seconds" in split
+    ]
+    return " / ".join(parts) + f" of {split.get('rollout_seconds', 0.0):.2f}"
 
 
 def summarise(case: Case, settings: Settings, error: str) -> dict[str, Any]:
@@ -595,30 +632,16 @@ def summarise(case: Case, settings: Settings, error: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- model building
 
 
-def build_model(
-    shape: str, tokenizer_dir: Path, target: Path, vocab_size: int | None = None
-) -> None:
-    """Save a random-weight model of ``shape`` (built on the GPU when there is one).
+def model_config(shape: str, tokenizer: Any, vocab_size: int | None = None) -> Any:
+    """The transformers config of a random-weight model of ``shape`` (Qwen3, or Llama for 3B).
 
     ``vocab_size`` (at least the tokenizer's; default: the tokenizer's) gives the real
     model's embedding and ``lm_head`` sizes while the tokenizer stays the embedded one.
     """
-    import torch
-    from transformers import (
-        AutoTokenizer,
-        LlamaConfig,
-        LlamaForCausalLM,
-        Qwen3Config,
-        Qwen3ForCausalLM,
-    )
+    from transformers import LlamaConfig, Qwen3Config
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config_class, model_class = (
-        (LlamaConfig, LlamaForCausalLM)
-        if shape in LLAMA_SHAPES
-        else (Qwen3Config, Qwen3ForCausalLM)
-    )
-    config = config_class(
+    config_class = LlamaConfig if shape in LLAMA_SHAPES else Qwen3Config
+    return config_class(
         vocab_size=max(vocab_size or 0, len(tokenizer)),
         max_position_embeddings=40960,
         bos_token_id=tokenizer.bos_token_id,
@@ -627,6 +650,24 @@ def build_model(
         dtype="bfloat16",
         **SHAPES[shape],
     )
+
+
+def build_model(
+    shape: str, tokenizer_dir: Path, target: Path, vocab_size: int | None = None
+) -> dict[str, float]:
+    """Save a random-weight model of ``shape`` (see :func:`model_config`); returns its timings.
+
+    On a GPU the weights are made there in BF16 (``torch.device`` and the default dtype), so
+    initialising them is a few normal_ calls on the device; what is left is writing the
+    checkpoint (29.5 GB at 14B), which the timings show apart.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM, Qwen3ForCausalLM
+
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = model_config(shape, tokenizer, vocab_size)
+    model_class = LlamaForCausalLM if shape in LLAMA_SHAPES else Qwen3ForCausalLM
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     previous = torch.get_default_dtype()
@@ -636,13 +677,23 @@ def build_model(
             model = model_class(config)
     finally:
         torch.set_default_dtype(previous)
+    synchronize()
+    built = time.perf_counter()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
+    timings = {
+        "build_s": round(built - started, 1),
+        "save_s": round(time.perf_counter() - built, 1),
+    }
     params = sum(p.numel() for p in model.parameters())
-    logger.info("built %s: %.2f B parameters in %s", shape, params / 1e9, target)
+    logger.info(
+        "built %s: %.2f B parameters in %s (%.1f s on %s, %.1f s to save)",
+        shape, params / 1e9, target, timings["build_s"], device, timings["save_s"],
+    )  # fmt: skip
+    return timings
 
 
 # --------------------------------------------------------------------------- the driver
@@ -780,8 +831,8 @@ def results_table(results: list[dict[str, Any]], baseline: dict[str, Any] | None
     head = (
         "| # | case | train peak GiB | x TRL | vLLM share GiB | weights GiB | s/step | x TRL "
         "| gen s | score s | train s | rollout tok/s | first step s | loss | grad norm | reward "
-        "| IS ratio mean | note |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| IS ratio mean | rollout split s (median) | note |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     base_mem = (baseline or {}).get("memory", {}).get("train_peak_gib")
     base_step = (baseline or {}).get("step_s")
@@ -799,7 +850,8 @@ def results_table(results: list[dict[str, Any]], baseline: dict[str, Any] | None
             f"{_fmt(r.get('score_s'))} | {_fmt(r.get('train_s'))} | {_fmt(r.get('rollout_tok_s'), 0)} | "
             f"{_fmt(r.get('first_step_s'), 1)} | {_fmt(r.get('loss'), 4)} | "
             f"{_fmt(r.get('grad_norm'), 4)} | {_fmt(r.get('reward'), 3)} | "
-            f"{_fmt(r.get('is_ratio_mean'), 3)} | {note.replace('|', '/')[:120]} |"
+            f"{_fmt(r.get('is_ratio_mean'), 3)} | {split_text(r.get('rollout_split'))} | "
+            f"{note.replace('|', '/')[:120]} |"
         )
     return head + "\n".join(lines) + "\n"
 

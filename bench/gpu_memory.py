@@ -10,8 +10,14 @@ measurements it reuses), so a crash or an OOM ends that case only.
 
 Per case it records: fits / OOM / refused by the planner / over budget / timed out, the
 device-wide peak (``cudaMemGetInfo`` polled every 50 ms from just before the model loads to
-the end, every allocator), the metrics' own memory fields, s/step (median after warm-up)
-and the plan. "fits" means all steps ran and the device-wide peak stayed within the budget.
+the end, every allocator), the metrics' own memory fields, s/step (median after warm-up),
+rollout tok/s and the median split of the rollout (the engine's generate call, weight sync,
+LoRA, sleep/wake, the rest: metrics.jsonl's ``rollout/*``), and the plan the run made. The
+driver's planner estimate comes from the same Config the case trains with
+(:func:`case_config` through ``autolearn.memory_plan.workload_for``); ``estimate_drift_gb``
+says how far the run's own plan was from it (0 unless they drifted apart). "fits" means all
+steps ran and the device-wide peak stayed within the budget. The first case of each model
+also records how long building its checkpoint took (making the weights, saving them).
 
 Cases run cheapest first (the spec's table, FP8 before BF16 of each model); every model is
 built once and shared by its precisions, and removed after its last case (the disk holds one
@@ -24,6 +30,7 @@ are rewritten to ``--export`` after every case.
     python bench/gpu_memory.py --export "$OUT"                          # the spec's table
     python bench/gpu_memory.py --cases 1.7b:fp8:5,8b:bf16:24 --budget-override --export "$OUT"
     python bench/gpu_memory.py --cases 8b:fp8:16 --bisect --budget-override --export "$OUT"
+    python bench/gpu_memory.py --cases 14b:fp8:24 --build-only          # the 14B model only, kept
     python bench/gpu_memory.py --dry-run                                # the planner's estimates
     python bench/gpu_memory.py --smoke --tokenizer DIR --export /tmp/x  # CPU check of the logic
 """
@@ -50,12 +57,11 @@ if str(ROOT) not in sys.path:
 
 from bench import gpu_grpo  # noqa: E402  (after the sys.path line above)
 from bench.gpu_grpo import (  # noqa: E402
-    LLAMA_SHAPES,
-    SHAPES,
     Case,
     Settings,
     environment_report,
     run_child,
+    split_text,
 )
 
 logger = logging.getLogger("bench.gpu_memory")
@@ -218,6 +224,20 @@ def pipeline_case(precision: str, w: Workload) -> Case:
     return Case(0, name, name, w.backend, fp8, w.vllm)
 
 
+def case_config(case: MemCase, w: Workload, model_dir: Path, output_dir: Path) -> Any:
+    """The project Config a case trains with: gpu_grpo's, with the budget and prompt length.
+
+    The driver's planner estimate is computed from this same Config (:func:`estimate_gb`).
+    """
+    settings = case_settings(case.model, w)
+    config = gpu_grpo.pipeline_config(
+        pipeline_case(case.precision, w), settings, model_dir, output_dir
+    )
+    config.model.gpu_memory_gb = case.budget_gb
+    config.training.max_prompt_length = w.prompt_tokens
+    return config
+
+
 def read_json(path: Path) -> Any:
     """A JSON file, or None if it is missing or broken."""
     try:
@@ -267,9 +287,7 @@ def run_one(
     pipeline.load_training_model = load_with_poller
     settings = case_settings(case.model, w)
     pcase = pipeline_case(case.precision, w)
-    config = gpu_grpo.pipeline_config(pcase, settings, model_dir, output_dir)
-    config.model.gpu_memory_gb = case.budget_gb
-    config.training.max_prompt_length = w.prompt_tokens
+    config = case_config(case, w, model_dir, output_dir)
     pipeline.choose_backend(config)  # Unsloth (standby off: a budget is set) before transformers
     dataset = long_prompts(load_tokenizer(str(model_dir)), w.prompt_tokens)
     summary = gpu_grpo.run_case(
@@ -312,39 +330,29 @@ def case_status(result: dict[str, Any], steps: int, log_tail: str = "") -> str:
 # --------------------------------------------------------------------------- the driver
 
 
-def shape_of_case(model: str, tokenizer_size: int) -> Any:
-    """The planner's ModelShape of a model row (the vocabulary as build_model makes it)."""
-    from autolearn.memory_plan import shape_of
+def shape_of_case(model: str, tokenizer: Any) -> Any:
+    """The planner's ModelShape of a model row: the transformers config the build saves."""
+    from autolearn.memory_plan import ModelShape
 
-    shape = MODELS[model]["shape"]
-    spec = {
-        **SHAPES[shape],
-        "model_type": "llama" if shape in LLAMA_SHAPES else "qwen3",
-        "vocab_size": max(MODELS[model]["vocab"] or 0, tokenizer_size),
-    }
-    return shape_of(spec)
+    row = MODELS[model]
+    return ModelShape.from_config(gpu_grpo.model_config(row["shape"], tokenizer, row["vocab"]))
 
 
-def estimate_gb(case: MemCase, w: Workload, tokenizer_size: int) -> float:
-    """The planner's estimate for a case in GB (what the pipeline would compute on a GPU)."""
-    from autolearn.memory_plan import GB, estimate
-    from autolearn.memory_plan import Workload as PlanWorkload
+def estimate_gb(case: MemCase, w: Workload, tokenizer: Any) -> float:
+    """The planner's estimate for a case in GB, as the pipeline computes it on the GPU.
 
-    engine = ("unsloth" if w.backend == "unsloth" else "trl") if w.vllm else "none"
-    plan_w = PlanWorkload(
-        precision=case.precision,
-        lora_rank=w.lora_rank,
-        lora_targets=tuple(gpu_grpo.LORA_TARGETS),
-        rollout_sequences=w.num_generations,
-        train_rows=w.num_generations,
-        prompt_length=w.prompt_tokens,
-        completion_length=w.completion_tokens,
-        gradient_checkpointing=True,
-        engine=engine,
-        backend=w.backend,
-        max_seq_length=case_settings(case.model, w).max_seq_length,
-    )
-    return estimate(shape_of_case(case.model, tokenizer_size), plan_w).total / GB
+    The workload comes from the case's own Config (:func:`case_config`) through
+    ``autolearn.memory_plan.workload_for``, with the rollout engine the GPU machine resolves
+    (vLLM installed there); only the model's shape is taken from the build's config instead
+    of the saved ``config.json``, so that ``--dry-run`` needs no model.
+    """
+    from autolearn.memory_plan import GB, estimate, workload_for
+    from autolearn.pipeline import vllm_engine
+
+    config = case_config(case, w, Path("/not-read") / case.model, Path("/not-written"))
+    engine = vllm_engine(config, w.backend, vllm_usable=w.vllm)
+    workload = workload_for(config, engine=engine, backend=w.backend)
+    return estimate(shape_of_case(case.model, tokenizer), workload).total / GB
 
 
 class Driver:
@@ -361,7 +369,8 @@ class Driver:
         self.results: list[dict[str, Any]] = []
         self.started = time.monotonic()
         self.env = environment_report()
-        self.tokenizer_size = tokenizer_size(Path(args.tokenizer))
+        self.tokenizer = load_tokenizer(Path(args.tokenizer))
+        self.builds: dict[str, dict[str, float]] = {}  # build timings, for the model's first case
 
     def model_dir(self, model: str) -> Path:
         """Where a model row's random-weight checkpoint lives."""
@@ -378,6 +387,7 @@ class Driver:
             return True
         shutil.rmtree(target, ignore_errors=True)
         argv = ["--build", model, "--tokenizer", self.args.tokenizer, "--workdir", str(self.work)]
+        started = time.perf_counter()
         code = run_child(
             argv,
             self.log,
@@ -388,13 +398,15 @@ class Driver:
         if code != 0 or not (target / "config.json").is_file():
             logger.error("building %s failed (exit %s); see %s", model, code, self.log)
             return False
+        timings = read_json(build_record(self.work, model)) or {}
+        self.builds[model] = {**timings, "build_wall_s": round(time.perf_counter() - started, 1)}
         return True
 
     def run(self, case: MemCase) -> dict[str, Any]:
         """One case in a subprocess; its result (or why there is none)."""
         result_path = self.work / f"result-{case.key.replace(':', '_')}.json"
         result_path.unlink(missing_ok=True)
-        estimate = estimate_gb(case, self.w, self.tokenizer_size)
+        estimate = estimate_gb(case, self.w, self.tokenizer)
         base = {
             "case": case.key,
             "model": case.model,
@@ -425,6 +437,9 @@ class Driver:
             result = {"error": why, "steps_done": 0}
         result = {**result, **base, "wall_s": round(wall, 1)}
         result["status"] = case_status(result, self.w.steps, log_tail=tail if code else "")
+        if case.model in self.builds:  # the model was built for this case
+            result["model_build"] = self.builds.pop(case.model)
+        check_estimate(result)
         return result
 
     def record(self, result: dict[str, Any]) -> None:
@@ -452,6 +467,16 @@ class Driver:
         self.record({**asdict(case), "case": case.key, "title": MODELS[case.model]["title"],
                      "status": "not run (time budget)"})  # fmt: skip
         return True
+
+    def build_only(self, cases: list[MemCase]) -> int:
+        """Build the cases' models and keep them, for a later call on the same machine."""
+        for model in dict.fromkeys(case.model for case in cases):
+            if not self.build(model):
+                return 1
+            logger.info("%s is in %s: %s", model, self.model_dir(model), self.builds.get(model))
+        (self.work / "builds.json").write_text(json.dumps(self.builds), encoding="utf-8")
+        shutil.copy(self.work / "builds.json", self.export / "builds.json")
+        return 0
 
     def drive(self, cases: list[MemCase]) -> int:
         """All cases (or their bisections), cheapest first; partial results after each."""
@@ -492,11 +517,34 @@ class Driver:
             budget = next_bisect_budget(tried)
 
 
-def tokenizer_size(path: Path) -> int:
-    """Tokens in the tokenizer (the smallest vocabulary a built model can have)."""
+def load_tokenizer(path: Path) -> Any:
+    """The tokenizer every built model gets (its size is the smallest vocabulary one can have)."""
     from transformers import AutoTokenizer
 
-    return len(AutoTokenizer.from_pretrained(path))
+    return AutoTokenizer.from_pretrained(path)
+
+
+def build_record(work: Path, model: str) -> Path:
+    """Where a build child leaves its timings."""
+    return work / "models" / f"{model}.build.json"
+
+
+def check_estimate(result: dict[str, Any]) -> None:
+    """Record how far the driver's estimate is from the plan the run itself made (run.json).
+
+    Both come from the case's Config through the planner; a difference means the two drifted
+    apart (a setting the driver does not see), and the table's estimate column is then wrong.
+    """
+    planned = ((result.get("plan") or {}).get("estimate_gb") or {}).get("total")
+    if planned is None or result.get("estimate_gb") is None:
+        return
+    drift = round(float(planned) - float(result["estimate_gb"]), 2)
+    result["estimate_drift_gb"] = drift
+    if abs(drift) > 0.05:
+        logger.warning(
+            "%s: the run planned %.2f GB, the driver estimated %.2f GB",
+            result["case"], planned, result["estimate_gb"],
+        )  # fmt: skip
 
 
 def workload_argv(w: Workload) -> list[str]:
@@ -524,8 +572,9 @@ def results_table(results: list[dict[str, Any]]) -> str:
     """Markdown: one row per case."""
     head = (
         "| model | precision | budget GB | planner estimate GB | status | device peak GB "
-        "| s/step | steps | vLLM GiB (metrics) | gpu_memory_utilization | torch cap | note |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| s/step | steps | rollout tok/s | rollout split s (median) | vLLM GiB (metrics) "
+        "| gpu_memory_utilization | torch cap | note |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for r in results:
@@ -538,7 +587,8 @@ def results_table(results: list[dict[str, Any]]) -> str:
             f"| {r.get('title', r.get('model'))} | {r.get('precision')} | "
             f"{r.get('budget_gb'):g} | {_fmt(r.get('estimate_gb'), 1)} | {r.get('status')} | "
             f"{_fmt(r.get('device_peak_gb'))} | {_fmt(r.get('step_s'))} | "
-            f"{_fmt(r.get('steps_done'))} | {_fmt(mem.get('gpu_vllm_gib'))} | "
+            f"{_fmt(r.get('steps_done'))} | {_fmt(r.get('rollout_tok_s'), 0)} | "
+            f"{split_text(r.get('rollout_split'))} | {_fmt(mem.get('gpu_vllm_gib'))} | "
             f"{_fmt(plan.get('gpu_memory_utilization'), 4)} | {_fmt(plan.get('torch_fraction'), 4)} "
             f"| {note} |"
         )
@@ -580,7 +630,13 @@ def write_report(out: Path, w: Workload, env: dict[str, Any], results: list[dict
         "Budget and peaks in GB (10^9 bytes); the device-wide peak is cudaMemGetInfo polled "
         "from just before the model loads.\n\n"
     )
-    markdown = header + results_table(results) + "\n" + smallest_fits(results)
+    builds = [
+        f"- built {r['model']} for {r['case']}: {_fmt(b.get('build_s'), 1)} s to make the weights, "
+        f"{_fmt(b.get('save_s'), 1)} s to save them, {_fmt(b.get('build_wall_s'), 1)} s in all\n"
+        for r in results
+        if (b := r.get("model_build"))
+    ]
+    markdown = header + results_table(results) + "\n" + smallest_fits(results) + "".join(builds)
     (out / "results.md").write_text(markdown, encoding="utf-8")
     payload = {"workload": asdict(w), "environment": env, "results": results}
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
@@ -621,6 +677,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tokenizer", default=None, help="tokenizer dir (default: the embedded one)"
     )
     parser.add_argument("--keep-models", action="store_true", help="keep built models in --workdir")
+    parser.add_argument(
+        "--build-only",
+        action="store_true",
+        help="build the cases' models into --workdir and stop (needs only torch and "
+        "transformers: it can run before the wheels are installed); a later call runs them",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the cases and estimates")
     parser.add_argument(
         "--smoke",
@@ -671,8 +733,14 @@ def main(argv: list[str] | None = None) -> int:
     w = workload_from(args)
     if args.build:
         row = MODELS[args.build]
-        gpu_grpo.build_model(row["shape"], Path(args.tokenizer), work / "models" / args.build,
-                             vocab_size=row["vocab"])  # fmt: skip
+        target = work / "models" / args.build
+        partial = target.with_name(f".{args.build}.partial")  # a build killed midway is no model
+        shutil.rmtree(partial, ignore_errors=True)
+        timings = gpu_grpo.build_model(row["shape"], Path(args.tokenizer), partial,
+                                       vocab_size=row["vocab"])  # fmt: skip
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+        build_record(work, args.build).write_text(json.dumps(timings), encoding="utf-8")
         return 0
     if args.run_case:
         (case,) = parse_cases(args.run_case)
@@ -687,11 +755,12 @@ def main(argv: list[str] | None = None) -> int:
         args.tokenizer = str(embedded_tokenizer_dir())
     cases = cheapest_first(parse_cases(args.cases))
     if args.dry_run:
-        size = tokenizer_size(Path(args.tokenizer))
+        tokenizer = load_tokenizer(Path(args.tokenizer))
         for case in cases:
-            logger.info("%s: planner estimate %.1f GB", case.key, estimate_gb(case, w, size))
+            logger.info("%s: planner estimate %.1f GB", case.key, estimate_gb(case, w, tokenizer))
         return 0
-    return Driver(args, w).drive(cases)
+    driver = Driver(args, w)
+    return driver.build_only(cases) if args.build_only else driver.drive(cases)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ def test_grpo_run_writes_metrics_plot_and_a_loadable_merged_model(
     }  # fmt: skip
     assert record["status"] == "finished at step 3"
     assert all(0 < r["rollout_seconds"] < r["step_seconds"] for r in steps)
+    assert not [k for r in steps for k in r if k.startswith("rollout/")]  # no engine, no split
     for name in ("correctness", "xml_format", "format", "reasoning"):
         assert f"rewards/{name}/mean" in steps[0]
     assert (out / "reward_curve.png").stat().st_size > 5000
