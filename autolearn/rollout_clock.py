@@ -19,7 +19,8 @@ Each part is exclusive (a wake-up inside ``sync_weights`` counts as sleep/wake o
 parts add up to ``rollout_seconds``. On a GPU each engine call starts and ends with
 ``torch.cuda.synchronize``, so queued work is charged to the call that queued it (a handful
 of waits a step, on work the rollout waits for anyway). Calls outside a rollout (the held-out
-evaluation uses the same engine) are not counted. A method that is not there (no vLLM, a
+evaluation uses the same engine) are not counted; with TRL's own vLLM the evaluation pushes
+the weights itself, so the step after it shows no weight sync. A method that is not there (no vLLM, a
 renamed API) is left alone and its field is not written; a run without vLLM gets
 ``rollout_seconds`` only.
 """
@@ -121,9 +122,11 @@ class RolloutClock:
 
     def _leave(self) -> None:
         frame = self._stack[-1]
-        if frame.part != ROOT_PART and self._sync is not None:
-            self._sync()  # nor is this call's queued work the next one's
-        self._stack.pop()
+        try:
+            if frame.part != ROOT_PART and self._sync is not None:
+                self._sync()  # nor is this call's queued work the next one's
+        finally:  # a failed sync must not leave the frame open (later calls would count)
+            self._stack.pop()
         elapsed = time.perf_counter() - frame.started
         own = elapsed - frame.inner
         if self._stack:

@@ -376,6 +376,11 @@ class Driver:
         """Where a model row's random-weight checkpoint lives."""
         return self.work / "models" / model
 
+    def remove_model(self, model: str) -> None:
+        """Delete a model's checkpoint and any half-written build of it (up to 29.5 GB at 14B)."""
+        shutil.rmtree(self.model_dir(model), ignore_errors=True)
+        shutil.rmtree(partial_build_dir(self.model_dir(model)), ignore_errors=True)
+
     def remaining_s(self) -> float:
         """Seconds left of ``--time-budget``."""
         return self.args.time_budget - (time.monotonic() - self.started)
@@ -397,6 +402,7 @@ class Driver:
         )
         if code != 0 or not (target / "config.json").is_file():
             logger.error("building %s failed (exit %s); see %s", model, code, self.log)
+            self.remove_model(model)  # a build killed at its timeout leaves its partial folder
             return False
         timings = read_json(build_record(self.work, model)) or {}
         self.builds[model] = {**timings, "build_wall_s": round(time.perf_counter() - started, 1)}
@@ -470,13 +476,16 @@ class Driver:
 
     def build_only(self, cases: list[MemCase]) -> int:
         """Build the cases' models and keep them, for a later call on the same machine."""
+        code = 0
         for model in dict.fromkeys(case.model for case in cases):
             if not self.build(model):
-                return 1
+                code = 1
+                break
             logger.info("%s is in %s: %s", model, self.model_dir(model), self.builds.get(model))
+        # the timings of the models built so far, even when a later build failed
         (self.work / "builds.json").write_text(json.dumps(self.builds), encoding="utf-8")
         shutil.copy(self.work / "builds.json", self.export / "builds.json")
-        return 0
+        return code
 
     def drive(self, cases: list[MemCase]) -> int:
         """All cases (or their bisections), cheapest first; partial results after each."""
@@ -498,7 +507,7 @@ class Driver:
                     failures.append(case)
             later = [c.model for c in cases[index + 1 :]]
             if case.model not in later and not self.args.keep_models:
-                shutil.rmtree(self.model_dir(case.model), ignore_errors=True)
+                self.remove_model(case.model)
         print(write_report(self.export, self.w, self.env, self.results))
         return 0
 
@@ -522,6 +531,11 @@ def load_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
+
+
+def partial_build_dir(target: Path) -> Path:
+    """Where a model is built before it is renamed to ``target`` (so a killed build is no model)."""
+    return target.with_name(f".{target.name}.partial")
 
 
 def build_record(work: Path, model: str) -> Path:
@@ -734,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.build:
         row = MODELS[args.build]
         target = work / "models" / args.build
-        partial = target.with_name(f".{args.build}.partial")  # a build killed midway is no model
+        partial = partial_build_dir(target)  # a build killed midway is no model
         shutil.rmtree(partial, ignore_errors=True)
         timings = gpu_grpo.build_model(row["shape"], Path(args.tokenizer), partial,
                                        vocab_size=row["vocab"])  # fmt: skip
