@@ -238,14 +238,18 @@ def logprob_bytes(shape: ModelShape, w: Workload) -> int:
     return w.train_rows * row * 4 + row * 4
 
 
+def cuda_graph_bytes(shape: ModelShape) -> int:
+    """vLLM's CUDA graphs, as Unsloth estimates them: 0.15 to 1 GiB."""
+    return min(max(VLLM_GRAPHS * shape.hidden * shape.layers * 4, int(0.15 * 2**30)), 2**30)
+
+
 def vllm_runtime_bytes(shape: ModelShape, w: Workload) -> int:
     """vLLM's profiling activations (a batch of prefill tokens, sampler logits) and CUDA graphs."""
     if w.engine == "none":
         return 0
     prefill = VLLM_PROFILE_TOKENS * 2 * (3 * shape.hidden + 2 * shape.intermediate)
     sampler = max(w.rollout_sequences, 16) * shape.vocab * 4 * 2
-    graphs = min(max(VLLM_GRAPHS * shape.hidden * shape.layers * 4, int(0.15 * 2**30)), 2**30)
-    return prefill + sampler + graphs
+    return prefill + sampler + cuda_graph_bytes(shape)
 
 
 def unsloth_reservation_floor(shape: ModelShape, w: Workload) -> int:
@@ -262,9 +266,8 @@ def unsloth_reservation_floor(shape: ModelShape, w: Workload) -> int:
     linear_bytes = 1.25 if shape.fp8_checkpoint or w.precision == "fp8" else 2
     weights = linear_bytes * shape.decoder_linear_params() + 2 * shape.sixteen_bit_params()
     lora = 2 * shape.lora_params(w.lora_rank, w.lora_targets)
-    graphs = min(max(VLLM_GRAPHS * shape.hidden * shape.layers * 4, int(0.15 * 2**30)), 2**30)
     one_sequence = shape.kv_bytes_per_token() * w.max_seq_length / 0.95
-    return int(weights + lora + graphs + one_sequence) + 1
+    return int(weights + lora + cuda_graph_bytes(shape) + one_sequence) + 1
 
 
 def estimate(shape: ModelShape, w: Workload) -> Estimate:
@@ -288,7 +291,7 @@ def estimate(shape: ModelShape, w: Workload) -> Estimate:
         overhead=0,
     )
     if w.engine == "unsloth":  # vLLM fills whatever the reservation leaves with cache
-        reserved = parts.weights + parts.vllm_cache + parts.vllm_runtime
+        reserved = parts.vllm_part(parts.weights, "unsloth")
         shortfall = unsloth_reservation_floor(shape, w) - reserved
         if shortfall > 0:
             parts = replace(parts, vllm_cache=parts.vllm_cache + shortfall)

@@ -304,6 +304,11 @@ def _disable_inductor_autotuning() -> None:
     inductor_config.coordinate_descent_check_all_directions = False
 
 
+def local_device() -> int:
+    """This process's GPU: ``LOCAL_RANK`` under ``accelerate launch``/torchrun, else 0."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def _load_transformers(cfg: ModelConfig, path: str) -> TrainingModel:
     from peft import LoraConfig, get_peft_model
 
@@ -311,7 +316,7 @@ def _load_transformers(cfg: ModelConfig, path: str) -> TrainingModel:
     if cuda:  # under accelerate launch, this process's GPU, before anything lands on GPU 0
         import torch
 
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(local_device())
     dtype = torch_dtype(cfg.dtype, cuda=cuda)
     use_fp8 = cfg.load_in_fp8 and _fp8_possible(cuda, dtype)
     model = _load_pretrained(path, dtype=dtype)

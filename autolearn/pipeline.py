@@ -29,6 +29,7 @@ from autolearn.memory_plan import GB, MemoryPlan
 from autolearn.models import (
     cuda_available,
     load_training_model,
+    local_device,
     main_process,
     package_available,
     select_backend,
@@ -202,13 +203,6 @@ def apply_memory_plan(config: Config, plan: MemoryPlan) -> None:
     if plan.gpu_memory_utilization is not None:
         config.model.gpu_memory_utilization = plan.gpu_memory_utilization
     torch.cuda.set_per_process_memory_fraction(plan.torch_fraction, local_device())
-
-
-def local_device() -> int:
-    """This process's GPU: ``LOCAL_RANK`` under ``accelerate launch``/torchrun, else 0."""
-    import os
-
-    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def run_training(

@@ -35,22 +35,30 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autolearn.config import Config, MathDataConfig, ModelConfig, TrainingConfig  # noqa: E402
+from dataclasses import replace  # noqa: E402
 
-EASY_TASK = "rg:basic_arithmetic"
-EASY_OPTIONS = {
-    "min_terms": 2,
-    "max_terms": 2,
-    "min_digits": 1,
-    "max_digits": 2,
-    "operators": ["+"],
-    "allow_parentheses": False,
-    "allow_negation": False,
-}
-# Correctness alone: with xml_format beside it (weight 1.0 or 0.3) the 135M model traded its
-# right "a + b = c" answers for the tags, and held-out accuracy fell (docs/PERFORMANCE.md).
-REWARDS = {"correctness": 1.0}
-TEMPERATURE = 0.7  # at 1.0 the 135M model's samples are mostly off-topic text
+from autolearn.config import Config, MathDataConfig, merge, read_yaml  # noqa: E402
+
+DEMO_CONFIG = ROOT / "examples" / "cpu_demo.yaml"  # the recipe: the demo and this bench share it
+
+
+def demo_recipe() -> Config:
+    """The CPU demo's settings (``examples/cpu_demo.yaml``), the recipe this bench measures.
+
+    Its correctness-only rewards and temperature 0.7 are why it learns: with ``xml_format``
+    beside correctness the 135M model traded its right "a + b = c" answers for the tags, and
+    held-out accuracy fell; at 1.0 its samples are mostly off-topic text (docs/PERFORMANCE.md).
+    """
+    config = Config(dataset=MathDataConfig())
+    merge(config, read_yaml(DEMO_CONFIG), str(DEMO_CONFIG))
+    return config
+
+
+_RECIPE = demo_recipe()
+EASY_TASK: str = _RECIPE.dataset.name
+EASY_OPTIONS: dict[str, Any] = dict(_RECIPE.dataset.rg_options)
+REWARDS: dict[str, float] = dict(_RECIPE.rewards)
+TEMPERATURE: float = _RECIPE.training.temperature
 
 
 def bench_config(
@@ -62,32 +70,22 @@ def bench_config(
     eval_prompts: int = 48,
     seed: int = 0,
 ) -> Config:
-    """Fixed settings: 8 completions of up to 64 tokens per step at temperature 0.7, LoRA r=16."""
-    return Config(
-        model=ModelConfig(
-            name="embedded:smollm2-135m",
-            backend="transformers",
-            load_in_fp8=False,
-            gradient_checkpointing=False,
-            lora_rank=16,
-            lora_alpha=32,
-        ),
-        training=TrainingConfig(
+    """The demo's recipe (8 completions of up to 64 tokens a step at temperature 0.7, LoRA
+    r=16) with this bench's steps, evaluation, seed and output folder."""
+    recipe = demo_recipe()
+    return replace(
+        recipe,
+        model=replace(recipe.model, load_in_fp8=False, lora_rank=16, lora_alpha=32),
+        training=replace(
+            recipe.training,
             output_dir=str(out),
-            num_generations=8,
-            per_device_train_batch_size=8,
             learning_rate=learning_rate,
             max_steps=steps,
-            max_completion_length=64,
-            temperature=TEMPERATURE,
-            logging_steps=1,
             save_steps=10_000,
             seed=seed,
             eval_steps=eval_steps,
             eval_max_prompts=eval_prompts,
         ),
-        dataset=MathDataConfig(name=EASY_TASK, max_samples=500, rg_options=dict(EASY_OPTIONS)),
-        rewards=dict(REWARDS),
     )
 
 

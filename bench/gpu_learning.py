@@ -217,17 +217,17 @@ def wait_until_cache_sized(
 
 
 def supervise(
-    processes: dict[str, tuple[subprocess.Popen[bytes], float]], runs: dict[str, Run]
+    processes: dict[str, subprocess.Popen[bytes]], runs: dict[str, Run], started: float
 ) -> dict[str, Any]:
     """Wait for the runs; Ctrl-C one at its budget (it saves and evaluates), kill it 90 s later.
 
-    ``processes`` maps each run to its process and the moment its budget counts from.
+    Every budget counts from ``started`` (the first run's start).
     """
     interrupted: dict[str, float] = {}
     codes: dict[str, Any] = {}
     while len(codes) < len(processes):
         now = time.monotonic()
-        for name, (process, started) in processes.items():
+        for name, process in processes.items():
             if name in codes:
                 continue
             code = process.poll()
@@ -459,20 +459,20 @@ def drive(args: argparse.Namespace) -> int:
     resolve_model_path(settings.model)  # converts the embedded GGUF once, before the runs race
     for name in chosen:  # a fresh run folder for every run started now
         subprocess.run(["rm", "-rf", str(args.out / "runs" / name)], check=False)
-    processes: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
     previous: str | None = None
     first_start = time.monotonic()  # every budget counts from here, whatever the waits took
     for name, run in chosen.items():
         if previous is not None and chosen[previous].vllm and args.stagger > 0:
-            process = processes[previous][0]
+            process = processes[previous]
             log = args.out / "runs" / previous / "run.log"
             if not wait_until_cache_sized(log, process, timeout=args.stagger):
                 logger.warning(
                     "%s: no KV cache line within %.0f s; starting %s", previous, args.stagger, name
                 )
-        processes[name] = (launch(run, settings, args.out, smoke=args.smoke), first_start)
+        processes[name] = launch(run, settings, args.out, smoke=args.smoke)
         previous = name
-    exits = supervise(processes, chosen)
+    exits = supervise(processes, chosen, first_start)
     results = {}
     for run_dir in sorted((args.out / "runs").glob("*")):
         summary = summarise_run(run_dir)
@@ -530,9 +530,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_gpu_learning")
     parser.add_argument("--runs", default="fp8_is_off_s1,fp8_is_off_s2,bf16_s1,bf16_s2")
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--eval-steps", type=int, default=10)
-    parser.add_argument("--eval-prompts", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=Settings.steps)
+    parser.add_argument("--eval-steps", type=int, default=Settings.eval_steps)
+    parser.add_argument("--eval-prompts", type=int, default=Settings.eval_prompts)
     parser.add_argument("--learning-rate", type=float, default=Settings.learning_rate)
     parser.add_argument(
         "--gpu-memory-utilization", type=float, default=Settings.gpu_memory_utilization

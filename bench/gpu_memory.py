@@ -59,6 +59,7 @@ from bench import gpu_grpo  # noqa: E402  (after the sys.path line above)
 from bench.gpu_grpo import (  # noqa: E402
     Case,
     Settings,
+    _fmt,
     environment_report,
     run_child,
     split_text,
@@ -248,20 +249,10 @@ def read_json(path: Path) -> Any:
 
 def last_memory_row(metrics: Path) -> dict[str, Any]:
     """The gpu_* fields of the last metrics.jsonl row that has them."""
-    row: dict[str, Any] = {}
-    try:
-        lines = metrics.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return row
-    for line in lines:
-        try:
-            data = json.loads(line)
-        except ValueError:
-            continue
-        fields = {k: v for k, v in data.items() if k.startswith("gpu_")}
-        if fields:
-            row = fields
-    return row
+    from autolearn.trainer import read_metrics
+
+    rows = [{k: v for k, v in r.items() if k.startswith("gpu_")} for r in read_metrics(metrics)]
+    return next((fields for fields in reversed(rows) if fields), {})
 
 
 def run_one(
@@ -369,7 +360,9 @@ class Driver:
         self.results: list[dict[str, Any]] = []
         self.started = time.monotonic()
         self.env = environment_report()
-        self.tokenizer = load_tokenizer(Path(args.tokenizer))
+        from autolearn.models import load_tokenizer
+
+        self.tokenizer = load_tokenizer(args.tokenizer)
         self.builds: dict[str, dict[str, float]] = {}  # build timings, for the model's first case
 
     def model_dir(self, model: str) -> Path:
@@ -526,13 +519,6 @@ class Driver:
             budget = next_bisect_budget(tried)
 
 
-def load_tokenizer(path: Path) -> Any:
-    """The tokenizer every built model gets (its size is the smallest vocabulary one can have)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
-
-
 def partial_build_dir(target: Path) -> Path:
     """Where a model is built before it is renamed to ``target`` (so a killed build is no model)."""
     return target.with_name(f".{target.name}.partial")
@@ -572,14 +558,6 @@ def workload_argv(w: Workload) -> list[str]:
         "--backend", w.backend,
         *([] if w.vllm else ["--no-vllm"]),
     ]  # fmt: skip
-
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def results_table(results: list[dict[str, Any]]) -> str:
@@ -703,12 +681,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="CPU check of this script: the tiny shape, transformers backend, short lengths",
     )
-    parser.add_argument("--num-generations", type=int, default=8)
-    parser.add_argument("--prompt-tokens", type=int, default=256)
-    parser.add_argument("--completion-tokens", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup-steps", type=int, default=1)
-    parser.add_argument("--backend", default="unsloth", choices=["unsloth", "transformers"])
+    parser.add_argument("--num-generations", type=int, default=Workload.num_generations)
+    parser.add_argument("--prompt-tokens", type=int, default=Workload.prompt_tokens)
+    parser.add_argument("--completion-tokens", type=int, default=Workload.completion_tokens)
+    parser.add_argument("--steps", type=int, default=Workload.steps)
+    parser.add_argument("--warmup-steps", type=int, default=Workload.warmup_steps)
+    parser.add_argument("--backend", default=Workload.backend, choices=["unsloth", "transformers"])
     parser.add_argument("--no-vllm", action="store_true", help="generate with transformers")
     parser.add_argument("--build", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--run-case", default=None, help=argparse.SUPPRESS)
@@ -769,7 +747,9 @@ def main(argv: list[str] | None = None) -> int:
         args.tokenizer = str(embedded_tokenizer_dir())
     cases = cheapest_first(parse_cases(args.cases))
     if args.dry_run:
-        tokenizer = load_tokenizer(Path(args.tokenizer))
+        from autolearn.models import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
         for case in cases:
             logger.info("%s: planner estimate %.1f GB", case.key, estimate_gb(case, w, tokenizer))
         return 0
