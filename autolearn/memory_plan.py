@@ -375,7 +375,7 @@ def plan_split(
     if parts.total > budget:
         refusal = (
             f"gpu_memory_gb {budget_gb:g} cannot hold {what}: needs about {gb(parts.total)} GB "
-            f"({parts.summary()})"
+            f"({parts.summary()})" + micro_batch_hint(shape, workload, budget)
         )
         if not force:
             raise UserError(refusal)
@@ -406,6 +406,27 @@ def plan_split(
         standby=False,
         forced=parts.total > budget,
     )
+
+
+def micro_batch_hint(shape: ModelShape, workload: Workload, budget: int) -> str:
+    """``; per_device_train_batch_size 2 with ...`` where smaller micro-batches would fit.
+
+    The same completions a step in smaller forward/backward passes: TRL generates
+    ``per_device_train_batch_size x gradient_accumulation_steps`` completions a step, so the
+    largest smaller batch that divides that count is suggested ('' if none fits).
+    """
+    completions = workload.rollout_sequences
+    for rows in range(workload.train_rows - 1, 0, -1):
+        if completions % rows:
+            continue
+        needed = estimate(shape, replace(workload, train_rows=rows)).total
+        if needed <= budget:
+            return (
+                f"; per_device_train_batch_size {rows} with gradient_accumulation_steps "
+                f"{completions // rows} (the same {completions} completions a step) would need "
+                f"about {gb(needed)} GB"
+            )
+    return ""
 
 
 def vllm_utilization(

@@ -114,6 +114,12 @@ class Workload:
     lora_rank: int = 16
     backend: str = "unsloth"  # transformers for the CPU check
     vllm: bool = True
+    micro_batch: int = 0  # completions in one forward/backward (0: all of a step's at once)
+
+    @property
+    def train_rows(self) -> int:
+        """Completions in one forward/backward; the rest of a step's come by accumulation."""
+        return self.micro_batch or self.num_generations
 
 
 def parse_cases(spec: str) -> list[MemCase]:
@@ -236,6 +242,10 @@ def case_config(case: MemCase, w: Workload, model_dir: Path, output_dir: Path) -
     )
     config.model.gpu_memory_gb = case.budget_gb
     config.training.max_prompt_length = w.prompt_tokens
+    # The same completions a step, in micro-batches of train_rows (TRL's generation batch is
+    # per_device_train_batch_size x gradient_accumulation_steps).
+    config.training.per_device_train_batch_size = w.train_rows
+    config.training.gradient_accumulation_steps = w.num_generations // w.train_rows
     return config
 
 
@@ -556,6 +566,7 @@ def workload_argv(w: Workload) -> list[str]:
         "--steps", str(w.steps),
         "--warmup-steps", str(w.warmup_steps),
         "--backend", w.backend,
+        "--micro-batch", str(w.micro_batch),
         *([] if w.vllm else ["--no-vllm"]),
     ]  # fmt: skip
 
@@ -618,7 +629,9 @@ def write_report(out: Path, w: Workload, env: dict[str, Any], results: list[dict
         f"Random-weight models of the real shapes and vocabularies, {w.backend}"
         f"{' + vLLM' if w.vllm else ''}, LoRA r={w.lora_rank}, one prompt of about "
         f"{w.prompt_tokens} tokens x {w.num_generations} completions of {w.completion_tokens} "
-        f"tokens a step, {w.steps} steps (s/step: median after {w.warmup_steps} warm-up). "
+        f"tokens a step"
+        + (f" in micro-batches of {w.train_rows}" if w.train_rows < w.num_generations else "")
+        + f", {w.steps} steps (s/step: median after {w.warmup_steps} warm-up). "
         "Budget and peaks in GB (10^9 bytes); the device-wide peak is cudaMemGetInfo polled "
         "from just before the model loads.\n\n"
     )
@@ -688,6 +701,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=Workload.warmup_steps)
     parser.add_argument("--backend", default=Workload.backend, choices=["unsloth", "transformers"])
     parser.add_argument("--no-vllm", action="store_true", help="generate with transformers")
+    parser.add_argument(
+        "--micro-batch",
+        type=int,
+        default=Workload.micro_batch,
+        help="completions per forward/backward, the rest by gradient accumulation (0: all)",
+    )
     parser.add_argument("--build", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--run-case", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -699,6 +718,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.steps, args.warmup_steps = 2, 1
     if args.steps <= args.warmup_steps:
         parser.error("--steps must exceed --warmup-steps")
+    if args.micro_batch < 0 or (args.micro_batch and args.num_generations % args.micro_batch):
+        parser.error("--micro-batch must divide --num-generations")
     return args
 
 
@@ -712,6 +733,7 @@ def workload_from(args: argparse.Namespace) -> Workload:
         warmup_steps=args.warmup_steps,
         backend=args.backend,
         vllm=not args.no_vllm,
+        micro_batch=args.micro_batch,
     )
 
 

@@ -164,6 +164,39 @@ def test_a_budget_too_small_names_the_estimate_and_its_parts() -> None:
     assert forced.forced
 
 
+QWEN3_1_7B = {
+    "model_type": "qwen3",
+    "hidden_size": 2048,
+    "intermediate_size": 6144,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 151936,
+    "tie_word_embeddings": True,
+}
+
+
+def test_a_refusal_suggests_the_micro_batch_that_would_fit() -> None:
+    shape, full = shape_of(QWEN3_1_7B), workload(gradient_checkpointing=True)
+    with pytest.raises(UserError) as caught:
+        plan_split(5.2, "Qwen3-1.7B", shape, full, device_total=141 * GB)
+    message = str(caught.value)
+    assert message.endswith(
+        "; per_device_train_batch_size 2 with gradient_accumulation_steps 4 "
+        "(the same 8 completions a step) would need about 5.1 GB"
+    )
+    # the suggestion is a plan the planner accepts, and it is the largest such batch
+    fitting = workload(train_rows=2)
+    assert plan_split(5.2, "Qwen3-1.7B", shape, fitting, device_total=141 * GB).forced is False
+    with pytest.raises(UserError):
+        plan_split(5.2, "Qwen3-1.7B", shape, workload(train_rows=4), device_total=141 * GB)
+    # no hint where even one completion at a time is too much
+    with pytest.raises(UserError) as hopeless:
+        plan_split(3, "Qwen3-1.7B", shape, full, device_total=141 * GB)
+    assert "per_device_train_batch_size" not in str(hopeless.value)
+
+
 def test_a_budget_larger_than_the_device_is_refused() -> None:
     with pytest.raises(UserError, match="more than this GPU has"):
         plan_split(200, "Qwen3-8B", shape_of(QWEN3_8B), workload(), device_total=141 * GB)
