@@ -115,11 +115,13 @@ class ModelShape:
         """Output rows of all decoder linear weights (one FP8 scale each)."""
         return self.layers * sum(out for _, out in self.linear_shapes().values())
 
+    def norm_params(self) -> int:
+        """The RMSNorm weights: two a layer (and Qwen3's query/key norms), and the final one."""
+        return self.layers * (2 * self.hidden + 2 * self.head_dim * self.qk_norm) + self.hidden
+
     def sixteen_bit_params(self) -> int:
         """Embeddings, ``lm_head`` (unless tied) and norms: kept in 16 bits under FP8."""
-        embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
-        norms = self.layers * (2 * self.hidden + 2 * self.head_dim * self.qk_norm) + self.hidden
-        return embeddings + norms
+        return self.vocab * self.hidden * (1 if self.tied else 2) + self.norm_params()
 
     def params(self) -> int:
         """All parameters."""

@@ -103,7 +103,7 @@ class MemCase:
 
 
 @dataclass(frozen=True)
-class Workload:
+class CaseWorkload:
     """What every case trains (the issue's workload)."""
 
     num_generations: int = 8
@@ -211,7 +211,7 @@ def long_prompts(tokenizer: Any, tokens: int, rows: int = 32) -> Any:
     return Dataset.from_list([{"prompt": prompt(i)} for i in range(rows)])
 
 
-def case_settings(model: str, w: Workload) -> Settings:
+def case_settings(model: str, w: CaseWorkload) -> Settings:
     """gpu_grpo's settings for this workload."""
     return Settings(
         shape=MODELS[model]["shape"],
@@ -224,14 +224,14 @@ def case_settings(model: str, w: Workload) -> Settings:
     )
 
 
-def pipeline_case(precision: str, w: Workload) -> Case:
+def pipeline_case(precision: str, w: CaseWorkload) -> Case:
     """gpu_grpo's case for this precision and backend."""
     fp8 = precision == "fp8"
     name = f"{w.backend}_{precision}" + ("_vllm" if w.vllm else "")
     return Case(0, name, name, w.backend, fp8, w.vllm)
 
 
-def case_config(case: MemCase, w: Workload, model_dir: Path, output_dir: Path) -> Any:
+def case_config(case: MemCase, w: CaseWorkload, model_dir: Path, output_dir: Path) -> Any:
     """The project Config a case trains with: gpu_grpo's, with the budget and prompt length.
 
     The driver's planner estimate is computed from this same Config (:func:`estimate_gb`).
@@ -266,7 +266,7 @@ def last_memory_row(metrics: Path) -> dict[str, Any]:
 
 
 def run_one(
-    case: MemCase, w: Workload, model_dir: Path, output_dir: Path, force: bool
+    case: MemCase, w: CaseWorkload, model_dir: Path, output_dir: Path, force: bool
 ) -> dict[str, Any]:
     """Train one case in this process; the summary gpu_grpo writes, plus the budget's figures."""
     import torch
@@ -339,7 +339,7 @@ def shape_of_case(model: str, tokenizer: Any) -> Any:
     return ModelShape.from_config(gpu_grpo.model_config(row["shape"], tokenizer, row["vocab"]))
 
 
-def estimate_gb(case: MemCase, w: Workload, tokenizer: Any) -> float:
+def estimate_gb(case: MemCase, w: CaseWorkload, tokenizer: Any) -> float:
     """The planner's estimate for a case in GB, as the pipeline computes it on the GPU.
 
     The workload comes from the case's own Config (:func:`case_config`) through
@@ -359,7 +359,7 @@ def estimate_gb(case: MemCase, w: Workload, tokenizer: Any) -> float:
 class Driver:
     """Runs the cases one subprocess each and keeps the report current."""
 
-    def __init__(self, args: argparse.Namespace, workload: Workload) -> None:
+    def __init__(self, args: argparse.Namespace, workload: CaseWorkload) -> None:
         self.args = args
         self.w = workload
         self.work = Path(args.workdir)
@@ -557,7 +557,7 @@ def check_estimate(result: dict[str, Any]) -> None:
         )  # fmt: skip
 
 
-def workload_argv(w: Workload) -> list[str]:
+def workload_argv(w: CaseWorkload) -> list[str]:
     """Flags that give a child the same workload."""
     return [
         "--num-generations", str(w.num_generations),
@@ -620,7 +620,9 @@ def smallest_fits(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(out: Path, w: Workload, env: dict[str, Any], results: list[dict[str, Any]]) -> str:
+def write_report(
+    out: Path, w: CaseWorkload, env: dict[str, Any], results: list[dict[str, Any]]
+) -> str:
     """results.json and results.md in ``out`` (flat); returns the markdown."""
     header = (
         f"GPU memory budgets on {env.get('gpu')} | torch {env.get('torch')} (CUDA "
@@ -694,17 +696,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="CPU check of this script: the tiny shape, transformers backend, short lengths",
     )
-    parser.add_argument("--num-generations", type=int, default=Workload.num_generations)
-    parser.add_argument("--prompt-tokens", type=int, default=Workload.prompt_tokens)
-    parser.add_argument("--completion-tokens", type=int, default=Workload.completion_tokens)
-    parser.add_argument("--steps", type=int, default=Workload.steps)
-    parser.add_argument("--warmup-steps", type=int, default=Workload.warmup_steps)
-    parser.add_argument("--backend", default=Workload.backend, choices=["unsloth", "transformers"])
+    parser.add_argument("--num-generations", type=int, default=CaseWorkload.num_generations)
+    parser.add_argument("--prompt-tokens", type=int, default=CaseWorkload.prompt_tokens)
+    parser.add_argument("--completion-tokens", type=int, default=CaseWorkload.completion_tokens)
+    parser.add_argument("--steps", type=int, default=CaseWorkload.steps)
+    parser.add_argument("--warmup-steps", type=int, default=CaseWorkload.warmup_steps)
+    parser.add_argument(
+        "--backend", default=CaseWorkload.backend, choices=["unsloth", "transformers"]
+    )
     parser.add_argument("--no-vllm", action="store_true", help="generate with transformers")
     parser.add_argument(
         "--micro-batch",
         type=int,
-        default=Workload.micro_batch,
+        default=CaseWorkload.micro_batch,
         help="completions per forward/backward, the rest by gradient accumulation (0: all)",
     )
     parser.add_argument("--build", default=None, help=argparse.SUPPRESS)
@@ -723,9 +727,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def workload_from(args: argparse.Namespace) -> Workload:
+def workload_from(args: argparse.Namespace) -> CaseWorkload:
     """The workload the flags give."""
-    return Workload(
+    return CaseWorkload(
         num_generations=args.num_generations,
         prompt_tokens=args.prompt_tokens,
         completion_tokens=args.completion_tokens,

@@ -69,6 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from autolearn.memory_plan import shape_of  # noqa: E402
 from bench.gpu_grpo import SHAPES, child_environment, environment_report  # noqa: E402
 
 logger = logging.getLogger("bench.gpu_vllm_fp8")
@@ -199,19 +200,16 @@ class ShapeSizes:
 
 
 def shape_sizes(shape: str, vocab: int = VOCAB_SIZE) -> ShapeSizes:
-    """Count a Qwen3 shape's parameters from its dimensions."""
-    s = SHAPES[shape]
-    h, i, n = s["hidden_size"], s["intermediate_size"], s["num_hidden_layers"]
-    q, kv = s["num_attention_heads"] * s["head_dim"], s["num_key_value_heads"] * s["head_dim"]
-    per_layer = [(q, h), (kv, h), (kv, h), (h, q), (i, h), (i, h), (h, i)]
-    shapes = tuple(per_layer * n)
+    """A Qwen3 shape's parameters by role, counted by the memory planner's ``ModelShape``."""
+    model = shape_of({**SHAPES[shape], "vocab_size": vocab, "model_type": "qwen3"})
+    per_layer = tuple((out, inp) for inp, out in model.linear_shapes().values())
     return ShapeSizes(
-        linear_params=sum(o * k for o, k in shapes),
-        lm_head_params=0 if s["tie_word_embeddings"] else vocab * h,
-        embed_params=vocab * h,
-        norm_params=n * (2 * h + 2 * s["head_dim"]) + h,
-        linear_shapes=shapes,
-        kv_bytes_per_token=n * 2 * kv * 2,
+        linear_params=model.decoder_linear_params(),
+        lm_head_params=0 if model.tied else vocab * model.hidden,
+        embed_params=vocab * model.hidden,
+        norm_params=model.norm_params(),
+        linear_shapes=per_layer * model.layers,
+        kv_bytes_per_token=model.kv_bytes_per_token(),
     )
 
 

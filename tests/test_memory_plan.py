@@ -484,12 +484,12 @@ def test_benchmark_estimates_are_the_plans_the_gpu_runs_made(tiny_model_dir: Pat
     ``memory_plan`` totals the H200 runs of 2026-12-01 recorded (docs/PERFORMANCE.md)."""
     from transformers import AutoTokenizer
 
-    from bench.gpu_memory import MemCase, Workload, estimate_gb, parse_args, workload_from
+    from bench.gpu_memory import CaseWorkload, MemCase, estimate_gb, parse_args, workload_from
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     recorded = {"1.7b": 5.8, "3b": 7.8, "8b": 15.8, "14b": 25.6}
     for model, planned in recorded.items():
-        assert estimate_gb(MemCase(model, "fp8", 24), Workload(), tokenizer) == pytest.approx(
+        assert estimate_gb(MemCase(model, "fp8", 24), CaseWorkload(), tokenizer) == pytest.approx(
             planned, abs=0.05
         ), model
     smoke = workload_from(parse_args(["--smoke"]))  # transformers' generate: no vLLM part
