@@ -30,6 +30,7 @@ are rewritten to ``--export`` after every case.
     python bench/gpu_memory.py --export "$OUT"                          # the spec's table
     python bench/gpu_memory.py --cases 1.7b:fp8:5,8b:bf16:24 --budget-override --export "$OUT"
     python bench/gpu_memory.py --cases 8b:fp8:16 --bisect --budget-override --export "$OUT"
+    python bench/gpu_memory.py --cases 14b:fp8:24 --micro-batch 2 --export "$OUT"  # 2 a pass
     python bench/gpu_memory.py --cases 14b:fp8:24 --build-only          # the 14B model only, kept
     python bench/gpu_memory.py --dry-run                                # the planner's estimates
     python bench/gpu_memory.py --smoke --tokenizer DIR --export /tmp/x  # CPU check of the logic
