@@ -42,6 +42,19 @@ QWEN3_8B = {
     "vocab_size": 151936,
     "tie_word_embeddings": False,
 }
+QWEN3_1_7B = {
+    "model_type": "qwen3",
+    "hidden_size": 2048,
+    "intermediate_size": 6144,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 151936,
+    "tie_word_embeddings": True,
+}
+
+
 LLAMA_3B = {
     "model_type": "llama",
     "hidden_size": 3072,
@@ -162,19 +175,6 @@ def test_a_budget_too_small_names_the_estimate_and_its_parts() -> None:
     # a forced plan (the benchmark's --budget-override) goes on and says so
     forced = plan_split(6, "Qwen3-8B", shape, workload(), device_total=80 * GB, force=True)
     assert forced.forced
-
-
-QWEN3_1_7B = {
-    "model_type": "qwen3",
-    "hidden_size": 2048,
-    "intermediate_size": 6144,
-    "num_hidden_layers": 28,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "vocab_size": 151936,
-    "tie_word_embeddings": True,
-}
 
 
 def test_a_refusal_suggests_the_micro_batch_that_would_fit() -> None:
