@@ -25,9 +25,12 @@ torch too, and Unsloth raises vLLM's share of the GPU to most of it. So, as
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 GIB = 1024**3
@@ -74,6 +77,28 @@ def device_used_bytes() -> int | None:
     torch.cuda.synchronize()
     free, total = torch.cuda.mem_get_info()
     return int(total - free)
+
+
+@dataclass
+class DeviceGrowth:
+    """What :func:`device_growth` measured: ``bytes`` is None without CUDA (or until the end)."""
+
+    bytes: int | None = None
+
+
+@contextlib.contextmanager
+def device_growth() -> Iterator[DeviceGrowth]:
+    """Measure how much the device memory in use (every process) grew across the block.
+
+    The yielded object's ``bytes`` is set when the block ends normally: used after minus used
+    before, at least 0; it stays None on a machine without CUDA.
+    """
+    growth = DeviceGrowth()
+    before = device_used_bytes()
+    yield growth
+    after = device_used_bytes()
+    if before is not None and after is not None:
+        growth.bytes = max(after - before, 0)
 
 
 def vllm_share_bytes(allocated_at_start: int, weight_bytes: int, *, vllm: bool) -> int:

@@ -220,12 +220,11 @@ def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
         logger.warning(
             "fast_inference needs vLLM, which is not installed; generating with transformers"
         )
-    from autolearn.gpu_memory import cuda_tensor_bytes, device_used_bytes
+    from autolearn.gpu_memory import cuda_tensor_bytes, device_growth
 
-    used_before = device_used_bytes()
     budgeted_fp8 = fast_inference and cfg.load_in_fp8 and cfg.gpu_memory_gb is not None
     estimate = _unsloth_counts_fp8_weights() if budgeted_fp8 else None
-    with estimate or contextlib.nullcontext():
+    with device_growth() as growth, estimate or contextlib.nullcontext():
         model, tokenizer = FastLanguageModel.from_pretrained(
             model_name=path,
             max_seq_length=cfg.max_seq_length,
@@ -236,11 +235,10 @@ def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
             max_lora_rank=cfg.lora_rank,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
         )
-    used_after = device_used_bytes()
     vllm_bytes = None
-    if fast_inference and used_before is not None and used_after is not None:
+    if fast_inference and growth.bytes is not None:
         # vLLM's start less the weights, which the trainer shares (gpu_memory.py says more)
-        vllm_bytes = max(used_after - used_before - cuda_tensor_bytes(model), 0)
+        vllm_bytes = max(growth.bytes - cuda_tensor_bytes(model), 0)
     if cfg.load_in_fp8:
         _disable_inductor_autotuning()
     model = FastLanguageModel.get_peft_model(

@@ -41,7 +41,7 @@ from typing import Any
 from autolearn.cli import naming, plural
 from autolearn.config import Config, parse_reward_spec, save_config
 from autolearn.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Aborted, UserError
-from autolearn.gpu_memory import RunMemory, device_used_bytes
+from autolearn.gpu_memory import RunMemory, device_growth
 from autolearn.heldout import HeldOut, build_evaluator, draw_heldout, is_eval_row
 from autolearn.heldout import make_callback as make_heldout_callback
 from autolearn.memory_plan import MemoryPlan
@@ -621,20 +621,19 @@ def train(
     resume_from = checkpoint_to_resume(output_dir, resume=resume)
     functions, weights = build_rewards(config, registry)
     args = grpo_config(config, tm, weights)
-    used_before = device_used_bytes()
-    trainer = GRPOTrainer(
-        model=tm.model,
-        reward_funcs=list[Any](functions),
-        args=args,
-        train_dataset=dataset,
-        processing_class=tm.tokenizer,
-    )
-    used_after = device_used_bytes()
+    with device_growth() as growth:
+        trainer = GRPOTrainer(
+            model=tm.model,
+            reward_funcs=list[Any](functions),
+            args=args,
+            train_dataset=dataset,
+            processing_class=tm.tokenizer,
+        )
     trl_colocate = (
         tm.vllm and tm.backend == "transformers" and config.training.vllm_mode == "colocate"
     )
-    if trl_colocate and used_before is not None and used_after is not None:
-        tm.vllm_device_bytes = max(used_after - used_before, 0)  # TRL starts vLLM in here
+    if trl_colocate and growth.bytes is not None:
+        tm.vllm_device_bytes = growth.bytes  # TRL starts vLLM in here
     prepare_trainer(trainer, tm)
     keep_model_card_out(trainer)
     rollouts = RolloutClock()

@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 
 from autolearn.errors import NothingToDoError, UserError
-from autolearn.gpu_memory import GIB, RunMemory, memory_fields, vllm_share_bytes
+from autolearn.gpu_memory import (
+    GIB,
+    RunMemory,
+    device_growth,
+    memory_fields,
+    vllm_share_bytes,
+)
 from autolearn.rundir import check_run_dir, file_sha256, read_run_record, update_run_record
 from autolearn.trainer import draw_reward_panel, moving_average, plot_rewards, smoothing_window
 
@@ -301,3 +307,14 @@ def test_without_cuda_no_memory_fields_and_no_sampling_thread() -> None:
     memory.start(torch.nn.Linear(2, 2), vllm=True)
     assert threading.active_count() == threads and memory.fields() == {}
     memory.stop()
+
+
+def test_device_growth_is_none_without_cuda_and_the_block_still_runs() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the path without CUDA")
+    ran = False
+    with device_growth() as growth:
+        ran = True
+    assert ran and growth.bytes is None

@@ -151,6 +151,20 @@ def test_a_memory_budget_caps_torch_and_the_run_stays_inside_it(
     assert peaks and max(peaks) * 2**30 <= 3 * GB  # the whole device, every allocator
 
 
+def test_device_growth_counts_a_block_allocation_and_never_goes_below_zero() -> None:
+    from autolearn.gpu_memory import device_growth
+
+    torch.cuda.empty_cache()
+    with device_growth() as grown:
+        block = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+    assert grown.bytes is not None and grown.bytes >= 256 * 2**20
+    with device_growth() as shrunk:
+        del block
+        torch.cuda.empty_cache()
+    # memory given back is no growth (never negative; a neighbour's allocation may show)
+    assert shrunk.bytes is not None and 0 <= shrunk.bytes < 64 * 2**20
+
+
 @pytest.mark.skipif(not package_available("unsloth"), reason="unsloth is not installed")
 def test_unsloth_backend_loads_and_steps(tiny_model_dir: Path) -> None:
     # In a subprocess: importing Unsloth patches transformers and TRL for the whole process.
