@@ -156,11 +156,13 @@ def vllm_engine(config: Config, backend: str, *, vllm_usable: bool | None = None
     return "trl" if config.training.vllm_mode == "colocate" else "none"
 
 
-def plan_memory(config: Config, backend: str) -> MemoryPlan | None:
+def plan_memory(config: Config, backend: str, *, force_budget: bool = False) -> MemoryPlan | None:
     """The plan of a ``model.gpu_memory_gb`` budget (None without one), from config.json only.
 
     A budget that cannot hold the model, or that is more than the GPU has, is a UserError.
     Without a GPU the budget is checked for the precision asked for, but not applied.
+    ``force_budget`` (benchmarks that test the estimate, never a user setting) plans a budget
+    below the estimate anyway, with a warning (:func:`autolearn.memory_plan.plan_split`).
     """
     budget = config.model.gpu_memory_gb
     if budget is None:
@@ -186,6 +188,7 @@ def plan_memory(config: Config, backend: str) -> MemoryPlan | None:
         workload_for(config, engine=vllm_engine(config, backend), backend=backend),
         device_total=total,
         device_free=free,
+        force=force_budget,
     )
 
 
@@ -212,10 +215,12 @@ def run_training(
     *,
     resume: bool = False,
     heldout: HeldOut | None = None,
+    force_budget: bool = False,
 ) -> Path:
     """Train on ``dataset`` (with a chat ``prompt`` column) with GRPO as ``config`` says.
 
     ``heldout`` is scored every ``training.eval_steps`` steps (see :mod:`autolearn.heldout`).
+    ``force_budget``: see :func:`plan_memory` (``bench/gpu_memory.py --budget-override``).
     """
     from autolearn.data import drop_long_prompts
     from autolearn.heldout import cap_prompts
@@ -226,7 +231,7 @@ def run_training(
     check_reporting(config.training.report_to)
     check_output_dir(config, resume=resume, claim=True)
     backend = choose_backend(config)
-    plan = plan_memory(config, backend)
+    plan = plan_memory(config, backend, force_budget=force_budget)
     if plan is not None:
         apply_memory_plan(config, plan)
     tm = load_training_model(config.model, backend, seed=config.training.seed)

@@ -455,10 +455,12 @@ def run_pipeline(
     save: bool = True,
     config: Any = None,
     dataset: Any = None,
+    force_budget: bool = False,
 ) -> None:
     """Cases 2-7: the project's own flow, with measuring hooks around loading and training.
 
-    ``config`` and ``dataset`` replace :func:`pipeline_config`'s and :func:`prompt_dataset`'s.
+    ``config`` and ``dataset`` replace :func:`pipeline_config`'s and :func:`prompt_dataset`'s;
+    ``force_budget`` plans a ``gpu_memory_gb`` below the estimate anyway (``run_training``'s).
     """
     import autolearn.trainer as trainer_module
     from autolearn import pipeline
@@ -485,7 +487,12 @@ def run_pipeline(
         trainer_module.save_final_model = no_save
     if config is None:
         config = pipeline_config(case, settings, model_dir, output_dir)
-    pipeline.run_training(config, prompt_dataset() if dataset is None else dataset, REWARDS)
+    pipeline.run_training(
+        config,
+        prompt_dataset() if dataset is None else dataset,
+        REWARDS,
+        force_budget=force_budget,
+    )
 
 
 def run_case(
@@ -497,8 +504,10 @@ def run_case(
     save: bool = True,
     config: Any = None,
     dataset: Any = None,
+    force_budget: bool = False,
 ) -> dict[str, Any]:
-    """Run one case in this process and summarise it (``config``, ``dataset``: see run_pipeline)."""
+    """Run one case in this process and summarise it (``config``, ``dataset``,
+    ``force_budget``: see run_pipeline)."""
     RECORDER.times["t0"] = time.perf_counter()
     error = ""
     try:
@@ -506,7 +515,14 @@ def run_case(
             run_plain_trl(settings, model_dir, output_dir)
         else:
             run_pipeline(
-                case, settings, model_dir, output_dir, save=save, config=config, dataset=dataset
+                case,
+                settings,
+                model_dir,
+                output_dir,
+                save=save,
+                config=config,
+                dataset=dataset,
+                force_budget=force_budget,
             )
     except Exception as exc:  # a broken case is a result too; the other cases still run
         logger.exception("case %s failed", case.name)

@@ -39,7 +39,6 @@ are rewritten to ``--export`` after every case.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import math
@@ -272,12 +271,10 @@ def run_one(
     """Train one case in this process; the summary gpu_grpo writes, plus the budget's figures."""
     import torch
 
-    from autolearn import memory_plan, pipeline
+    from autolearn import pipeline
     from autolearn.gpu_memory import GIB, DeviceMemoryPoller
     from autolearn.models import load_tokenizer
 
-    if force:
-        memory_plan.plan_split = functools.partial(memory_plan.plan_split, force=True)
     poller: list[DeviceMemoryPoller] = []
     load = pipeline.load_training_model
 
@@ -293,7 +290,14 @@ def run_one(
     pipeline.choose_backend(config)  # Unsloth (standby off: a budget is set) before transformers
     dataset = long_prompts(load_tokenizer(str(model_dir)), w.prompt_tokens)
     summary = gpu_grpo.run_case(
-        pcase, settings, model_dir, output_dir, save=False, config=config, dataset=dataset
+        pcase,
+        settings,
+        model_dir,
+        output_dir,
+        save=False,
+        config=config,
+        dataset=dataset,
+        force_budget=force,
     )
     peak = poller[0].stop() if poller else None
     run = read_json(output_dir / "run.json") or {}

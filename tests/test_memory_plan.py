@@ -298,6 +298,23 @@ def config_only_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
     return target
 
 
+def test_the_pipeline_plans_a_refused_budget_only_when_forced(
+    config_only_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from autolearn.pipeline import plan_memory
+
+    config = Config(
+        model=ModelConfig(name=str(config_only_model), backend="transformers", gpu_memory_gb=0.1)
+    )
+    with pytest.raises(UserError, match=r"gpu_memory_gb 0\.1 cannot hold "):
+        plan_memory(config, "transformers")
+    # bench/gpu_memory.py --budget-override: the same budget is planned, with a warning
+    plan = plan_memory(config, "transformers", force_budget=True)
+    assert plan is not None and plan.forced and plan.budget_gb == 0.1
+    assert plan.estimate.total > 0.1 * GB
+    assert "planned anyway (forced)" in caplog.text
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_every_script_refuses_a_budget_too_small_in_one_line_before_loading(
     script: str, config_only_model: Path, tmp_path: Path
@@ -424,6 +441,27 @@ def test_memory_benchmark_runs_its_cases_on_cpu_with_the_tiny_shape(
     assert "| refused |" in report and "- built tiny for tiny:fp8:2: " in report
     assert sorted(p.name for p in export.iterdir()) == ["cases.log", "results.json", "results.md"]
     assert not (tmp_path / "work" / "models" / "tiny").exists()  # removed after its cases
+
+
+@pytest.mark.slow
+def test_budget_override_trains_a_case_the_planner_refuses(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # The smoke test's refused case, forced: the pipeline plans it (force_budget) and trains.
+    export = tmp_path / "export"
+    result = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "gpu_memory.py"), "--smoke",
+            "--cases", "tiny:bf16:0.05", "--budget-override", "--tokenizer", str(tiny_model_dir),
+            "--export", str(export), "--workdir", str(tmp_path / "work"),
+        ],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (forced,) = json.loads((export / "results.json").read_text())["results"]
+    assert forced["planner"] == "refuses" and forced["plan"]["forced"] is True
+    assert forced["status"] == "fits" and forced["steps_done"] == 2, forced.get("error")
+    assert "planned anyway (forced)" in (export / "cases.log").read_text()
 
 
 def test_build_only_leaves_the_models_for_a_later_call(
