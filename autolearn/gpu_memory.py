@@ -19,8 +19,14 @@ torch too, and Unsloth raises vLLM's share of the GPU to most of it. So, as
   share that torch allocated (torch's allocation at the start less the weights): the
   weights, LoRA, optimiser state, activations and log-probabilities, i.e. what a card needs
   without vLLM's cache;
-- **the device-wide peak** is the most memory in use on the whole GPU (``cudaMemGetInfo``,
-  every process and allocator), sampled by a thread.
+- **the device-wide peak** (``gpu_device_peak_gib``) is the most memory in use on the whole
+  GPU (``cudaMemGetInfo``, every process and allocator), sampled by a thread every 50 ms.
+  Through :func:`autolearn.pipeline.run_training` (every training script) the sampling starts
+  just before the model loads, so the figure covers the load and vLLM's start (its profiling
+  run, CUDA-graph capture) as well as training: with ``model.gpu_memory_gb`` set, it says
+  whether the whole run stayed inside the budget. Each metrics row has the peak up to that
+  step. A caller of :func:`autolearn.trainer.train` that hands in no sampler gets a peak from
+  when training began.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 GIB = 1024**3
 
@@ -106,20 +112,34 @@ def vllm_share_bytes(allocated_at_start: int, weight_bytes: int, *, vllm: bool) 
     return max(allocated_at_start - weight_bytes, 0) if vllm else 0
 
 
-class DeviceMemoryPoller:
-    """Samples the whole device's used memory (``cudaMemGetInfo``) in a thread."""
+class DevicePeak(Protocol):
+    """What the memory figures need of a device-wide sampler (:class:`DeviceMemoryPoller`)."""
 
-    def __init__(self, interval_s: float = 0.05) -> None:
+    peak_used: int
+
+    def stop(self) -> int:
+        """Stop sampling; returns the peak in bytes."""
+        ...
+
+
+class DeviceMemoryPoller:
+    """Samples the whole device's used memory (``cudaMemGetInfo``) in a thread.
+
+    ``device``: the GPU to sample (default: the sampling thread's current one).
+    """
+
+    def __init__(self, interval_s: float = 0.05, device: int | None = None) -> None:
         self.interval_s = interval_s
+        self.device = device
         self.peak_used = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._run, name="device-memory-poller", daemon=True)
 
     def _run(self) -> None:
         import torch
 
         while not self._stop.is_set():
-            free, total = torch.cuda.mem_get_info()
+            free, total = torch.cuda.mem_get_info(self.device)
             self.peak_used = max(self.peak_used, total - free)
             time.sleep(self.interval_s)
 
@@ -133,6 +153,15 @@ class DeviceMemoryPoller:
         self._stop.set()
         self._thread.join(timeout=1)
         return self.peak_used
+
+
+def start_device_poller(device: int | None = None) -> DeviceMemoryPoller | None:
+    """A started :class:`DeviceMemoryPoller` of ``device``; None without CUDA (nothing to sample)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return DeviceMemoryPoller(device=device).start()
 
 
 def memory_fields(
@@ -158,18 +187,26 @@ def memory_fields(
 
 
 class RunMemory:
-    """The GPU memory figures of one training run (nothing on a machine without CUDA)."""
+    """The GPU memory figures of one training run (nothing on a machine without CUDA).
 
-    def __init__(self) -> None:
+    ``device_poller``: a device-wide sampler its owner started before the model loaded
+    (:func:`autolearn.pipeline.run_training` does), read here and left to its owner to stop;
+    without one, :meth:`start` starts its own, so the device-wide peak covers training only.
+    """
+
+    def __init__(self, device_poller: DevicePeak | None = None) -> None:
         self.vllm = False
         self.vllm_share = 0
         self.vllm_device: int | None = None
-        self.poller: DeviceMemoryPoller | None = None
+        self.poller: DevicePeak | None = None
+        self._borrowed = device_poller
 
     def start(self, model: Any, *, vllm: bool, vllm_device: int | None = None) -> None:
         """Take the baseline when training begins (vLLM's engine is up by then).
 
         ``vllm_device``: vLLM's device share measured around its engine's start, if it was.
+        torch's peak is reset here (the training side is this training's); the device-wide
+        sampler is the one handed in, if any, else one started now.
         """
         import torch
 
@@ -182,7 +219,7 @@ class RunMemory:
             torch.cuda.memory_allocated(), cuda_tensor_bytes(model), vllm=vllm
         )
         torch.cuda.reset_peak_memory_stats()
-        self.poller = DeviceMemoryPoller().start()
+        self.poller = self._borrowed if self._borrowed is not None else DeviceMemoryPoller().start()
 
     def fields(self) -> dict[str, float]:
         """The figures so far, for one metrics row (empty without CUDA)."""
@@ -199,7 +236,7 @@ class RunMemory:
         )
 
     def stop(self) -> None:
-        """Stop the sampling thread."""
-        if self.poller is not None:
+        """Stop reading figures, and the sampling thread if :meth:`start` started it."""
+        if self.poller is not None and self.poller is not self._borrowed:
             self.poller.stop()
-            self.poller = None
+        self.poller = None

@@ -7,7 +7,7 @@
 2. :func:`run_training`: check the batch arithmetic and the output folder once more, and
    plan a ``model.gpu_memory_gb`` budget (:mod:`autolearn.memory_plan`; checked in step 0
    too, so that a budget too small fails before the dataset is built);
-3. load the model with LoRA;
+3. load the model with LoRA (on a GPU, the device-wide memory is sampled from here on);
 4. drop prompts longer than ``max_prompt_length`` tokens (training and held-out), and cap
    the held-out prompts at ``training.eval_max_prompts``;
 5. run GRPO (evaluating on the held-out prompts every ``eval_steps``) and save.
@@ -24,6 +24,7 @@ from typing import Any
 from autolearn.cli import plural
 from autolearn.config import Config, load_config
 from autolearn.errors import UserError
+from autolearn.gpu_memory import DevicePeak, start_device_poller
 from autolearn.heldout import HeldOut
 from autolearn.memory_plan import GB, MemoryPlan
 from autolearn.models import (
@@ -216,15 +217,51 @@ def run_training(
     resume: bool = False,
     heldout: HeldOut | None = None,
     force_budget: bool = False,
+    device_poller: DevicePeak | None = None,
 ) -> Path:
     """Train on ``dataset`` (with a chat ``prompt`` column) with GRPO as ``config`` says.
 
     ``heldout`` is scored every ``training.eval_steps`` steps (see :mod:`autolearn.heldout`).
     ``force_budget``: see :func:`plan_memory` (``bench/gpu_memory.py --budget-override``).
+    On a GPU the device-wide peak (``gpu_device_peak_gib``) is sampled from just before the
+    model loads. ``device_poller``, a sampler already running, is used instead of starting
+    one. Either way the sampling stops when this returns or raises.
     """
-    from autolearn.data import drop_long_prompts
-    from autolearn.heldout import cap_prompts
-    from autolearn.trainer import check_batch_shape, check_reward_kwargs, train
+    from autolearn.trainer import train
+
+    try:
+        backend, plan = prepare_training(config, registry, resume=resume, force_budget=force_budget)
+        if device_poller is None:  # from here: the load, vLLM's start (profiling, graphs), training
+            device_poller = start_device_poller(local_device())
+        tm = load_training_model(config.model, backend, seed=config.training.seed)
+        dataset, heldout = fit_prompts(config, tm.tokenizer, dataset, heldout)
+        return train(
+            config,
+            tm,
+            dataset,
+            registry,
+            resume=resume,
+            heldout=heldout,
+            memory_plan=plan,
+            device_poller=device_poller,
+        )
+    finally:
+        if device_poller is not None:
+            device_poller.stop()
+
+
+def prepare_training(
+    config: Config,
+    registry: Mapping[str, Callable[..., Any]],
+    *,
+    resume: bool,
+    force_budget: bool,
+) -> tuple[str, MemoryPlan | None]:
+    """Check the run before the load, pick the backend and put the memory plan in force.
+
+    Returns the backend and the plan (None without ``model.gpu_memory_gb``).
+    """
+    from autolearn.trainer import check_batch_shape, check_reward_kwargs
 
     check_reward_kwargs(config, registry)
     check_batch_shape(config)
@@ -234,11 +271,21 @@ def run_training(
     plan = plan_memory(config, backend, force_budget=force_budget)
     if plan is not None:
         apply_memory_plan(config, plan)
-    tm = load_training_model(config.model, backend, seed=config.training.seed)
+    return backend, plan
+
+
+def fit_prompts(
+    config: Config, tokenizer: Any, dataset: Any, heldout: HeldOut | None
+) -> tuple[Any, HeldOut | None]:
+    """Drop prompts longer than ``max_prompt_length`` tokens (training and held-out) and cap
+    the held-out prompts at ``training.eval_max_prompts`` (held-out only when it is used)."""
+    from autolearn.data import drop_long_prompts
+    from autolearn.heldout import cap_prompts
+
     t = config.training
-    dataset = drop_long_prompts(dataset, tm.tokenizer, t.max_prompt_length)
+    dataset = drop_long_prompts(dataset, tokenizer, t.max_prompt_length)
     if heldout is not None and t.eval_steps > 0:
-        rows = drop_long_prompts(heldout.dataset, tm.tokenizer, t.max_prompt_length)
+        rows = drop_long_prompts(heldout.dataset, tokenizer, t.max_prompt_length)
         heldout = replace(heldout, dataset=cap_prompts(rows, t.eval_max_prompts))
         logger.info(
             "held-out evaluation: %s x %s (%s) at step 0, every %s and at the end",
@@ -247,4 +294,4 @@ def run_training(
             "greedy" if t.eval_num_samples == 1 else f"sampled at temperature {t.temperature:g}",
             "step" if t.eval_steps == 1 else f"{t.eval_steps} steps",
         )
-    return train(config, tm, dataset, registry, resume=resume, heldout=heldout, memory_plan=plan)
+    return dataset, heldout

@@ -41,7 +41,7 @@ from typing import Any
 from autolearn.cli import naming, plural
 from autolearn.config import Config, parse_reward_spec, save_config
 from autolearn.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Aborted, UserError
-from autolearn.gpu_memory import RunMemory, device_growth
+from autolearn.gpu_memory import DevicePeak, RunMemory, device_growth
 from autolearn.heldout import HeldOut, build_evaluator, draw_heldout, is_eval_row
 from autolearn.heldout import make_callback as make_heldout_callback
 from autolearn.memory_plan import MemoryPlan
@@ -609,11 +609,14 @@ def train(
     resume: bool = False,
     heldout: HeldOut | None = None,
     memory_plan: MemoryPlan | None = None,
+    device_poller: DevicePeak | None = None,
 ) -> Path:
     """Run GRPO and save the adapter and the merged model; returns the output directory.
 
     With ``training.eval_steps`` and a ``heldout`` set, the run is evaluated on it as it goes.
     ``memory_plan`` (a ``model.gpu_memory_gb`` budget's) goes in the header and ``run.json``.
+    ``device_poller``: the caller's device-wide sampler, running since before the model loaded
+    (the caller stops it); without one the device-wide peak starts with training.
     """
     from trl import GRPOTrainer
 
@@ -654,7 +657,15 @@ def train(
             heldout, config, reward_functions=functions, reward_weights=weights
         )
         extra.append(make_heldout_callback(evaluator, trainer, tm))
-    interrupt = run_grpo(trainer, tm, output_dir, resume_from, rollouts, extra_callbacks=extra)
+    interrupt = run_grpo(
+        trainer,
+        tm,
+        output_dir,
+        resume_from,
+        rollouts,
+        extra_callbacks=extra,
+        device_poller=device_poller,
+    )
     if primary:
         plot_rewards(output_dir / "metrics.jsonl", output_dir / "reward_curve.png")
     step = trainer.state.global_step
@@ -686,15 +697,16 @@ def run_grpo(
     rollouts: RolloutClock,
     *,
     extra_callbacks: Sequence[Any] = (),
+    device_poller: DevicePeak | None = None,
 ) -> InterruptFlag:
     """Train with our callbacks, Ctrl-C/SIGTERM handling and memory figures; returns the flag.
 
     ``extra_callbacks`` (held-out evaluation) run after ours in each event, so a step's time
-    and the stop decision are settled before they start.
+    and the stop decision are settled before they start. ``device_poller``: see :func:`train`.
     """
     primary = trainer.is_world_process_zero()
     interactive = not trainer.args.disable_tqdm
-    memory = RunMemory()
+    memory = RunMemory(device_poller)
     with GracefulInterrupt() as interrupt, progress_output(interactive):
         remove_progress_callbacks(trainer)
         for callback in make_callbacks(

@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny random-weight model with the embedded model's tokenizer."""
+"""Shared fixtures: a tiny random-weight model with the embedded model's tokenizer, and the
+same model without its weights."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -52,3 +54,14 @@ def build_tiny_model(target: Path) -> Path:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory of a tiny random Llama (about 3 M parameters) that loads like any checkpoint."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def config_only_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """The tiny model's config.json and tokenizer without its weights: loading it would fail."""
+    target = tmp_path / "no-weights"
+    target.mkdir()
+    for path in tiny_model_dir.iterdir():
+        if path.suffix != ".safetensors":
+            shutil.copy(path, target / path.name)
+    return target

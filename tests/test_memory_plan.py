@@ -5,7 +5,6 @@ through the real scripts before any weights are read (CPU)."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -285,17 +284,6 @@ SCRIPTS = {
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, str(ROOT / script), *SCRIPTS[script], *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=180)
-
-
-@pytest.fixture
-def config_only_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
-    """The tiny model's config.json and tokenizer without its weights: loading it would fail."""
-    target = tmp_path / "no-weights"
-    target.mkdir()
-    for path in tiny_model_dir.iterdir():
-        if path.suffix != ".safetensors":
-            shutil.copy(path, target / path.name)
-    return target
 
 
 def test_the_pipeline_plans_a_refused_budget_only_when_forced(

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -318,3 +319,67 @@ def test_device_growth_is_none_without_cuda_and_the_block_still_runs() -> None:
     with device_growth() as growth:
         ran = True
     assert ran and growth.bytes is None
+
+
+class FakePoller:
+    """A device-wide sampler as run_training and RunMemory see one (CPU: no real one runs)."""
+
+    def __init__(self) -> None:
+        self.peak_used = 0
+        self.stops = 0
+
+    def stop(self) -> int:
+        self.stops += 1
+        return self.peak_used
+
+
+def weightless_config(model_dir: Path, output_dir: Path) -> Any:
+    from autolearn.config import Config, ModelConfig, TrainingConfig
+
+    return Config(
+        model=ModelConfig(name=str(model_dir), backend="transformers", load_in_fp8=False),
+        training=TrainingConfig(
+            output_dir=str(output_dir), num_generations=2, per_device_train_batch_size=2
+        ),
+        rewards={"correctness": 1.0},
+    )
+
+
+def test_run_training_stops_the_device_poller_when_the_model_load_raises(
+    config_only_model: Path, tmp_path: Path
+) -> None:
+    import rewards
+    from autolearn.pipeline import run_training
+
+    poller = FakePoller()
+    config = weightless_config(config_only_model, tmp_path / "run")
+    with pytest.raises(UserError, match=r"could not load model .*no-weights"):  # in the load
+        run_training(config, [], rewards.REWARDS, device_poller=poller)
+    assert poller.stops == 1
+
+
+def test_run_training_stops_a_handed_in_poller_when_a_check_fails_before_the_load(
+    config_only_model: Path, tmp_path: Path
+) -> None:
+    import rewards
+    from autolearn.pipeline import run_training
+
+    poller = FakePoller()
+    config = weightless_config(config_only_model, tmp_path / "run")
+    config.training.num_generations = 3  # 2 completions a step cannot make groups of 3
+    with pytest.raises(UserError, match="not a multiple of num_generations 3"):
+        run_training(config, [], rewards.REWARDS, device_poller=poller)
+    assert poller.stops == 1
+
+
+def test_run_memory_leaves_a_handed_in_poller_to_its_owner() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the path without CUDA")
+    poller = FakePoller()
+    memory = RunMemory(poller)
+    memory.start(torch.nn.Linear(2, 2), vllm=False)
+    assert memory.fields() == {}  # no CUDA: no figures, even with a sampler
+    memory.stop()
+    assert poller.stops == 0  # run_training, which started it, stops it

@@ -165,6 +165,36 @@ def test_device_growth_counts_a_block_allocation_and_never_goes_below_zero() -> 
     assert shrunk.bytes is not None and 0 <= shrunk.bytes < 64 * 2**20
 
 
+def test_run_training_leaves_no_sampling_thread_when_the_load_fails(
+    config_only_model: Path, tmp_path: Path
+) -> None:
+    import threading
+
+    from autolearn.errors import UserError
+
+    with pytest.raises(UserError, match="could not load model"):
+        train_tiny(config_only_model, tmp_path / "run")
+    alive = [t for t in threading.enumerate() if t.name == "device-memory-poller"]
+    assert not alive  # no sampling thread outlives the failed run
+
+
+def test_run_memory_reads_a_handed_in_poller_and_leaves_it_running() -> None:
+    from autolearn.gpu_memory import GIB, RunMemory, start_device_poller
+
+    poller = start_device_poller()
+    assert poller is not None
+    try:
+        poller.peak_used = 200 * GIB  # as if the load had peaked there, before training
+        memory = RunMemory(poller)
+        memory.start(nn.Linear(2, 2).cuda(), vllm=False)
+        assert memory.fields()["gpu_device_peak_gib"] >= 200.0
+        memory.stop()
+        assert poller._thread.is_alive()  # its owner (run_training) stops it
+    finally:
+        poller.stop()
+    assert not poller._thread.is_alive()
+
+
 @pytest.mark.skipif(not package_available("unsloth"), reason="unsloth is not installed")
 def test_unsloth_backend_loads_and_steps(tiny_model_dir: Path) -> None:
     # In a subprocess: importing Unsloth patches transformers and TRL for the whole process.
