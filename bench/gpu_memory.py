@@ -10,7 +10,9 @@ measurements it reuses), so a crash or an OOM ends that case only.
 
 Per case it records: fits / OOM / refused by the planner / over budget / timed out, the
 device-wide peak (``cudaMemGetInfo`` polled every 50 ms from just before the model loads to
-the end, every allocator), the metrics' own memory fields, s/step (median after warm-up),
+the end, every allocator, by this script's own poller), the metrics' own memory fields (the
+library's device-wide peak, sampled from the same point, as ``device_peak_metrics_gb``, with a
+warning when the two differ by more than 0.1 GB), s/step (median after warm-up),
 rollout tok/s and the median split of the rollout (the engine's generate call, weight sync,
 LoRA, sleep/wake, the rest: metrics.jsonl's ``rollout/*``), and the plan the run made. The
 driver's planner estimate comes from the same Config the case trains with
@@ -275,6 +277,8 @@ def run_one(
     from autolearn.gpu_memory import GIB, DeviceMemoryPoller
     from autolearn.models import load_tokenizer
 
+    # This script's own poller, from the same point as the library's (metrics.jsonl's
+    # gpu_device_peak_gib): an independent check of that figure (check_device_peak).
     poller: list[DeviceMemoryPoller] = []
     load = pipeline.load_training_model
 
@@ -311,8 +315,25 @@ def run_one(
         plan=run.get("memory_plan"),
         metrics_memory=last_memory_row(output_dir / "metrics.jsonl"),
     )
+    check_device_peak(summary)
     summary["status"] = case_status(summary, w.steps, log_tail=summary.get("error") or "")
     return summary
+
+
+def check_device_peak(result: dict[str, Any], tolerance_gb: float = 0.1) -> None:
+    """Record the library's device-wide peak (the last metrics row's ``gpu_device_peak_gib``)
+    in GB as ``device_peak_metrics_gb``, and warn when it is more than ``tolerance_gb`` from
+    this benchmark's own poller's (``device_peak_gb``): both sample from just before the load."""
+    from autolearn.gpu_memory import GIB
+
+    gib = (result.get("metrics_memory") or {}).get("gpu_device_peak_gib")
+    result["device_peak_metrics_gb"] = gib * GIB / 1e9 if gib is not None else None
+    ours, theirs = result.get("device_peak_gb"), result["device_peak_metrics_gb"]
+    if ours is not None and theirs is not None and abs(ours - theirs) > tolerance_gb:
+        logger.warning(
+            "%s: metrics.jsonl's device-wide peak %.2f GB, the benchmark's own %.2f GB",
+            result.get("case"), theirs, ours,
+        )  # fmt: skip
 
 
 def case_status(result: dict[str, Any], steps: int, log_tail: str = "") -> str:

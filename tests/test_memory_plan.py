@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -399,6 +400,28 @@ def test_bisection_tries_the_measured_peak_then_halves_the_bracket() -> None:
     assert next_bisect_budget([(16.0, False, None)]) == 24.0
 
 
+def test_the_benchmark_puts_the_librarys_device_peak_beside_its_own(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from autolearn.gpu_memory import GIB
+    from bench.gpu_memory import check_device_peak
+
+    metrics = {"gpu_device_peak_gib": round(15.95e9 / GIB, 3)}  # as metrics.jsonl rounds it
+    close = {"case": "8b:fp8:16", "device_peak_gb": 15.98, "metrics_memory": metrics}
+    check_device_peak(close)
+    assert close["device_peak_metrics_gb"] == pytest.approx(15.95, abs=1e-3)
+    assert "device-wide peak" not in caplog.text  # within 0.1 GB: no warning
+    apart = {"case": "8b:fp8:16", "device_peak_gb": 15.98,
+             "metrics_memory": {"gpu_device_peak_gib": 13.0}}  # fmt: skip
+    check_device_peak(apart)
+    assert "8b:fp8:16: metrics.jsonl's device-wide peak 13.96 GB, the benchmark's own 15.98" in (
+        caplog.text
+    )
+    cpu: dict[str, Any] = {"case": "tiny:fp8:2", "device_peak_gb": None, "metrics_memory": {}}
+    check_device_peak(cpu)  # no GPU: neither figure, no warning
+    assert cpu["device_peak_metrics_gb"] is None
+
+
 @pytest.mark.slow
 def test_memory_benchmark_runs_its_cases_on_cpu_with_the_tiny_shape(
     tiny_model_dir: Path, tmp_path: Path
@@ -423,6 +446,7 @@ def test_memory_benchmark_runs_its_cases_on_cpu_with_the_tiny_shape(
         assert results[key]["estimate_drift_gb"] == 0.0
         # transformers' generate: the rollout is timed, but there is no engine to split it
         assert set(results[key]["rollout_split"]) == {"rollout_seconds"}
+        assert results[key]["device_peak_metrics_gb"] is None  # no GPU: no device-wide peak
     refused = results["tiny:bf16:0.05"]
     assert refused["status"] == "refused" and refused["planner"] == "refuses"
     report = (export / "results.md").read_text()
