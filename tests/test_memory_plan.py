@@ -422,20 +422,24 @@ def test_the_benchmark_puts_the_librarys_device_peak_beside_its_own(
     assert cpu["device_peak_metrics_gb"] is None
 
 
+def run_memory_bench(*args: str) -> None:
+    """Run ``bench/gpu_memory.py`` as a user would, and fail the test if it fails."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_memory.py"), *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_memory_benchmark_runs_its_cases_on_cpu_with_the_tiny_shape(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     export = tmp_path / "export"
-    result = subprocess.run(
-        [
-            sys.executable, str(ROOT / "bench" / "gpu_memory.py"), "--smoke",
-            "--tokenizer", str(tiny_model_dir), "--export", str(export),
-            "--workdir", str(tmp_path / "work"),
-        ],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    run_memory_bench(
+        "--smoke", "--tokenizer", str(tiny_model_dir), "--export", str(export),
+        "--workdir", str(tmp_path / "work"),
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
     results = {r["case"]: r for r in json.loads((export / "results.json").read_text())["results"]}
     assert list(results) == ["tiny:fp8:2", "tiny:bf16:0.05", "tiny:bf16:2"]  # cheapest first
     for key in ("tiny:fp8:2", "tiny:bf16:2"):
@@ -461,15 +465,11 @@ def test_budget_override_trains_a_case_the_planner_refuses(
 ) -> None:
     # The smoke test's refused case, forced: the pipeline plans it (force_budget) and trains.
     export = tmp_path / "export"
-    result = subprocess.run(
-        [
-            sys.executable, str(ROOT / "bench" / "gpu_memory.py"), "--smoke",
-            "--cases", "tiny:bf16:0.05", "--budget-override", "--tokenizer", str(tiny_model_dir),
-            "--export", str(export), "--workdir", str(tmp_path / "work"),
-        ],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    run_memory_bench(
+        "--smoke", "--cases", "tiny:bf16:0.05", "--budget-override",
+        "--tokenizer", str(tiny_model_dir), "--export", str(export),
+        "--workdir", str(tmp_path / "work"),
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
     (forced,) = json.loads((export / "results.json").read_text())["results"]
     assert forced["planner"] == "refuses" and forced["plan"]["forced"] is True
     assert forced["status"] == "fits" and forced["steps_done"] == 2, forced.get("error")
@@ -481,15 +481,10 @@ def test_build_only_leaves_the_models_for_a_later_call(
 ) -> None:
     """The GPU plan's first call builds the 14B checkpoint this way, before the wheels."""
     work, export = tmp_path / "work", tmp_path / "export"
-    result = subprocess.run(
-        [
-            sys.executable, str(ROOT / "bench" / "gpu_memory.py"), "--cases", "tiny:fp8:2",
-            "--build-only", "--tokenizer", str(tiny_model_dir), "--export", str(export),
-            "--workdir", str(work),
-        ],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    run_memory_bench(
+        "--cases", "tiny:fp8:2", "--build-only", "--tokenizer", str(tiny_model_dir),
+        "--export", str(export), "--workdir", str(work),
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
     models = work / "models"
     assert sorted(p.name for p in models.iterdir()) == ["tiny", "tiny.build.json"]  # no partial
     assert (models / "tiny" / "model.safetensors").is_file()
