@@ -354,6 +354,33 @@ class MemoryPlan:
         del record["estimate"]
         return record
 
+    def check_peak(self, device_peak: int) -> dict[str, Any]:
+        """For ``run.json``'s ``budget_check``: a run's device-wide peak (bytes) against the budget."""
+        peak_gb = device_peak / GB
+        return {
+            "device_peak_gb": round(peak_gb, 3),
+            "budget_gb": self.budget_gb,
+            "within_budget": peak_gb <= self.budget_gb,
+        }
+
+    def over_budget_message(self, device_peak: int) -> str | None:
+        """The warning for a run whose device-wide peak went over the budget (None if inside)."""
+        over = device_peak / GB - self.budget_gb
+        if over <= 0:
+            return None
+        estimate = gb(self.estimate.total)
+        why = (
+            f"planned below the estimate of {estimate} GB (forced)"
+            if self.forced
+            else f"the estimate was {estimate} GB"
+        )
+        return (
+            f"the device-wide peak, {device_peak / GB:.2f} GB, went {over:.2f} GB over "
+            f"gpu_memory_gb {self.budget_gb:g} ({why}): memory outside torch's cap (the CUDA "
+            "context, vLLM's graphs, library workspaces) grew past the plan, so a card of that "
+            "size could run out; raise the budget by that much or train in smaller micro-batches"
+        )
+
 
 def plan_split(
     budget_gb: float,

@@ -5,6 +5,7 @@ through the real scripts before any weights are read (CPU)."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from autolearn.config import Config, ModelConfig, merge
+from autolearn.config import Config, MathDataConfig, ModelConfig, TrainingConfig, merge
 from autolearn.errors import UserError
 from autolearn.memory_plan import (
     GB,
@@ -175,6 +176,25 @@ def test_a_budget_too_small_names_the_estimate_and_its_parts() -> None:
     # a forced plan (the benchmark's --budget-override) goes on and says so
     forced = plan_split(6, "Qwen3-8B", shape, workload(), device_total=80 * GB, force=True)
     assert forced.forced
+
+
+def test_a_runs_peak_is_checked_against_its_budget() -> None:
+    plan = plan_split(
+        16, "Qwen3-8B", shape_of(QWEN3_8B), workload(), device_total=150 * GB, device_free=149 * GB
+    )
+    inside = plan.check_peak(int(15.98 * GB))  # the 8B FP8 cell on the H200
+    assert inside == {"device_peak_gb": 15.98, "budget_gb": 16.0, "within_budget": True}
+    assert plan.over_budget_message(int(15.98 * GB)) is None
+    over = plan.check_peak(int(16.25 * GB))
+    assert over["within_budget"] is False and over["device_peak_gb"] == 16.25
+    message = plan.over_budget_message(int(16.25 * GB))
+    assert message is not None and message.startswith(
+        "the device-wide peak, 16.25 GB, went 0.25 GB over gpu_memory_gb 16 (the estimate was "
+    )
+    forced = plan_split(
+        6, "Qwen3-8B", shape_of(QWEN3_8B), workload(), device_total=150 * GB, force=True
+    )
+    assert "(forced)" in (forced.over_budget_message(int(6.5 * GB)) or "")
 
 
 def test_a_refusal_suggests_the_micro_batch_that_would_fit() -> None:
@@ -362,6 +382,60 @@ def test_a_run_with_a_budget_prints_the_plan_and_records_it(
     plan = json.loads((out / "run.json").read_text())["memory_plan"]
     assert plan["budget_gb"] == 4.0 and plan["engine"] == "none"
     assert 0.5 < plan["estimate_gb"]["total"] < 4
+
+
+class PeakSampler:
+    """Stands in for the GPU's device-wide sampler (this machine has none): a fixed peak."""
+
+    def __init__(self, peak_used: int) -> None:
+        self.peak_used = peak_used
+
+    def stop(self) -> int:
+        return self.peak_used
+
+
+def budget_run(model_dir: Path, output_dir: Path) -> Config:
+    return Config(
+        model=ModelConfig(
+            name=str(model_dir), backend="transformers", load_in_fp8=False, gpu_memory_gb=4
+        ),
+        training=TrainingConfig(
+            output_dir=str(output_dir), num_generations=2, per_device_train_batch_size=2,
+            max_completion_length=8, max_steps=1,
+        ),
+        dataset=MathDataConfig(name=str(ROOT / "examples" / "math_sample.jsonl")),
+        rewards={"correctness": 1.0},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("peak_gb", "within"), [(3.5, True), (4.3, False)])
+def test_a_budgeted_run_says_whether_its_device_wide_peak_stayed_inside(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    peak_gb: float,
+    within: bool,
+) -> None:
+    import rewards
+    from autolearn.data import build_math_dataset
+    from autolearn.pipeline import run_training
+
+    config = budget_run(tiny_model_dir, tmp_path / "run")
+    dataset = build_math_dataset(config.dataset.name, max_samples=4)
+    with caplog.at_level(logging.INFO):
+        out = run_training(
+            config, dataset, rewards.REWARDS, device_poller=PeakSampler(int(peak_gb * GB))
+        )
+    check = json.loads((out / "run.json").read_text())["budget_check"]
+    assert check == {"device_peak_gb": peak_gb, "budget_gb": 4.0, "within_budget": within}
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    over = [m for m in warned if m.startswith("the device-wide peak, ")]
+    if within:
+        assert not over and f"device-wide peak {peak_gb:.2f} GB, inside gpu_memory_gb 4" in (
+            caplog.text
+        )
+    else:
+        assert over == [over[0]] and "went 0.30 GB over gpu_memory_gb 4" in over[0]
 
 
 # --------------------------------------------------------------------------- bench/gpu_memory.py
