@@ -21,12 +21,11 @@ torch too, and Unsloth raises vLLM's share of the GPU to most of it. So, as
   without vLLM's cache;
 - **the device-wide peak** (``gpu_device_peak_gib``) is the most memory in use on the whole
   GPU (``cudaMemGetInfo``, every process and allocator), sampled by a thread every 50 ms.
-  Through :func:`autolearn.pipeline.run_training` (every training script) the sampling starts
-  just before the model loads, so the figure covers the load and vLLM's start (its profiling
-  run, CUDA-graph capture) as well as training: with ``model.gpu_memory_gb`` set, it says
-  whether the whole run stayed inside the budget. Each metrics row has the peak up to that
-  step. A caller of :func:`autolearn.trainer.train` that hands in no sampler gets a peak from
-  when training began.
+  :func:`autolearn.pipeline.run_training` (every training script) starts the sampling just
+  before the model loads, on this rank's GPU, and stops it after the final save, so the figure
+  covers the load and vLLM's start (its profiling run, CUDA-graph capture), training and saving.
+  Each metrics row has the peak up to that step; with ``model.gpu_memory_gb`` set, the run's
+  peak is checked against the budget at the end (``run.json``'s ``budget_check``).
 """
 
 from __future__ import annotations
@@ -87,16 +86,16 @@ def device_used_bytes() -> int | None:
 
 @dataclass
 class DeviceGrowth:
-    """What :func:`device_growth` measured: ``bytes`` is None without CUDA (or until the end)."""
+    """What :func:`device_growth` measured: ``nbytes`` is None without CUDA (or until the end)."""
 
-    bytes: int | None = None
+    nbytes: int | None = None
 
 
 @contextlib.contextmanager
 def device_growth() -> Iterator[DeviceGrowth]:
     """Measure how much the device memory in use (every process) grew across the block.
 
-    The yielded object's ``bytes`` is set when the block ends normally: used after minus used
+    The yielded object's ``nbytes`` is set when the block ends normally: used after minus used
     before, at least 0; it stays None on a machine without CUDA.
     """
     growth = DeviceGrowth()
@@ -104,7 +103,7 @@ def device_growth() -> Iterator[DeviceGrowth]:
     yield growth
     after = device_used_bytes()
     if before is not None and after is not None:
-        growth.bytes = max(after - before, 0)
+        growth.nbytes = max(after - before, 0)
 
 
 def vllm_share_bytes(allocated_at_start: int, weight_bytes: int, *, vllm: bool) -> int:
@@ -113,7 +112,7 @@ def vllm_share_bytes(allocated_at_start: int, weight_bytes: int, *, vllm: bool) 
 
 
 class DevicePeak(Protocol):
-    """What the memory figures need of a device-wide sampler (:class:`DeviceMemoryPoller`)."""
+    """What a run needs of its device-wide sampler (:class:`DeviceMemoryPoller`, or a stand-in)."""
 
     peak_used: int
 
@@ -125,7 +124,8 @@ class DevicePeak(Protocol):
 class DeviceMemoryPoller:
     """Samples the whole device's used memory (``cudaMemGetInfo``) in a thread.
 
-    ``device``: the GPU to sample (default: the sampling thread's current one).
+    ``device``: the GPU to sample. Name it under several GPUs: the sampling thread does not
+    inherit the caller's ``torch.cuda.set_device``, so the default is GPU 0.
     """
 
     def __init__(self, interval_s: float = 0.05, device: int | None = None) -> None:
@@ -189,24 +189,23 @@ def memory_fields(
 class RunMemory:
     """The GPU memory figures of one training run (nothing on a machine without CUDA).
 
-    ``device_poller``: a device-wide sampler its owner started before the model loaded
-    (:func:`autolearn.pipeline.run_training` does), read here and left to its owner to stop;
-    without one, :meth:`start` starts its own, so the device-wide peak covers training only.
+    ``device_poller``: the device-wide sampler the run's owner started before the model loaded
+    and will stop (:func:`autolearn.pipeline.run_training`); it is only read here. Without one
+    the rows have no ``gpu_device_peak_gib``.
     """
 
     def __init__(self, device_poller: DevicePeak | None = None) -> None:
         self.vllm = False
         self.vllm_share = 0
         self.vllm_device: int | None = None
-        self.poller: DevicePeak | None = None
-        self._borrowed = device_poller
+        self.started = False
+        self.device_poller = device_poller
 
     def start(self, model: Any, *, vllm: bool, vllm_device: int | None = None) -> None:
         """Take the baseline when training begins (vLLM's engine is up by then).
 
         ``vllm_device``: vLLM's device share measured around its engine's start, if it was.
-        torch's peak is reset here (the training side is this training's); the device-wide
-        sampler is the one handed in, if any, else one started now.
+        torch's peak is reset here: the training side is this training's.
         """
         import torch
 
@@ -219,24 +218,23 @@ class RunMemory:
             torch.cuda.memory_allocated(), cuda_tensor_bytes(model), vllm=vllm
         )
         torch.cuda.reset_peak_memory_stats()
-        self.poller = self._borrowed if self._borrowed is not None else DeviceMemoryPoller().start()
+        self.started = True
 
     def fields(self) -> dict[str, float]:
         """The figures so far, for one metrics row (empty without CUDA)."""
         import torch
 
-        if self.poller is None:
+        if not self.started:
             return {}
+        poller = self.device_poller
         return memory_fields(
             torch.cuda.max_memory_allocated(),
             self.vllm_share,
-            self.poller.peak_used,
+            poller.peak_used if poller is not None else None,
             vllm=self.vllm,
             vllm_device=self.vllm_device,
         )
 
     def stop(self) -> None:
-        """Stop reading figures, and the sampling thread if :meth:`start` started it."""
-        if self.poller is not None and self.poller is not self._borrowed:
-            self.poller.stop()
-        self.poller = None
+        """No more figures (training is over); the sampler is its owner's to stop."""
+        self.started = False

@@ -356,29 +356,42 @@ class MemoryPlan:
 
     def check_peak(self, device_peak: int) -> dict[str, Any]:
         """For ``run.json``'s ``budget_check``: a run's device-wide peak (bytes) against the budget."""
-        peak_gb = device_peak / GB
+        peak_gb = round(device_peak / GB, 2)
         return {
-            "device_peak_gb": round(peak_gb, 3),
+            "device_peak_gb": peak_gb,
             "budget_gb": self.budget_gb,
             "within_budget": peak_gb <= self.budget_gb,
         }
 
     def over_budget_message(self, device_peak: int) -> str | None:
         """The warning for a run whose device-wide peak went over the budget (None if inside)."""
-        over = device_peak / GB - self.budget_gb
-        if over <= 0:
+        check = self.check_peak(device_peak)
+        if check["within_budget"]:
             return None
-        estimate = gb(self.estimate.total)
+        peak, estimate = check["device_peak_gb"], gb(self.estimate.total)
         why = (
-            f"planned below the estimate of {estimate} GB (forced)"
+            f"planned below its estimate of {estimate} GB, forced"
             if self.forced
-            else f"the estimate was {estimate} GB"
+            else f"the plan's estimate was {estimate} GB"
         )
         return (
-            f"the device-wide peak, {device_peak / GB:.2f} GB, went {over:.2f} GB over "
-            f"gpu_memory_gb {self.budget_gb:g} ({why}): memory outside torch's cap (the CUDA "
-            "context, vLLM's graphs, library workspaces) grew past the plan, so a card of that "
-            "size could run out; raise the budget by that much or train in smaller micro-batches"
+            f"the device-wide peak, {peak:.2f} GB, went {peak - self.budget_gb:.2f} GB over "
+            f"gpu_memory_gb {self.budget_gb:g} ({why}); torch was capped, so what grew past the "
+            "plan is outside the cap: the CUDA context, vLLM's graphs, library workspaces"
+            f"{self.neighbours_note()}. A {self.budget_gb:g} GB card could run out: train in "
+            "smaller micro-batches (per_device_train_batch_size) to bring the peak down"
+        )
+
+    def neighbours_note(self) -> str:
+        """What else held the device when the run was planned, where more than a context's worth."""
+        if self.device_total is None or self.device_free is None:
+            return ""
+        in_use = self.device_total - self.device_free
+        if in_use <= 2 * CUDA_CONTEXT_BYTES:
+            return ""
+        return (
+            f", or other processes: {gb(in_use)} GB of the device was in use when the run was "
+            "planned, and the device-wide figure counts every process"
         )
 
 

@@ -236,9 +236,9 @@ def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
             gpu_memory_utilization=cfg.gpu_memory_utilization,
         )
     vllm_bytes = None
-    if fast_inference and growth.bytes is not None:
+    if fast_inference and growth.nbytes is not None:
         # vLLM's start less the weights, which the trainer shares (gpu_memory.py says more)
-        vllm_bytes = max(growth.bytes - cuda_tensor_bytes(model), 0)
+        vllm_bytes = max(growth.nbytes - cuda_tensor_bytes(model), 0)
     if cfg.load_in_fp8:
         _disable_inductor_autotuning()
     model = FastLanguageModel.get_peft_model(

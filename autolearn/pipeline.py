@@ -24,7 +24,7 @@ from typing import Any
 from autolearn.cli import plural
 from autolearn.config import Config, load_config
 from autolearn.errors import UserError
-from autolearn.gpu_memory import DevicePeak, start_device_poller
+from autolearn.gpu_memory import start_device_poller
 from autolearn.heldout import HeldOut
 from autolearn.memory_plan import GB, MemoryPlan
 from autolearn.models import (
@@ -37,7 +37,7 @@ from autolearn.models import (
     training_checkpoint,
     world_size,
 )
-from autolearn.rundir import check_run_dir
+from autolearn.rundir import check_run_dir, read_run_record, update_run_record
 
 logger = logging.getLogger(__name__)
 
@@ -217,22 +217,19 @@ def run_training(
     resume: bool = False,
     heldout: HeldOut | None = None,
     force_budget: bool = False,
-    device_poller: DevicePeak | None = None,
 ) -> Path:
     """Train on ``dataset`` (with a chat ``prompt`` column) with GRPO as ``config`` says.
 
     ``heldout`` is scored every ``training.eval_steps`` steps (see :mod:`autolearn.heldout`).
     ``force_budget``: see :func:`plan_memory` (``bench/gpu_memory.py --budget-override``).
     On a GPU the device-wide peak (``gpu_device_peak_gib``) is sampled from just before the
-    model loads. ``device_poller``, a sampler already running, is used instead of starting
-    one. Either way the sampling stops when this returns or raises.
+    model loads until this returns or raises; under a budget it is then checked against it.
     """
     from autolearn.trainer import train
 
+    backend, plan = prepare_training(config, registry, resume=resume, force_budget=force_budget)
+    poller = start_device_poller(local_device())  # the load, vLLM's start, training, the save
     try:
-        backend, plan = prepare_training(config, registry, resume=resume, force_budget=force_budget)
-        if device_poller is None:  # from here: the load, vLLM's start (profiling, graphs), training
-            device_poller = start_device_poller(local_device())
         tm = load_training_model(config.model, backend, seed=config.training.seed)
         dataset, heldout = fit_prompts(config, tm.tokenizer, dataset, heldout)
         return train(
@@ -243,11 +240,40 @@ def run_training(
             resume=resume,
             heldout=heldout,
             memory_plan=plan,
-            device_poller=device_poller,
+            device_poller=poller,
         )
     finally:
-        if device_poller is not None:
-            device_poller.stop()
+        if poller is not None:
+            poller.stop()
+            if plan is not None and main_process():
+                report_peak_against_budget(Path(config.training.output_dir), plan, poller.peak_used)
+
+
+def report_peak_against_budget(output_dir: Path, plan: MemoryPlan, device_peak: int) -> None:
+    """Say whether the run stayed inside its ``gpu_memory_gb``: in the log and ``run.json``.
+
+    ``device_peak`` (bytes) is this GPU's: rank 0's under several GPUs. A resumed run keeps the
+    highest peak of its sessions. It runs on the way out of a crash too, so it never raises.
+    """
+    if device_peak <= 0:  # stopped before its first sample: nothing to say
+        return
+    try:
+        earlier = (read_run_record(output_dir) or {}).get("budget_check") or {}
+        worst = max(device_peak, int(float(earlier.get("device_peak_gb") or 0) * GB))
+        check = plan.check_peak(worst)
+        update_run_record(output_dir, budget_check=check)
+    except Exception as exc:  # called in a finally: never mask the run's own error
+        logger.warning("could not record the budget check in run.json: %s", exc)
+        return
+    message = plan.over_budget_message(worst)
+    if message is not None:
+        logger.warning(message)
+    else:
+        logger.info(
+            "device-wide peak %.2f GB, inside gpu_memory_gb %g",
+            check["device_peak_gb"],
+            plan.budget_gb,
+        )
 
 
 def prepare_training(
@@ -277,8 +303,7 @@ def prepare_training(
 def fit_prompts(
     config: Config, tokenizer: Any, dataset: Any, heldout: HeldOut | None
 ) -> tuple[Any, HeldOut | None]:
-    """Drop prompts longer than ``max_prompt_length`` tokens (training and held-out) and cap
-    the held-out prompts at ``training.eval_max_prompts`` (held-out only when it is used)."""
+    """Drop prompts over ``max_prompt_length`` tokens; cap the held-out ones, if used."""
     from autolearn.data import drop_long_prompts
     from autolearn.heldout import cap_prompts
 

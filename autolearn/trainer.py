@@ -616,7 +616,8 @@ def train(
     With ``training.eval_steps`` and a ``heldout`` set, the run is evaluated on it as it goes.
     ``memory_plan`` (a ``model.gpu_memory_gb`` budget's) goes in the header and ``run.json``.
     ``device_poller``: the caller's device-wide sampler, running since before the model loaded
-    (the caller stops it); without one the device-wide peak starts with training.
+    (the caller stops it), read for the metrics' ``gpu_device_peak_gib``; without one the
+    metrics have none.
     """
     from trl import GRPOTrainer
 
@@ -635,8 +636,8 @@ def train(
     trl_colocate = (
         tm.vllm and tm.backend == "transformers" and config.training.vllm_mode == "colocate"
     )
-    if trl_colocate and growth.bytes is not None:
-        tm.vllm_device_bytes = growth.bytes  # TRL starts vLLM in here
+    if trl_colocate and growth.nbytes is not None:
+        tm.vllm_device_bytes = growth.nbytes  # TRL starts vLLM in here
     prepare_trainer(trainer, tm)
     keep_model_card_out(trainer)
     rollouts = RolloutClock()
@@ -668,8 +669,6 @@ def train(
     )
     if primary:
         plot_rewards(output_dir / "metrics.jsonl", output_dir / "reward_curve.png")
-        if memory_plan is not None and device_poller is not None:
-            report_peak_against_budget(output_dir, memory_plan, device_poller.peak_used)
     step = trainer.state.global_step
     if interrupt.requested and step < trainer.state.max_steps:
         logger.warning(
@@ -689,27 +688,6 @@ def train(
     if primary:
         update_run_record(output_dir, status=f"finished at step {step}")
     return output_dir
-
-
-def report_peak_against_budget(output_dir: Path, plan: MemoryPlan, device_peak: int) -> None:
-    """Say whether the run stayed inside its ``gpu_memory_gb``: in the log and ``run.json``.
-
-    ``device_peak`` is the device-wide peak since just before the model loaded (0: nothing
-    was sampled, i.e. no GPU, and nothing is said).
-    """
-    if device_peak <= 0:
-        return
-    check = plan.check_peak(device_peak)
-    update_run_record(output_dir, budget_check=check)
-    message = plan.over_budget_message(device_peak)
-    if message is not None:
-        logger.warning(message)
-    else:
-        logger.info(
-            "device-wide peak %.2f GB, inside gpu_memory_gb %g",
-            check["device_peak_gb"],
-            plan.budget_gb,
-        )
 
 
 def run_grpo(

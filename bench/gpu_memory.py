@@ -321,15 +321,20 @@ def run_one(
 
 
 def check_device_peak(result: dict[str, Any], tolerance_gb: float = 0.1) -> None:
-    """Record the library's device-wide peak (the last metrics row's ``gpu_device_peak_gib``)
-    in GB as ``device_peak_metrics_gb``, and warn when it is more than ``tolerance_gb`` from
-    this benchmark's own poller's (``device_peak_gb``): both sample from just before the load."""
+    """Put the library's device-wide peak beside this script's own, and warn if they differ.
+
+    The library's is the last metrics row's ``gpu_device_peak_gib``, recorded in GB as
+    ``device_peak_metrics_gb``; both sample from just before the load. A case that failed is
+    not compared: its last row predates the failure.
+    """
     from autolearn.gpu_memory import GIB
 
     gib = (result.get("metrics_memory") or {}).get("gpu_device_peak_gib")
     result["device_peak_metrics_gb"] = gib * GIB / 1e9 if gib is not None else None
     ours, theirs = result.get("device_peak_gb"), result["device_peak_metrics_gb"]
-    if ours is not None and theirs is not None and abs(ours - theirs) > tolerance_gb:
+    if result.get("error") or ours is None or theirs is None:
+        return
+    if abs(ours - theirs) > tolerance_gb:
         logger.warning(
             "%s: metrics.jsonl's device-wide peak %.2f GB, the benchmark's own %.2f GB",
             result.get("case"), theirs, ours,

@@ -1,5 +1,5 @@
-"""Shared fixtures: a tiny random-weight model with the embedded model's tokenizer, and the
-same model without its weights."""
+"""Shared fixtures: a tiny random-weight model with the embedded model's tokenizer, the same
+model without its weights, and a stand-in for the GPU's device-wide memory sampler."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,3 +66,40 @@ def config_only_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
         if path.suffix != ".safetensors":
             shutil.copy(path, target / path.name)
     return target
+
+
+class StandInSampler:
+    """Stands in for ``run_training``'s device-wide sampler, which needs a GPU: a set peak, and
+    a record of which device it was asked for, whether the model had loaded yet, and stops."""
+
+    def __init__(self) -> None:
+        self.peak_used = 0
+        self.device: int | None = None
+        self.started_before_load: bool | None = None
+        self.stops = 0
+
+    def stop(self) -> int:
+        self.stops += 1
+        return self.peak_used
+
+
+@pytest.fixture
+def device_sampler(monkeypatch: pytest.MonkeyPatch) -> StandInSampler:
+    """``autolearn.pipeline``'s sampler replaced by a :class:`StandInSampler` for one test."""
+    from autolearn import pipeline
+
+    sampler = StandInSampler()
+    loads: list[str] = []
+    load = pipeline.load_training_model
+
+    def start(device: int) -> StandInSampler:
+        sampler.device, sampler.started_before_load = device, not loads
+        return sampler
+
+    def noted_load(*args: Any, **kwargs: Any) -> Any:
+        loads.append("load")
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "start_device_poller", start)
+    monkeypatch.setattr(pipeline, "load_training_model", noted_load)
+    return sampler

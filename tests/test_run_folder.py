@@ -318,19 +318,7 @@ def test_device_growth_is_none_without_cuda_and_the_block_still_runs() -> None:
     ran = False
     with device_growth() as growth:
         ran = True
-    assert ran and growth.bytes is None
-
-
-class FakePoller:
-    """A device-wide sampler as run_training and RunMemory see one (CPU: no real one runs)."""
-
-    def __init__(self) -> None:
-        self.peak_used = 0
-        self.stops = 0
-
-    def stop(self) -> int:
-        self.stops += 1
-        return self.peak_used
+    assert ran and growth.nbytes is None
 
 
 def weightless_config(model_dir: Path, output_dir: Path) -> Any:
@@ -345,41 +333,27 @@ def weightless_config(model_dir: Path, output_dir: Path) -> Any:
     )
 
 
-def test_run_training_stops_the_device_poller_when_the_model_load_raises(
-    config_only_model: Path, tmp_path: Path
+def test_run_training_samples_from_before_the_load_and_stops_when_the_load_raises(
+    config_only_model: Path, tmp_path: Path, device_sampler: Any
 ) -> None:
     import rewards
     from autolearn.pipeline import run_training
 
-    poller = FakePoller()
     config = weightless_config(config_only_model, tmp_path / "run")
     with pytest.raises(UserError, match=r"could not load model .*no-weights"):  # in the load
-        run_training(config, [], rewards.REWARDS, device_poller=poller)
-    assert poller.stops == 1
+        run_training(config, [], rewards.REWARDS)
+    assert device_sampler.started_before_load is True and device_sampler.device == 0
+    assert device_sampler.stops == 1
 
 
-def test_run_training_stops_a_handed_in_poller_when_a_check_fails_before_the_load(
-    config_only_model: Path, tmp_path: Path
+def test_run_training_starts_no_sampling_when_a_check_fails_before_the_load(
+    config_only_model: Path, tmp_path: Path, device_sampler: Any
 ) -> None:
     import rewards
     from autolearn.pipeline import run_training
 
-    poller = FakePoller()
     config = weightless_config(config_only_model, tmp_path / "run")
     config.training.num_generations = 3  # 2 completions a step cannot make groups of 3
     with pytest.raises(UserError, match="not a multiple of num_generations 3"):
-        run_training(config, [], rewards.REWARDS, device_poller=poller)
-    assert poller.stops == 1
-
-
-def test_run_memory_leaves_a_handed_in_poller_to_its_owner() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("checks the path without CUDA")
-    poller = FakePoller()
-    memory = RunMemory(poller)
-    memory.start(torch.nn.Linear(2, 2), vllm=False)
-    assert memory.fields() == {}  # no CUDA: no figures, even with a sampler
-    memory.stop()
-    assert poller.stops == 0  # run_training, which started it, stops it
+        run_training(config, [], rewards.REWARDS)
+    assert device_sampler.started_before_load is None and device_sampler.stops == 0

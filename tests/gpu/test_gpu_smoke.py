@@ -149,6 +149,10 @@ def test_a_memory_budget_caps_torch_and_the_run_stays_inside_it(
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     peaks = [r["gpu_device_peak_gib"] for r in rows if "gpu_device_peak_gib" in r]
     assert peaks and max(peaks) * 2**30 <= 3 * GB  # the whole device, every allocator
+    check = json.loads((out / "run.json").read_text())["budget_check"]
+    assert check["within_budget"] is True and check["budget_gb"] == 3.0
+    # the run's own check saw at least what the metrics saw (it goes on through the save)
+    assert check["device_peak_gb"] >= round(max(peaks) * 2**30 / GB, 2) - 0.01
 
 
 def test_device_growth_counts_a_block_allocation_and_never_goes_below_zero() -> None:
@@ -157,12 +161,12 @@ def test_device_growth_counts_a_block_allocation_and_never_goes_below_zero() -> 
     torch.cuda.empty_cache()
     with device_growth() as grown:
         block = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
-    assert grown.bytes is not None and grown.bytes >= 256 * 2**20
+    assert grown.nbytes is not None and grown.nbytes >= 256 * 2**20
     with device_growth() as shrunk:
         del block
         torch.cuda.empty_cache()
     # memory given back is no growth (never negative; a neighbour's allocation may show)
-    assert shrunk.bytes is not None and 0 <= shrunk.bytes < 64 * 2**20
+    assert shrunk.nbytes is not None and 0 <= shrunk.nbytes < 64 * 2**20
 
 
 def test_run_training_leaves_no_sampling_thread_when_the_load_fails(
@@ -178,18 +182,18 @@ def test_run_training_leaves_no_sampling_thread_when_the_load_fails(
     assert not alive  # no sampling thread outlives the failed run
 
 
-def test_run_memory_reads_a_handed_in_poller_and_leaves_it_running() -> None:
-    from autolearn.gpu_memory import GIB, RunMemory, start_device_poller
+def test_run_memory_reads_its_owners_poller_and_leaves_it_running() -> None:
+    from autolearn.gpu_memory import GIB, DeviceMemoryPoller, RunMemory
 
-    poller = start_device_poller()
-    assert poller is not None
+    poller = DeviceMemoryPoller(device=0)
+    poller.peak_used = 200 * GIB  # as if the load had peaked there (set before its thread runs)
+    poller.start()
     try:
-        poller.peak_used = 200 * GIB  # as if the load had peaked there, before training
         memory = RunMemory(poller)
         memory.start(nn.Linear(2, 2).cuda(), vllm=False)
         assert memory.fields()["gpu_device_peak_gib"] >= 200.0
         memory.stop()
-        assert poller._thread.is_alive()  # its owner (run_training) stops it
+        assert memory.fields() == {} and poller._thread.is_alive()  # its owner stops it
     finally:
         poller.stop()
     assert not poller._thread.is_alive()
