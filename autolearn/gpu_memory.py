@@ -22,10 +22,11 @@ torch too, and Unsloth raises vLLM's share of the GPU to most of it. So, as
 - **the device-wide peak** (``gpu_device_peak_gib``) is the most memory in use on the whole
   GPU (``cudaMemGetInfo``, every process and allocator), sampled by a thread every 50 ms.
   :func:`autolearn.pipeline.run_training` (every training script) starts the sampling just
-  before the model loads, on this rank's GPU, and stops it after the final save, so the figure
-  covers the load and vLLM's start (its profiling run, CUDA-graph capture), training and saving.
-  Each metrics row has the peak up to that step; with ``model.gpu_memory_gb`` set, the run's
-  peak is checked against the budget at the end (``run.json``'s ``budget_check``).
+  before the model loads, on this rank's GPU, and stops it when the run ends (after the final
+  save, or on a crash or a stop). Each metrics row has the peak from the load (vLLM's start,
+  its profiling run and CUDA-graph capture included) up to that step; with
+  ``model.gpu_memory_gb`` set, the whole run's peak, the save included, is checked against the
+  budget at the end (``run.json``'s ``budget_check``).
 """
 
 from __future__ import annotations

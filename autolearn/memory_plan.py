@@ -356,19 +356,17 @@ class MemoryPlan:
 
     def check_peak(self, device_peak: int) -> dict[str, Any]:
         """For ``run.json``'s ``budget_check``: a run's device-wide peak (bytes) against the budget."""
-        peak_gb = round(device_peak / GB, 2)
         return {
-            "device_peak_gb": peak_gb,
+            "device_peak_gb": round(device_peak / GB, 2),
             "budget_gb": self.budget_gb,
-            "within_budget": peak_gb <= self.budget_gb,
+            "within_budget": device_peak <= self.budget_gb * GB,
         }
 
     def over_budget_message(self, device_peak: int) -> str | None:
         """The warning for a run whose device-wide peak went over the budget (None if inside)."""
-        check = self.check_peak(device_peak)
-        if check["within_budget"]:
+        if device_peak <= self.budget_gb * GB:
             return None
-        peak, estimate = check["device_peak_gb"], gb(self.estimate.total)
+        peak, estimate = device_peak / GB, gb(self.estimate.total)
         why = (
             f"planned below its estimate of {estimate} GB, forced"
             if self.forced

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import replace
 from pathlib import Path
@@ -252,28 +253,39 @@ def run_training(
 def report_peak_against_budget(output_dir: Path, plan: MemoryPlan, device_peak: int) -> None:
     """Say whether the run stayed inside its ``gpu_memory_gb``: in the log and ``run.json``.
 
-    ``device_peak`` (bytes) is this GPU's: rank 0's under several GPUs. A resumed run keeps the
-    highest peak of its sessions. It runs on the way out of a crash too, so it never raises.
+    ``device_peak`` (bytes) is this GPU's: rank 0's under several GPUs. A resumed run with the
+    same budget keeps the highest peak of its sessions. It runs on the way out of a crash too,
+    so it never raises.
     """
     if device_peak <= 0:  # stopped before its first sample: nothing to say
         return
     try:
-        earlier = (read_run_record(output_dir) or {}).get("budget_check") or {}
-        worst = max(device_peak, int(float(earlier.get("device_peak_gb") or 0) * GB))
-        check = plan.check_peak(worst)
-        update_run_record(output_dir, budget_check=check)
+        earlier = earlier_peak(read_run_record(output_dir), plan.budget_gb)
+    except Exception:  # an unreadable record has no earlier peak to keep
+        earlier = 0
+    worst = max(device_peak, earlier)
+    message = plan.over_budget_message(worst)
+    if message is None:
+        logger.info("device-wide peak %.2f GB, inside gpu_memory_gb %g", worst / GB, plan.budget_gb)
+    else:
+        logger.warning(
+            ("in an earlier session of this run, " if earlier > device_peak else "") + message
+        )
+    try:
+        update_run_record(output_dir, budget_check=plan.check_peak(worst))
     except Exception as exc:  # called in a finally: never mask the run's own error
         logger.warning("could not record the budget check in run.json: %s", exc)
-        return
-    message = plan.over_budget_message(worst)
-    if message is not None:
-        logger.warning(message)
-    else:
-        logger.info(
-            "device-wide peak %.2f GB, inside gpu_memory_gb %g",
-            check["device_peak_gb"],
-            plan.budget_gb,
-        )
+
+
+def earlier_peak(record: Mapping[str, Any] | None, budget_gb: float) -> int:
+    """The device-wide peak (bytes) earlier sessions recorded against this budget, else 0."""
+    check = (record or {}).get("budget_check")
+    if not isinstance(check, Mapping) or check.get("budget_gb") != budget_gb:
+        return 0
+    peak = check.get("device_peak_gb")
+    if not isinstance(peak, int | float) or not math.isfinite(peak) or peak < 0:
+        return 0
+    return int(peak * GB)
 
 
 def prepare_training(

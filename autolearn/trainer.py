@@ -581,7 +581,8 @@ def record_run_start(
 ) -> None:
     """Write ``config.yaml`` and record what was asked and what was resolved in ``run.json``.
 
-    A memory budget's plan is recorded as ``memory_plan`` (``null`` without a budget).
+    A memory budget's plan is recorded as ``memory_plan`` (``null`` without a budget, and then
+    so is an earlier session's ``budget_check``, which this session does not make).
     """
     resolved = resolved_settings(config, tm, args)
     header = (
@@ -590,13 +591,16 @@ def record_run_start(
         f"{resolved['device']},\nrollouts via {resolved['rollouts']} (more in run.json)."
     )
     save_config(config, output_dir / "config.yaml", header=header)
+    budget: dict[str, Any] = {"memory_plan": None, "budget_check": None}
+    if memory_plan is not None:  # budget_check: kept for pipeline.report_peak_against_budget
+        budget = {"memory_plan": memory_plan.to_dict()}
     update_run_record(
         output_dir,
         status="training",
         config_sha256=file_sha256(output_dir / "config.yaml"),
         asked=asked_settings(config),
         resolved=resolved,
-        memory_plan=memory_plan.to_dict() if memory_plan is not None else None,
+        **budget,
     )
 
 

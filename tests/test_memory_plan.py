@@ -431,11 +431,47 @@ def test_a_budgeted_run_that_went_over_says_so_in_the_log_and_run_json(
     assert [m for m in warned if m.startswith("the device-wide peak, 4.30 GB, went 0.30 GB over")]
 
 
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_crash_still_gets_its_budget_check_on_the_main_process_only(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    device_sampler: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    rank: str,
+) -> None:
+    import rewards
+    from autolearn import trainer
+    from autolearn.data import build_math_dataset
+    from autolearn.pipeline import run_training
+
+    def peak_then_crash(*args: Any, **kwargs: Any) -> Path:
+        device_sampler.peak_used = int(4.3 * GB)  # the peak comes during training
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(trainer, "train", peak_then_crash)
+    monkeypatch.setenv("RANK", rank)
+    out = tmp_path / "run"
+    out.mkdir()  # rank 0 makes the folder; another rank only writes into it
+    with pytest.raises(RuntimeError, match="illegal memory access"):  # the run's own error
+        config = budget_run(tiny_model_dir, out)
+        run_training(
+            config, build_math_dataset(config.dataset.name, max_samples=4), rewards.REWARDS
+        )
+    assert device_sampler.stops == 1
+    record = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    if rank == "0":
+        assert record["budget_check"] == {
+            "device_peak_gb": 4.3, "budget_gb": 4.0, "within_budget": False
+        }  # fmt: skip
+    else:
+        assert "budget_check" not in record
+
+
 def test_the_budget_check_keeps_the_worst_session_of_a_resumed_run(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from autolearn.pipeline import report_peak_against_budget
-    from autolearn.rundir import read_run_record
+    from autolearn.rundir import read_run_record, update_run_record
 
     plan = plan_split(
         16, "Qwen3-8B", shape_of(QWEN3_8B), workload(), device_total=150 * GB, device_free=149 * GB
@@ -451,6 +487,20 @@ def test_the_budget_check_keeps_the_worst_session_of_a_resumed_run(
     report_peak_against_budget(resumed, plan, int(15.5 * GB))  # the resumed one did not
     check = (read_run_record(resumed) or {})["budget_check"]
     assert check == {"device_peak_gb": 16.25, "budget_gb": 16.0, "within_budget": False}
+    assert "in an earlier session of this run, the device-wide peak, 16.25 GB" in caplog.text
+    # resumed with a larger budget: the earlier peak was against another budget, not kept
+    larger = plan_split(
+        20, "Qwen3-8B", shape_of(QWEN3_8B), workload(), device_total=150 * GB, device_free=149 * GB
+    )
+    report_peak_against_budget(resumed, larger, int(15.0 * GB))
+    check = (read_run_record(resumed) or {})["budget_check"]
+    assert check == {"device_peak_gb": 15.0, "budget_gb": 20, "within_budget": True}
+    # a malformed earlier check is no peak to keep, and this session's verdict still comes
+    update_run_record(resumed, budget_check={"budget_gb": 16, "device_peak_gb": "n/a"})
+    caplog.clear()
+    report_peak_against_budget(resumed, plan, int(17.0 * GB))
+    assert (read_run_record(resumed) or {})["budget_check"]["device_peak_gb"] == 17.0
+    assert "the device-wide peak, 17.00 GB, went 1.00 GB over gpu_memory_gb 16" in caplog.text
 
 
 # --------------------------------------------------------------------------- bench/gpu_memory.py

@@ -334,15 +334,19 @@ def weightless_config(model_dir: Path, output_dir: Path) -> Any:
 
 
 def test_run_training_samples_from_before_the_load_and_stops_when_the_load_raises(
-    config_only_model: Path, tmp_path: Path, device_sampler: Any
+    config_only_model: Path,
+    tmp_path: Path,
+    device_sampler: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import rewards
     from autolearn.pipeline import run_training
 
+    monkeypatch.setenv("LOCAL_RANK", "1")  # the second GPU's process samples the second GPU
     config = weightless_config(config_only_model, tmp_path / "run")
     with pytest.raises(UserError, match=r"could not load model .*no-weights"):  # in the load
         run_training(config, [], rewards.REWARDS)
-    assert device_sampler.started_before_load is True and device_sampler.device == 0
+    assert device_sampler.started_before_load is True and device_sampler.device == 1
     assert device_sampler.stops == 1
 
 
