@@ -48,6 +48,7 @@ from autolearn.memory_plan import MemoryPlan
 from autolearn.models import (
     TrainingModel,
     cuda_available,
+    main_process,
     merge_adapter_into_base,
     prepare_trainer,
     world_size,
@@ -854,13 +855,13 @@ def setup_logging(verbose: bool = False) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    main_process = int(os.environ.get("RANK", "0")) == 0
+    primary = main_process()
     if not sys.stderr.isatty():  # a redirected log: no progress bars from datasets, the hub
         # or weight loading (transformers reads the hub's setting), set before they import
         for variable in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
             os.environ.setdefault(variable, "1")
-    level = (logging.DEBUG if verbose else logging.INFO) if main_process else logging.ERROR
+    level = (logging.DEBUG if verbose else logging.INFO) if primary else logging.ERROR
     logging.getLogger("autolearn").setLevel(level)
-    if not main_process:  # one console voice under accelerate launch: rank 0's
+    if not primary:  # one console voice under accelerate launch: rank 0's
         for noisy in ("transformers", "trl", "datasets", "accelerate"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
