@@ -354,17 +354,21 @@ class MemoryPlan:
         del record["estimate"]
         return record
 
+    def holds(self, device_peak: int) -> bool:
+        """Whether a device-wide peak (bytes) stayed inside the budget."""
+        return device_peak <= self.budget_gb * GB
+
     def check_peak(self, device_peak: int) -> dict[str, Any]:
         """For ``run.json``'s ``budget_check``: a run's device-wide peak (bytes) against the budget."""
         return {
             "device_peak_gb": round(device_peak / GB, 2),
             "budget_gb": self.budget_gb,
-            "within_budget": device_peak <= self.budget_gb * GB,
+            "within_budget": self.holds(device_peak),
         }
 
     def over_budget_message(self, device_peak: int) -> str | None:
         """The warning for a run whose device-wide peak went over the budget (None if inside)."""
-        if device_peak <= self.budget_gb * GB:
+        if self.holds(device_peak):
             return None
         peak, estimate = device_peak / GB, gb(self.estimate.total)
         why = (

@@ -17,6 +17,7 @@ from autolearn.config import Config, MathDataConfig, ModelConfig, TrainingConfig
 from autolearn.errors import UserError
 from autolearn.memory_plan import (
     GB,
+    MemoryPlan,
     ModelShape,
     Workload,
     estimate,
@@ -178,10 +179,16 @@ def test_a_budget_too_small_names_the_estimate_and_its_parts() -> None:
     assert forced.forced
 
 
+def h200_plan_of_8b(budget_gb: float, free_gb: float = 149, *, force: bool = False) -> MemoryPlan:
+    """The plan of a Qwen3-8B FP8 budget on a 150 GB device with ``free_gb`` of it free."""
+    return plan_split(
+        budget_gb, "Qwen3-8B", shape_of(QWEN3_8B), workload(),
+        device_total=150 * GB, device_free=int(free_gb * GB), force=force,
+    )  # fmt: skip
+
+
 def test_a_runs_peak_is_checked_against_its_budget() -> None:
-    plan = plan_split(
-        16, "Qwen3-8B", shape_of(QWEN3_8B), workload(), device_total=150 * GB, device_free=149 * GB
-    )
+    plan = h200_plan_of_8b(16)
     inside = plan.check_peak(int(15.98 * GB))  # the 8B FP8 cell on the H200
     assert inside == {"device_peak_gb": 15.98, "budget_gb": 16.0, "within_budget": True}
     assert plan.over_budget_message(int(15.98 * GB)) is None
@@ -193,15 +200,13 @@ def test_a_runs_peak_is_checked_against_its_budget() -> None:
         "was 15.8 GB); torch was capped, so what grew past the plan is outside the cap: the CUDA "
         "context, vLLM's graphs, library workspaces. A 16 GB card could run out: "
     )
-    crowded = plan_split(
-        16, "Qwen3-8B", shape_of(QWEN3_8B), workload(), device_total=150 * GB, device_free=140 * GB
+    crowded = h200_plan_of_8b(
+        16, free_gb=140
     )  # another process held 10 GB when the run was planned
     assert "other processes: 10.0 GB of the device was in use" in (
         crowded.over_budget_message(int(16.25 * GB)) or ""
     )
-    forced = plan_split(
-        6, "Qwen3-8B", shape_of(QWEN3_8B), workload(), device_total=150 * GB, force=True
-    )
+    forced = h200_plan_of_8b(6, force=True)
     assert "(planned below its estimate of 15.8 GB, forced)" in (
         forced.over_budget_message(int(6.5 * GB)) or ""
     )
@@ -473,9 +478,7 @@ def test_the_budget_check_keeps_the_worst_session_of_a_resumed_run(
     from autolearn.pipeline import report_peak_against_budget
     from autolearn.rundir import read_run_record, update_run_record
 
-    plan = plan_split(
-        16, "Qwen3-8B", shape_of(QWEN3_8B), workload(), device_total=150 * GB, device_free=149 * GB
-    )
+    plan = h200_plan_of_8b(16)
     (tmp_path / "fits").mkdir()
     (tmp_path / "resumed").mkdir()
     with caplog.at_level(logging.INFO):
@@ -489,9 +492,7 @@ def test_the_budget_check_keeps_the_worst_session_of_a_resumed_run(
     assert check == {"device_peak_gb": 16.25, "budget_gb": 16.0, "within_budget": False}
     assert "in an earlier session of this run, the device-wide peak, 16.25 GB" in caplog.text
     # resumed with a larger budget: the earlier peak was against another budget, not kept
-    larger = plan_split(
-        20, "Qwen3-8B", shape_of(QWEN3_8B), workload(), device_total=150 * GB, device_free=149 * GB
-    )
+    larger = h200_plan_of_8b(20)
     report_peak_against_budget(resumed, larger, int(15.0 * GB))
     check = (read_run_record(resumed) or {})["budget_check"]
     assert check == {"device_peak_gb": 15.0, "budget_gb": 20, "within_budget": True}
