@@ -34,6 +34,11 @@ The split it plans:
   a fixed share of the card (0.88 on an H200) and frees and re-maps the KV cache around every
   rollout, so under a budget the pipeline turns standby off: the budget is then one plain split
   that vLLM honours, at the cost of standby's reuse of the KV cache's memory during training.
+- Unsloth is told how many sequences vLLM decodes at once (``max_num_seqs``): one step's
+  rollouts, which the KV cache is sized for. Left to itself it picks that number from its own
+  estimate of the cache, which counts FP8 weights high: under a 40 GB budget at 14B it chose 8
+  for 32 completions, so the rollouts ran in four waves at 0.39x standby's speed
+  (docs/PERFORMANCE.md).
 - torch is capped with ``torch.cuda.set_per_process_memory_fraction`` at the budget less the
   CUDA context over the device's total. vLLM runs in the training process (in-process engine),
   so its tensors count against the same cap.
@@ -316,6 +321,8 @@ class MemoryPlan:
     gpu_memory_utilization: float | None  # the value handed to Unsloth or TRL (None: no vLLM)
     torch_fraction: float | None  # torch.cuda.set_per_process_memory_fraction's argument
     standby: bool  # Unsloth's standby stays on (always False under a budget)
+    # the sequences Unsloth's vLLM decodes at once: one step's rollouts (None: not Unsloth's)
+    vllm_max_num_seqs: int | None = None
     forced: bool = False  # the estimate exceeded the budget and it was planned anyway
 
     def lines(self) -> list[str]:
@@ -335,6 +342,7 @@ class MemoryPlan:
                 f"  vLLM ({self.engine}): {own}KV cache {gb(e.vllm_cache)} | runtime "
                 f"{gb(e.vllm_runtime)} -> reserves {gb(self.vllm_bytes)} GB"
                 + (f", gpu_memory_utilization {util:.4f}" if util is not None else "")
+                + (f", max_num_seqs {self.vllm_max_num_seqs}" if self.vllm_max_num_seqs else "")
                 + ", standby off"
             )
         if self.torch_fraction is not None and self.device_total:
@@ -448,6 +456,7 @@ def plan_split(
         gpu_memory_utilization=util,
         torch_fraction=fraction,
         standby=False,
+        vllm_max_num_seqs=workload.rollout_sequences if workload.engine == "unsloth" else None,
         forced=parts.total > budget,
     )
 

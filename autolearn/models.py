@@ -204,15 +204,23 @@ def training_checkpoint(name: str) -> str:
     return path
 
 
-def load_training_model(cfg: ModelConfig, backend: str, *, seed: int) -> TrainingModel:
-    """Load the model named in ``cfg`` with ``backend`` and wrap it with LoRA."""
+def load_training_model(
+    cfg: ModelConfig, backend: str, *, seed: int, vllm_max_num_seqs: int | None = None
+) -> TrainingModel:
+    """Load the model named in ``cfg`` with ``backend`` and wrap it with LoRA.
+
+    ``vllm_max_num_seqs``: the sequences Unsloth's vLLM engine decodes at once (a memory plan's
+    ``vllm_max_num_seqs``); None lets Unsloth pick it from the memory it finds free.
+    """
     path = training_checkpoint(cfg.name)
     if backend == "unsloth":
-        return _load_unsloth(cfg, path, seed=seed)
+        return _load_unsloth(cfg, path, seed=seed, vllm_max_num_seqs=vllm_max_num_seqs)
     return _load_transformers(cfg, path)
 
 
-def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
+def _load_unsloth(
+    cfg: ModelConfig, path: str, *, seed: int, vllm_max_num_seqs: int | None
+) -> TrainingModel:
     from unsloth import FastLanguageModel  # imported (with its environment) by the pipeline
 
     fast_inference = cfg.fast_inference and package_available("vllm")
@@ -224,6 +232,9 @@ def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
 
     budgeted_fp8 = fast_inference and cfg.load_in_fp8 and cfg.gpu_memory_gb is not None
     estimate = _unsloth_counts_fp8_weights() if budgeted_fp8 else None
+    engine_args = (
+        {"max_num_seqs": vllm_max_num_seqs} if fast_inference and vllm_max_num_seqs else {}
+    )
     with device_growth() as growth, estimate or contextlib.nullcontext():
         model, tokenizer = FastLanguageModel.from_pretrained(
             model_name=path,
@@ -234,6 +245,7 @@ def _load_unsloth(cfg: ModelConfig, path: str, *, seed: int) -> TrainingModel:
             fast_inference=fast_inference,
             max_lora_rank=cfg.lora_rank,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
+            **engine_args,
         )
     vllm_bytes = None
     if fast_inference and growth.nbytes is not None:

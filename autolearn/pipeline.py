@@ -231,7 +231,12 @@ def run_training(
     backend, plan = prepare_training(config, registry, resume=resume, force_budget=force_budget)
     poller = start_device_poller(local_device())  # the load, vLLM's start, training, the save
     try:
-        tm = load_training_model(config.model, backend, seed=config.training.seed)
+        tm = load_training_model(
+            config.model,
+            backend,
+            seed=config.training.seed,
+            vllm_max_num_seqs=plan.vllm_max_num_seqs if plan else None,
+        )
         dataset, heldout = fit_prompts(config, tm.tokenizer, dataset, heldout)
         return train(
             config,

@@ -251,6 +251,12 @@ def test_split_vllm_share_and_torch_cap() -> None:
     assert unsloth.gpu_memory_utilization == pytest.approx(unsloth.vllm_bytes / free, abs=1e-4)
     assert not unsloth.standby
     assert unsloth.vllm_bytes < 40 * GB
+    # Unsloth's vLLM decodes one step's rollouts at once, the batch its KV cache was sized for;
+    # TRL sets its own max_num_seqs from the same batch
+    wide = plan_split(40, "m", shape, workload(rollout_sequences=32), device_total=total)
+    assert (unsloth.vllm_max_num_seqs, wide.vllm_max_num_seqs) == (8, 32)
+    assert trl.vllm_max_num_seqs is None
+    assert "max_num_seqs 32" in " ".join(wide.lines())
     assert vllm_utilization(10 * GB, "unsloth", total, free) > vllm_utilization(
         10 * GB, "trl", total, free
     )
