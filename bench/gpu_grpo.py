@@ -9,8 +9,13 @@ on the GPU and saved, so that the project's real loading code reads it like any 
     3 tf_fp8_vllm         our transformers backend, FP8, TRL's colocated vLLM
     4 unsloth_bf16        Unsloth BF16
     5 unsloth_fp8         Unsloth FP8
-    6 unsloth_bf16_vllm   Unsloth BF16 + fast_inference (vLLM, standby)
+    6 unsloth_bf16_vllm   Unsloth BF16 + fast_inference (vLLM)
     7 unsloth_fp8_vllm    Unsloth FP8 + fast_inference: the default GPU configuration
+
+Cases 6 and 7 run with Unsloth's standby unless ``UNSLOTH_VLLM_STANDBY=0`` is set (the pipeline
+keeps a value set); the report's header and ``results.json``'s ``environment`` say which, and
+which ``UNSLOTH_VLLM_MERGED_ROLLOUT`` (Unsloth's folding of the LoRA into 16-bit weights for
+rollouts, which it does by itself for BF16 and cannot do for FP8).
 
 Cases 2-7 go through ``autolearn.pipeline.run_training`` (backend choice, loading, TRL
 config, training, saving). Every case uses the same GRPO settings, stated explicitly since
@@ -85,8 +90,8 @@ CASES = [
     Case(3, "tf_fp8_vllm", "transformers backend, FP8 + TRL vLLM", "transformers", True, True),
     Case(4, "unsloth_bf16", "Unsloth BF16", "unsloth", False, False),
     Case(5, "unsloth_fp8", "Unsloth FP8", "unsloth", True, False),
-    Case(6, "unsloth_bf16_vllm", "Unsloth BF16 + vLLM (standby)", "unsloth", False, True),
-    Case(7, "unsloth_fp8_vllm", "Unsloth FP8 + vLLM (standby), default", "unsloth", True, True),
+    Case(6, "unsloth_bf16_vllm", "Unsloth BF16 + vLLM", "unsloth", False, True),
+    Case(7, "unsloth_fp8_vllm", "Unsloth FP8 + vLLM, default", "unsloth", True, True),
 ]
 CASES_BY_KEY = {c.name: c for c in CASES} | {str(c.number): c for c in CASES}
 
@@ -831,6 +836,10 @@ def environment_report() -> dict[str, Any]:
     import torch
 
     report["cuda"] = torch.version.cuda
+    # Unsloth's switches the cases inherit (unset: the pipeline turns standby on; Unsloth picks
+    # merged-weight rollouts itself where they apply: 16-bit weights, one GPU)
+    for name in ("UNSLOTH_VLLM_STANDBY", "UNSLOTH_VLLM_MERGED_ROLLOUT"):
+        report[name.lower()] = os.environ.get(name)
     return report
 
 
@@ -884,7 +893,9 @@ def write_report(
         f"unsloth {env.get('unsloth')} | vllm {env.get('vllm')} | {env.get('date')}\n\n"
         f"Qwen3-{settings.shape} shape, random weights, {settings.num_generations} completions x "
         f"{settings.max_completion_length} tokens a step, LoRA r={settings.lora_rank}, "
-        f"{settings.steps} steps ({settings.warmup_steps} warm-up, median of the rest).\n\n"
+        f"{settings.steps} steps ({settings.warmup_steps} warm-up, median of the rest). "
+        f"UNSLOTH_VLLM_STANDBY={env.get('unsloth_vllm_standby') or 'unset (on)'}, "
+        f"UNSLOTH_VLLM_MERGED_ROLLOUT={env.get('unsloth_vllm_merged_rollout') or 'unset (auto)'}.\n\n"
     )
     markdown = header + table
     (out / "results.md").write_text(markdown, encoding="utf-8")
