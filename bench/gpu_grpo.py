@@ -800,6 +800,14 @@ def select_cases(spec: str) -> list[Case]:
     return chosen
 
 
+# Unsloth's switches the cases inherit, and what unset means: the pipeline turns standby on;
+# Unsloth picks merged-weight rollouts itself where they apply (16-bit weights, one GPU).
+UNSLOTH_SWITCHES = {
+    "UNSLOTH_VLLM_STANDBY": "unset (on)",
+    "UNSLOTH_VLLM_MERGED_ROLLOUT": "unset (auto)",
+}
+
+
 def environment_report() -> dict[str, Any]:
     """Card, driver and library versions (imports what is installed)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -836,9 +844,7 @@ def environment_report() -> dict[str, Any]:
     import torch
 
     report["cuda"] = torch.version.cuda
-    # Unsloth's switches the cases inherit (unset: the pipeline turns standby on; Unsloth picks
-    # merged-weight rollouts itself where they apply: 16-bit weights, one GPU)
-    for name in ("UNSLOTH_VLLM_STANDBY", "UNSLOTH_VLLM_MERGED_ROLLOUT"):
+    for name in UNSLOTH_SWITCHES:
         report[name.lower()] = os.environ.get(name)
     return report
 
@@ -894,8 +900,10 @@ def write_report(
         f"Qwen3-{settings.shape} shape, random weights, {settings.num_generations} completions x "
         f"{settings.max_completion_length} tokens a step, LoRA r={settings.lora_rank}, "
         f"{settings.steps} steps ({settings.warmup_steps} warm-up, median of the rest). "
-        f"UNSLOTH_VLLM_STANDBY={env.get('unsloth_vllm_standby') or 'unset (on)'}, "
-        f"UNSLOTH_VLLM_MERGED_ROLLOUT={env.get('unsloth_vllm_merged_rollout') or 'unset (auto)'}.\n\n"
+        + ", ".join(
+            f"{name}={env.get(name.lower()) or unset}" for name, unset in UNSLOTH_SWITCHES.items()
+        )
+        + ".\n\n"
     )
     markdown = header + table
     (out / "results.md").write_text(markdown, encoding="utf-8")
