@@ -65,6 +65,7 @@ from autolearn.gpu_memory import (  # noqa: E402  (after the sys.path line above
     cuda_tensor_bytes,
     vllm_share_bytes,
 )
+from bench import memory_history  # noqa: E402
 
 logger = logging.getLogger("bench.gpu_grpo")
 
@@ -215,6 +216,54 @@ def synchronize() -> None:
 
 
 @dataclass
+class PhasePeaks:
+    """torch's peak allocation in each phase of each step, so that a peak has a phase.
+
+    The phases: ``rollout`` (from the step's start to the end of TRL's
+    ``_generate_and_score_completions``: generation, rewards, the old log-probabilities) and
+    ``training`` (the rest of the step: the loss's forward and backward, the optimizer), plus
+    ``between`` (before a step: the start, logging). Each phase resets torch's peak counters,
+    so the whole run's peaks are kept here too.
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0
+    run_allocated: int = 0
+    run_reserved: int = 0
+
+    def close(self, phase: str) -> None:
+        """End ``phase`` of the current step: record its peaks, then reset torch's."""
+        import torch
+
+        if not torch.cuda.is_available():
+            return
+        allocated, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+        self.run_allocated = max(self.run_allocated, allocated)
+        self.run_reserved = max(self.run_reserved, reserved)
+        self.rows.append(
+            {"step": self.step, "phase": phase, "peak_allocated_gib": round(allocated / GIB, 3)}
+        )
+        torch.cuda.reset_peak_memory_stats()
+
+    def run_peaks(self) -> tuple[int, int]:
+        """The run's peak allocation and reservation, the phase still open included."""
+        import torch
+
+        return (
+            max(self.run_allocated, torch.cuda.max_memory_allocated()),
+            max(self.run_reserved, torch.cuda.max_memory_reserved()),
+        )
+
+    def medians(self, warmup_steps: int) -> dict[str, float]:
+        """``peak_<phase>_gib``: each phase's median peak over the steps after warm-up."""
+        by_phase: dict[str, list[float]] = {}
+        for row in self.rows:
+            if row["step"] > warmup_steps:
+                by_phase.setdefault(row["phase"], []).append(row["peak_allocated_gib"])
+        return {f"peak_{phase}_gib": statistics.median(v) for phase, v in by_phase.items()}
+
+
+@dataclass
 class Recorder:
     """What one case measured, filled in by the hooks below."""
 
@@ -226,6 +275,9 @@ class Recorder:
     memory: dict[str, float] = field(default_factory=dict)
     times: dict[str, float] = field(default_factory=dict)
     poller: DeviceMemoryPoller | None = None
+    phases: PhasePeaks = field(default_factory=PhasePeaks)
+    memory_history_step: int = 0  # record torch's allocation history in this step (0: none)
+    memory_history: dict[str, Any] = field(default_factory=dict)
 
 
 RECORDER = Recorder()
@@ -248,6 +300,22 @@ def timed_method(cls: type, name: str, sink: list[tuple[float, float]]) -> None:
 
     timed._bench_timed = True  # type: ignore[attr-defined]
     setattr(cls, name, timed)
+
+
+def close_phase_after(cls: type, name: str, phase: str) -> None:
+    """Wrap ``cls.name`` so that ``phase`` of :data:`RECORDER`'s phases ends when it returns."""
+    original = getattr(cls, name, None)
+    if original is None or getattr(original, "_bench_phase", False):
+        return
+
+    @functools.wraps(original)
+    def closing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        RECORDER.phases.close(phase)
+        return result
+
+    closing._bench_phase = True  # type: ignore[attr-defined]
+    setattr(cls, name, closing)
 
 
 ARG_NAMES = (
@@ -284,11 +352,21 @@ def make_step_callback() -> Any:
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             synchronize()
+            RECORDER.phases.close("between")
+            RECORDER.phases.step = state.global_step + 1
+            if RECORDER.memory_history_step == RECORDER.phases.step:
+                memory_history.start_recording()
             self._start = time.perf_counter()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             synchronize()
             RECORDER.step_spans.append((self._start, time.perf_counter()))
+            RECORDER.phases.close("training")
+            if RECORDER.memory_history_step == RECORDER.phases.step:
+                RECORDER.memory_history = {
+                    "step": RECORDER.phases.step,
+                    **memory_history.stop_recording(),
+                }
 
         def on_log(
             self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
@@ -326,6 +404,7 @@ def instrument(trainer: Any) -> None:
     cls = type(trainer)
     timed_method(cls, "_generate", RECORDER.generate_calls)
     timed_method(cls, "_generate_and_score_completions", RECORDER.rollout_calls)
+    close_phase_after(cls, "_generate_and_score_completions", "rollout")
     trainer.add_callback(make_step_callback())
     RECORDER.times["init_done"] = time.perf_counter()
     if torch.cuda.is_available():
@@ -603,8 +682,10 @@ def summarise(case: Case, settings: Settings, error: str) -> dict[str, Any]:
     gen_median = _median(gen_s)
     memory = dict(rec.memory)
     if torch.cuda.is_available():
-        memory["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / GIB
-        memory["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GIB
+        allocated, reserved = rec.phases.run_peaks()
+        memory["peak_allocated_gib"] = allocated / GIB
+        memory["peak_reserved_gib"] = reserved / GIB
+        memory.update(rec.phases.medians(settings.warmup_steps))
         if rec.poller is not None:
             memory["device_peak_used_gib"] = rec.poller.stop() / GIB
         start = memory.get("after_init_allocated_gib", 0.0) * GIB
@@ -646,6 +727,8 @@ def summarise(case: Case, settings: Settings, error: str) -> dict[str, Any]:
         "logp_diff_max": last.get("sampling/sampling_logp_difference/max"),
         "grad_norms": [row.get("grad_norm") for row in train_logs],
         "memory": memory,
+        "phase_peaks": rec.phases.rows,
+        "memory_history": rec.memory_history,
         "trainer_args": rec.trainer_args,
     }
 

@@ -117,6 +117,7 @@ class CaseWorkload:
     backend: str = "unsloth"  # transformers for the CPU check
     vllm: bool = True
     micro_batch: int = 0  # completions in one forward/backward (0: all of a step's at once)
+    memory_history_step: int = 0  # record torch's allocation history in this step (0: none)
 
     @property
     def train_rows(self) -> int:
@@ -288,6 +289,7 @@ def run_one(
         return load(*args, **kwargs)
 
     pipeline.load_training_model = load_with_poller
+    gpu_grpo.RECORDER.memory_history_step = w.memory_history_step
     settings = case_settings(case.model, w)
     pcase = pipeline_case(case.precision, w)
     config = case_config(case, w, model_dir, output_dir)
@@ -598,6 +600,7 @@ def workload_argv(w: CaseWorkload) -> list[str]:
         "--warmup-steps", str(w.warmup_steps),
         "--backend", w.backend,
         "--micro-batch", str(w.micro_batch),
+        "--memory-history", str(w.memory_history_step),
         *([] if w.vllm else ["--no-vllm"]),
     ]  # fmt: skip
 
@@ -651,6 +654,44 @@ def smallest_fits(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+PHASES = ("between", "rollout", "training")  # bench/gpu_grpo.py's PhasePeaks
+
+
+def phase_peaks_text(results: list[dict[str, Any]]) -> str:
+    """One line per case: torch's median peak allocation in each phase of a step."""
+    lines = []
+    for r in results:
+        memory = r.get("memory") or {}
+        peaks = {k[5:-4]: v for k, v in memory.items() if k.startswith("peak_") and "_gib" in k}
+        phases = [f"{name} {peaks[name]:.2f}" for name in PHASES if name in peaks]
+        if phases:
+            lines.append(
+                f"- {r['case']}: torch's peak allocation (GiB) by phase: " + ", ".join(phases)
+            )
+    return "".join(line + "\n" for line in lines)
+
+
+def memory_history_text(results: list[dict[str, Any]], top: int = 12) -> str:
+    """What was alive at the peak of each recorded step, by allocation site."""
+    sections = []
+    for r in results:
+        history = r.get("memory_history") or {}
+        if not history.get("alive_at_peak"):
+            continue
+        rows = "".join(
+            f"| {g['site']} | {g['gib']:.3f} | {g['blocks']} | {g['largest_gib']:.3f} |\n"
+            for g in history["alive_at_peak"][:top]
+        )
+        flags = ", truncated" if history.get("truncated") else ""
+        sections.append(
+            f"\n{r['case']}, step {history.get('step')}: torch's allocation grew by at most "
+            f"{history['peak_growth_gib']:.2f} GiB ({history['entries']} trace entries{flags}); "
+            "alive at that peak:\n\n| allocated at | GiB | blocks | largest GiB |\n"
+            "|---|---|---|---|\n" + rows
+        )
+    return "".join(sections)
+
+
 def write_report(
     out: Path, w: CaseWorkload, env: dict[str, Any], results: list[dict[str, Any]]
 ) -> str:
@@ -674,7 +715,15 @@ def write_report(
         for r in results
         if (b := r.get("model_build"))
     ]
-    markdown = header + results_table(results) + "\n" + smallest_fits(results) + "".join(builds)
+    markdown = (
+        header
+        + results_table(results)
+        + "\n"
+        + smallest_fits(results)
+        + "".join(builds)
+        + phase_peaks_text(results)
+        + memory_history_text(results)
+    )
     (out / "results.md").write_text(markdown, encoding="utf-8")
     payload = {"workload": asdict(w), "environment": env, "results": results}
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
@@ -742,6 +791,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=CaseWorkload.micro_batch,
         help="completions per forward/backward, the rest by gradient accumulation (0: all)",
     )
+    parser.add_argument(
+        "--memory-history",
+        type=int,
+        default=CaseWorkload.memory_history_step,
+        metavar="STEP",
+        help="record torch's allocation history in step STEP and report what was alive at its "
+        "peak, by the code that allocated it (bench/memory_history.py; 0: off)",
+    )
     parser.add_argument("--build", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--run-case", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -755,6 +812,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--steps must exceed --warmup-steps")
     if args.micro_batch < 0 or (args.micro_batch and args.num_generations % args.micro_batch):
         parser.error("--micro-batch must divide --num-generations")
+    if not 0 <= args.memory_history <= args.steps:
+        parser.error("--memory-history must be a step of the run (1 to --steps), or 0")
     return args
 
 
@@ -769,6 +828,7 @@ def workload_from(args: argparse.Namespace) -> CaseWorkload:
         backend=args.backend,
         vllm=not args.no_vllm,
         micro_batch=args.micro_batch,
+        memory_history_step=args.memory_history,
     )
 
 

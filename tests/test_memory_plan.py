@@ -612,13 +612,16 @@ def test_budget_override_trains_a_case_the_planner_refuses(
     # The smoke test's refused case, forced: the pipeline plans it (force_budget) and trains.
     export = tmp_path / "export"
     run_memory_bench(
-        "--smoke", "--cases", "tiny:bf16:0.05", "--budget-override",
+        "--smoke", "--cases", "tiny:bf16:0.05", "--budget-override", "--memory-history", "2",
         "--tokenizer", str(tiny_model_dir), "--export", str(export),
         "--workdir", str(tmp_path / "work"),
     )  # fmt: skip
     (forced,) = json.loads((export / "results.json").read_text())["results"]
     assert forced["planner"] == "refuses" and forced["plan"]["forced"] is True
     assert forced["status"] == "fits" and forced["steps_done"] == 2, forced.get("error")
+    # --memory-history reached the case's step 2; without CUDA there is nothing to record
+    assert forced["memory_history"] == {"step": 2, "error": "no CUDA device: nothing was recorded"}
+    assert forced["phase_peaks"] == []  # torch's peaks by phase need CUDA too
     assert "planned anyway (forced)" in (export / "cases.log").read_text()
 
 

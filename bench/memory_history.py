@@ -1,0 +1,128 @@
+"""What was alive at the peak of one training step: torch's allocation history, summarised.
+
+``bench/gpu_memory.py --memory-history STEP`` records torch's CUDA allocation history
+(``torch.cuda.memory._record_memory_history``, Python stacks) for one GRPO step and summarises
+it here, in the case's own process, so that only a small JSON comes back from the GPU machine:
+
+- the trace is replayed (``alloc`` adds a block, ``free_requested`` or ``free_completed``
+  removes it, whichever comes first), which gives torch's allocation over the step, counted
+  from where it stood when the recording began;
+- at the highest point, the blocks then alive are grouped by where they were allocated: the
+  innermost frame outside torch's own package (a line of Unsloth, transformers, PEFT, TRL or
+  this project), so that each group names the code that asked for the memory.
+
+Blocks allocated before the recording began (the weights, vLLM's KV cache) are not in the
+trace; a free of one of them is ignored, so the growth is counted against a fixed base and is
+an upper bound where the step freed such blocks. A trace as long as ``max_entries`` has lost
+its oldest entries: the summary says so (``truncated``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+GIB = 1024**3
+MAX_ENTRIES = 3_000_000
+FREES = ("free_requested", "free_completed")
+
+
+def start_recording(max_entries: int = MAX_ENTRIES) -> None:
+    """Begin recording every CUDA allocation and free, with its Python stack."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.memory._record_memory_history(
+            enabled="all", context="alloc", stacks="python", max_entries=max_entries
+        )
+
+
+def stop_recording(top: int = 25, max_entries: int = MAX_ENTRIES) -> dict[str, Any]:
+    """Stop recording and summarise what it saw (:func:`summarise_snapshot`)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"error": "no CUDA device: nothing was recorded"}
+    snapshot = torch.cuda.memory._snapshot()
+    torch.cuda.memory._record_memory_history(enabled=None)
+    return summarise_snapshot(snapshot, top=top, max_entries=max_entries)
+
+
+def allocation_site(frames: Sequence[Mapping[str, Any]]) -> str:
+    """``file:line function`` of the innermost frame outside torch itself ('?' if none)."""
+    for frame in frames:
+        filename = str(frame.get("filename", ""))
+        if "/torch/" in filename or filename.startswith("<"):
+            continue
+        short = "/".join(filename.split("/")[-3:])
+        return f"{short}:{frame.get('line', '?')} {frame.get('name', '?')}"
+    return "?"
+
+
+def replay(trace: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+    """The peak growth in bytes over the trace, and the index of the entry that reached it."""
+    live: dict[int, int] = {}
+    current = peak = 0
+    peak_at = -1
+    for index, entry in enumerate(trace):
+        action = entry.get("action")
+        if action == "alloc":
+            live[entry["addr"]] = entry["size"]
+            current += entry["size"]
+            if current > peak:
+                peak, peak_at = current, index
+        elif action in FREES:
+            current -= live.pop(entry["addr"], 0)
+    return peak, peak_at
+
+
+def alive_at(trace: Sequence[Mapping[str, Any]], index: int) -> list[Mapping[str, Any]]:
+    """The ``alloc`` entries still alive just after ``trace[index]``."""
+    live: dict[int, Mapping[str, Any]] = {}
+    for entry in trace[: index + 1]:
+        action = entry.get("action")
+        if action == "alloc":
+            live[entry["addr"]] = entry
+        elif action in FREES:
+            live.pop(entry["addr"], None)
+    return list(live.values())
+
+
+def group_by_site(blocks: Iterable[Mapping[str, Any]], top: int) -> list[dict[str, Any]]:
+    """Blocks summed by allocation site, largest first, the first ``top`` of them."""
+    sizes: dict[str, list[int]] = {}
+    for block in blocks:
+        sizes.setdefault(allocation_site(block.get("frames", [])), []).append(block["size"])
+    largest_first = sorted(sizes.items(), key=lambda item: sum(item[1]), reverse=True)
+    return [
+        {
+            "site": site,
+            "gib": round(sum(each) / GIB, 4),
+            "blocks": len(each),
+            "largest_gib": round(max(each) / GIB, 4),
+        }
+        for site, each in largest_first[:top]
+    ]
+
+
+def longest_trace(snapshot: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The trace of the device that recorded the most (one GPU per case here)."""
+    traces: list[list[Mapping[str, Any]]] = list(snapshot.get("device_traces") or [[]])
+    return max(traces, key=len)
+
+
+def summarise_snapshot(
+    snapshot: Mapping[str, Any], *, top: int = 25, max_entries: int = MAX_ENTRIES
+) -> dict[str, Any]:
+    """The peak growth, the entry that reached it, and what was alive then, by site."""
+    trace = longest_trace(snapshot)
+    peak, peak_at = replay(trace)
+    blocks = alive_at(trace, peak_at) if peak_at >= 0 else []
+    return {
+        "entries": len(trace),
+        "truncated": len(trace) >= max_entries,
+        "out_of_memory": any(e.get("action") == "oom" for e in trace),
+        "peak_growth_gib": round(peak / GIB, 4),
+        "peak_entry": peak_at,
+        "alive_at_peak": group_by_site(blocks, top),
+    }
