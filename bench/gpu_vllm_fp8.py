@@ -742,10 +742,12 @@ class Driver:
             if result_path.is_file():
                 result.update(json.loads(result_path.read_text()))
             if code != 0:
-                error = "timed out" if code is None else f"exit code {code}"
                 missing = [b for b in case.batches if str(b) not in result["batches"]]
+                error = "timed out" if code is None else f"exit code {code}"
                 if missing:
                     error += f"; not measured: batches {missing}"
+                elif code is None:
+                    error = "stopped at its time limit after every batch was measured"
                 cause = last_error_line(log.read_text(errors="replace") if log.is_file() else "")
                 if cause:
                     error += f"; {cause}"
