@@ -649,7 +649,7 @@ def smallest_fits(results: list[dict[str, Any]]) -> str:
             f"- {MODELS[model]['title']} {precision} (spec {spec} GB): smallest fit "
             f"{_fmt(min(fits) if fits else None, 1)} GB"
             + (f" (peak {statistics.median(peaks):.2f} GB)" if peaks else "")
-            + f", largest OOM {_fmt(max(fails) if fails else None, 1)} GB"
+            + f", largest that did not fit {_fmt(max(fails) if fails else None, 1)} GB"
         )
     return "\n".join(lines) + "\n"
 
