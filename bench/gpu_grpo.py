@@ -217,50 +217,41 @@ def synchronize() -> None:
 
 @dataclass
 class PhasePeaks:
-    """torch's peak allocation in each phase of each step, so that a peak has a phase.
+    """Which phase of which step raised torch's peak allocation, and by how much.
 
     The phases: ``rollout`` (from the step's start to the end of TRL's
-    ``_generate_and_score_completions``: generation, rewards, the old log-probabilities) and
-    ``training`` (the rest of the step: the loss's forward and backward, the optimizer), plus
-    ``between`` (before a step: the start, logging). Each phase resets torch's peak counters,
-    so the whole run's peaks are kept here too.
+    ``_generate_and_score_completions``: generation, rewards, the old log-probabilities),
+    ``training`` (the rest of the step: the loss's forward and backward, the optimizer) and
+    ``between`` (before a step: the start, logging). At the end of each, the run's peak so far
+    (``torch.cuda.max_memory_allocated``) is recorded; a phase that raised it is where the
+    memory went. The counters are only read, never reset: the library's ``gpu_train_peak_gib``
+    reads them too.
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     step: int = 0
-    run_allocated: int = 0
-    run_reserved: int = 0
+    last_peak: int = 0
 
     def close(self, phase: str) -> None:
-        """End ``phase`` of the current step: record its peaks, then reset torch's."""
+        """End ``phase`` of the current step: the run's peak so far, and what it rose by."""
         import torch
 
         if not torch.cuda.is_available():
             return
-        allocated, reserved = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
-        self.run_allocated = max(self.run_allocated, allocated)
-        self.run_reserved = max(self.run_reserved, reserved)
+        peak = torch.cuda.max_memory_allocated()
         self.rows.append(
-            {"step": self.step, "phase": phase, "peak_allocated_gib": round(allocated / GIB, 3)}
+            {
+                "step": self.step,
+                "phase": phase,
+                "run_peak_gib": round(peak / GIB, 3),
+                "raised_gib": round((peak - self.last_peak) / GIB, 3),
+            }
         )
-        torch.cuda.reset_peak_memory_stats()
+        self.last_peak = peak
 
-    def run_peaks(self) -> tuple[int, int]:
-        """The run's peak allocation and reservation, the phase still open included."""
-        import torch
-
-        return (
-            max(self.run_allocated, torch.cuda.max_memory_allocated()),
-            max(self.run_reserved, torch.cuda.max_memory_reserved()),
-        )
-
-    def medians(self, warmup_steps: int) -> dict[str, float]:
-        """``peak_<phase>_gib``: each phase's median peak over the steps after warm-up."""
-        by_phase: dict[str, list[float]] = {}
-        for row in self.rows:
-            if row["step"] > warmup_steps:
-                by_phase.setdefault(row["phase"], []).append(row["peak_allocated_gib"])
-        return {f"peak_{phase}_gib": statistics.median(v) for phase, v in by_phase.items()}
+    def raises(self, at_least_gib: float = 0.01) -> list[dict[str, Any]]:
+        """The phases that raised the run's peak by at least ``at_least_gib``, in order."""
+        return [row for row in self.rows if row["raised_gib"] >= at_least_gib]
 
 
 @dataclass
@@ -682,10 +673,8 @@ def summarise(case: Case, settings: Settings, error: str) -> dict[str, Any]:
     gen_median = _median(gen_s)
     memory = dict(rec.memory)
     if torch.cuda.is_available():
-        allocated, reserved = rec.phases.run_peaks()
-        memory["peak_allocated_gib"] = allocated / GIB
-        memory["peak_reserved_gib"] = reserved / GIB
-        memory.update(rec.phases.medians(settings.warmup_steps))
+        memory["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / GIB
+        memory["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GIB
         if rec.poller is not None:
             memory["device_peak_used_gib"] = rec.poller.stop() / GIB
         start = memory.get("after_init_allocated_gib", 0.0) * GIB
@@ -727,7 +716,7 @@ def summarise(case: Case, settings: Settings, error: str) -> dict[str, Any]:
         "logp_diff_max": last.get("sampling/sampling_logp_difference/max"),
         "grad_norms": [row.get("grad_norm") for row in train_logs],
         "memory": memory,
-        "phase_peaks": rec.phases.rows,
+        "peak_raised_in": rec.phases.raises(),
         "memory_history": rec.memory_history,
         "trainer_args": rec.trainer_args,
     }

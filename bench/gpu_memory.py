@@ -654,21 +654,17 @@ def smallest_fits(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-PHASES = ("between", "rollout", "training")  # bench/gpu_grpo.py's PhasePeaks
-
-
-def phase_peaks_text(results: list[dict[str, Any]]) -> str:
-    """One line per case: torch's median peak allocation in each phase of a step."""
+def peak_raises_text(results: list[dict[str, Any]]) -> str:
+    """One line per case: the phases of its steps that raised torch's peak allocation."""
     lines = []
     for r in results:
-        memory = r.get("memory") or {}
-        peaks = {k[5:-4]: v for k, v in memory.items() if k.startswith("peak_") and "_gib" in k}
-        phases = [f"{name} {peaks[name]:.2f}" for name in PHASES if name in peaks]
-        if phases:
+        raises = r.get("peak_raised_in") or []
+        if raises:
+            parts = [f"step {x['step']} {x['phase']} +{x['raised_gib']:.2f}" for x in raises]
             lines.append(
-                f"- {r['case']}: torch's peak allocation (GiB) by phase: " + ", ".join(phases)
+                f"- {r['case']}: torch's peak allocation rose in (GiB) " + ", ".join(parts) + "\n"
             )
-    return "".join(line + "\n" for line in lines)
+    return "".join(lines)
 
 
 def memory_history_text(results: list[dict[str, Any]], top: int = 12) -> str:
@@ -721,7 +717,7 @@ def write_report(
         + "\n"
         + smallest_fits(results)
         + "".join(builds)
-        + phase_peaks_text(results)
+        + peak_raises_text(results)
         + memory_history_text(results)
     )
     (out / "results.md").write_text(markdown, encoding="utf-8")

@@ -95,12 +95,12 @@ def test_an_empty_trace_has_no_peak() -> None:
     assert summary["peak_growth_gib"] == 0.0 and summary["alive_at_peak"] == []
 
 
-def test_phase_medians_leave_out_the_warm_up_steps() -> None:
+def test_the_phases_that_raised_the_peak_are_the_ones_reported() -> None:
     phases = PhasePeaks()
     phases.rows = [
-        {"step": 1, "phase": "rollout", "peak_allocated_gib": 9.0},
-        {"step": 2, "phase": "rollout", "peak_allocated_gib": 4.0},
-        {"step": 3, "phase": "rollout", "peak_allocated_gib": 6.0},
-        {"step": 2, "phase": "training", "peak_allocated_gib": 7.0},
+        {"step": 1, "phase": "between", "run_peak_gib": 20.0, "raised_gib": 20.0},
+        {"step": 1, "phase": "rollout", "run_peak_gib": 20.0, "raised_gib": 0.0},
+        {"step": 1, "phase": "training", "run_peak_gib": 24.0, "raised_gib": 4.0},
+        {"step": 2, "phase": "training", "run_peak_gib": 24.005, "raised_gib": 0.005},
     ]
-    assert phases.medians(warmup_steps=1) == {"peak_rollout_gib": 5.0, "peak_training_gib": 7.0}
+    assert [(r["step"], r["phase"]) for r in phases.raises()] == [(1, "between"), (1, "training")]

@@ -621,7 +621,7 @@ def test_budget_override_trains_a_case_the_planner_refuses(
     assert forced["status"] == "fits" and forced["steps_done"] == 2, forced.get("error")
     # --memory-history reached the case's step 2; without CUDA there is nothing to record
     assert forced["memory_history"] == {"step": 2, "error": "no CUDA device: nothing was recorded"}
-    assert forced["phase_peaks"] == []  # torch's peaks by phase need CUDA too
+    assert forced["peak_raised_in"] == []  # torch's peaks by phase need CUDA too
     assert "planned anyway (forced)" in (export / "cases.log").read_text()
 
 
