@@ -219,13 +219,15 @@ def synchronize() -> None:
 class PhasePeaks:
     """Which phase of which step raised torch's peak allocation, and by how much.
 
-    The phases: ``rollout`` (from the step's start to the end of TRL's
-    ``_generate_and_score_completions``: generation, rewards, the old log-probabilities),
-    ``training`` (the rest of the step: the loss's forward and backward, the optimizer) and
-    ``between`` (before a step: the start, logging). At the end of each, the run's peak so far
-    (``torch.cuda.max_memory_allocated``) is recorded; a phase that raised it is where the
-    memory went. The counters are only read, never reset: the library's ``gpu_train_peak_gib``
-    reads them too.
+    The phases: ``between`` (before a step, counted as that step's: for step 1 the time from
+    the trainer's construction, else the previous step's logging), ``rollout`` (from the step's
+    start to the end of TRL's ``_generate_and_score_completions``: generation and rewards, and
+    the old log-probabilities where TRL computes them there, with importance-sampling
+    correction on) and ``training`` (the rest of the step: the loss's forward and backward, the
+    optimizer). At the end of each, the run's peak so far (``torch.cuda.max_memory_allocated``)
+    is recorded; a phase that raised it is where the memory went. The counters are only read,
+    never reset: the library's ``gpu_train_peak_gib`` reads them too. ``last_peak`` starts at
+    the peak when training begins (:func:`instrument`).
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -268,10 +270,21 @@ class Recorder:
     poller: DeviceMemoryPoller | None = None
     phases: PhasePeaks = field(default_factory=PhasePeaks)
     memory_history_step: int = 0  # record torch's allocation history in this step (0: none)
+    recording: bool = False
     memory_history: dict[str, Any] = field(default_factory=dict)
 
 
 RECORDER = Recorder()
+
+
+def stop_memory_history() -> None:
+    """Stop the allocation history the recorded step began, and keep its summary.
+
+    Called at that step's end, or when the case fails inside it (an OOM there is what the
+    history is most wanted for).
+    """
+    RECORDER.recording = False
+    RECORDER.memory_history = {"step": RECORDER.phases.step, **memory_history.stop_recording()}
 
 
 def timed_method(cls: type, name: str, sink: list[tuple[float, float]]) -> None:
@@ -343,21 +356,19 @@ def make_step_callback() -> Any:
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             synchronize()
-            RECORDER.phases.close("between")
             RECORDER.phases.step = state.global_step + 1
+            RECORDER.phases.close("between")
             if RECORDER.memory_history_step == RECORDER.phases.step:
                 memory_history.start_recording()
+                RECORDER.recording = True
             self._start = time.perf_counter()
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             synchronize()
             RECORDER.step_spans.append((self._start, time.perf_counter()))
             RECORDER.phases.close("training")
-            if RECORDER.memory_history_step == RECORDER.phases.step:
-                RECORDER.memory_history = {
-                    "step": RECORDER.phases.step,
-                    **memory_history.stop_recording(),
-                }
+            if RECORDER.recording:
+                stop_memory_history()
 
         def on_log(
             self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
@@ -406,6 +417,7 @@ def instrument(trainer: Any) -> None:
         free, total = torch.cuda.mem_get_info()
         RECORDER.memory["after_init_device_used_gib"] = (total - free) / GIB
         torch.cuda.reset_peak_memory_stats()
+        RECORDER.phases.last_peak = torch.cuda.max_memory_allocated()
         # Started only now: a CUDA context made before vLLM's engine starts changes how it forks.
         RECORDER.poller = DeviceMemoryPoller().start()
 
@@ -602,6 +614,8 @@ def run_case(
     except Exception as exc:  # a broken case is a result too; the other cases still run
         logger.exception("case %s failed", case.name)
         error = f"{type(exc).__name__}: {exc}"[:500]
+    if RECORDER.recording:  # the recorded step failed before its end
+        stop_memory_history()
     RECORDER.times["end"] = time.perf_counter()
     summary = summarise(case, settings, error)
     summary["rollout_split"] = rollout_split(output_dir / "metrics.jsonl", settings.warmup_steps)

@@ -27,12 +27,16 @@ built once and shared by its precisions, and removed after its last case (the di
 budget at least as large in the same or a cheaper precision. ``--bisect`` looks for the
 smallest budget of each model/precision in ``--bisect-runs`` runs, starting from the case's
 budget and then the measured peak. Results (``results.json``, ``results.md``, ``cases.log``)
-are rewritten to ``--export`` after every case.
+are rewritten to ``--export`` after every case. Each case also says which phase of which step
+(rollout or training) raised torch's peak allocation; ``--memory-history STEP`` records torch's
+allocation history for one step and lists what was alive at its peak, by the line of code that
+allocated it (``bench/memory_history.py``).
 
     python bench/gpu_memory.py --export "$OUT"                          # the spec's table
     python bench/gpu_memory.py --cases 1.7b:fp8:5,8b:bf16:24 --budget-override --export "$OUT"
     python bench/gpu_memory.py --cases 8b:fp8:16 --bisect --budget-override --export "$OUT"
     python bench/gpu_memory.py --cases 14b:fp8:24 --micro-batch 2 --export "$OUT"  # 2 a pass
+    python bench/gpu_memory.py --cases 14b:fp8:40 --memory-history 2 --export "$OUT"  # who holds it
     python bench/gpu_memory.py --cases 14b:fp8:24 --build-only          # the 14B model only, kept
     python bench/gpu_memory.py --dry-run                                # the planner's estimates
     python bench/gpu_memory.py --smoke --tokenizer DIR --export /tmp/x  # CPU check of the logic

@@ -613,6 +613,19 @@ def run_child(
             return None
 
 
+def engine_failure(code: int | None, missing: list[int]) -> str:
+    """Why an engine's child did not exit 0 (``code`` None: killed at its time limit).
+
+    A child killed after it measured every batch (in its shutdown, say) lost nothing, and says so.
+    """
+    error = "timed out" if code is None else f"exit code {code}"
+    if missing:
+        return f"{error}; not measured: batches {missing}"
+    if code is None:
+        return "stopped at its time limit after every batch was measured"
+    return error
+
+
 def wait_for_free_gpu(share: float, timeout_s: float = 60.0) -> float | None:
     """Wait until ``share`` of the card is free (a finished engine's memory can lag its exit).
 
@@ -743,11 +756,7 @@ class Driver:
                 result.update(json.loads(result_path.read_text()))
             if code != 0:
                 missing = [b for b in case.batches if str(b) not in result["batches"]]
-                error = "timed out" if code is None else f"exit code {code}"
-                if missing:
-                    error += f"; not measured: batches {missing}"
-                elif code is None:
-                    error = "stopped at its time limit after every batch was measured"
+                error = engine_failure(code, missing)
                 cause = last_error_line(log.read_text(errors="replace") if log.is_file() else "")
                 if cause:
                     error += f"; {cause}"

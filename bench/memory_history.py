@@ -8,8 +8,14 @@ it here, in the case's own process, so that only a small JSON comes back from th
   removes it, whichever comes first), which gives torch's allocation over the step, counted
   from where it stood when the recording began;
 - at the highest point, the blocks then alive are grouped by where they were allocated: the
-  innermost frame outside torch's own package (a line of Unsloth, transformers, PEFT, TRL or
-  this project), so that each group names the code that asked for the memory.
+  innermost frame outside torch's own package and outside generated code (torch.compile's
+  inductor files, Triton), i.e. a line of Unsloth, transformers, PEFT, TRL or this project, so
+  that each group names the code that asked for the memory. Blocks with no such frame are one
+  group, :data:`NO_PYTHON_FRAME`: torch records Python frames of the allocating thread only,
+  and autograd's backward runs most C++ nodes on its own thread.
+
+The replay counts the sizes requested, while ``torch.cuda.max_memory_allocated`` counts the
+allocator's rounded blocks, so the growth reads slightly below torch's figure.
 
 Blocks allocated before the recording began (the weights, vLLM's KV cache) are not in the
 trace; a free of one of them is ignored, so the growth is counted against a fixed base and is
@@ -25,6 +31,8 @@ from typing import Any
 GIB = 1024**3
 MAX_ENTRIES = 3_000_000
 FREES = ("free_requested", "free_completed")
+NO_PYTHON_FRAME = "(no Python frame outside torch: C++ autograd or generated code)"
+GENERATED = ("/torch/", "torchinductor", "/triton/")
 
 
 def start_recording(max_entries: int = MAX_ENTRIES) -> None:
@@ -49,14 +57,14 @@ def stop_recording(top: int = 25, max_entries: int = MAX_ENTRIES) -> dict[str, A
 
 
 def allocation_site(frames: Sequence[Mapping[str, Any]]) -> str:
-    """``file:line function`` of the innermost frame outside torch itself ('?' if none)."""
+    """``file:line function`` of the innermost frame outside torch and generated code."""
     for frame in frames:
         filename = str(frame.get("filename", ""))
-        if "/torch/" in filename or filename.startswith("<"):
+        if filename.startswith("<") or any(part in filename for part in GENERATED):
             continue
         short = "/".join(filename.split("/")[-3:])
         return f"{short}:{frame.get('line', '?')} {frame.get('name', '?')}"
-    return "?"
+    return NO_PYTHON_FRAME
 
 
 def replay(trace: Iterable[Mapping[str, Any]]) -> tuple[int, int]:

@@ -224,3 +224,12 @@ def test_a_failed_engine_does_not_stop_the_run(tmp_path: Path) -> None:
     assert payload["rows"] == [] and payload["bandwidth"] == {}  # no GPU: no numbers
     assert not (work / "ckpt" / "tiny_fp8_static").exists()  # written for the case, then removed
     assert "wrote tiny static checkpoint" in (out / "tiny_fp8_static.log").read_text()
+
+
+def test_an_engine_stopped_after_measuring_everything_is_not_called_a_timeout() -> None:
+    assert fp8bench.engine_failure(None, []) == (
+        "stopped at its time limit after every batch was measured"
+    )
+    assert fp8bench.engine_failure(None, [128]) == "timed out; not measured: batches [128]"
+    assert fp8bench.engine_failure(1, []) == "exit code 1"
+    assert fp8bench.engine_failure(-9, [8, 32]) == "exit code -9; not measured: batches [8, 32]"
