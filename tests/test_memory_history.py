@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -106,3 +108,26 @@ def test_the_phases_that_raised_the_peak_are_the_ones_reported() -> None:
         {"step": 2, "phase": "training", "run_peak_gib": 24.505, "raised_gib": 0.005},
     ]
     assert [(r["step"], r["phase"]) for r in phases.raises()] == [(1, "between"), (1, "training")]
+
+
+def test_a_case_that_fails_inside_the_recorded_step_still_reports_its_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import autolearn.trainer as trainer_module
+    from autolearn import pipeline
+    from bench import gpu_grpo
+
+    # run_case hooks these module functions for its own process; give them back afterwards
+    monkeypatch.setattr(pipeline, "load_training_model", pipeline.load_training_model)
+    monkeypatch.setattr(trainer_module, "prepare_trainer", trainer_module.prepare_trainer)
+    monkeypatch.setattr(trainer_module, "save_final_model", trainer_module.save_final_model)
+    recorder = gpu_grpo.RECORDER
+    monkeypatch.setattr(recorder, "recording", True)
+    monkeypatch.setattr(recorder, "memory_history", {})
+    monkeypatch.setattr(recorder.phases, "step", 2)
+    summary = gpu_grpo.run_case(  # no model there: the case fails at once
+        gpu_grpo.CASES_BY_KEY["2"], gpu_grpo.Settings(), tmp_path / "none", tmp_path / "run"
+    )
+    assert summary["error"]
+    assert recorder.recording is False  # stopped on the failure path, not left running
+    assert summary["memory_history"] == {"step": 2, "error": "no CUDA device: nothing was recorded"}
