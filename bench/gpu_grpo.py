@@ -287,8 +287,16 @@ def stop_memory_history() -> None:
     RECORDER.memory_history = {"step": RECORDER.phases.step, **memory_history.stop_recording()}
 
 
-def timed_method(cls: type, name: str, sink: list[tuple[float, float]]) -> None:
-    """Wrap ``cls.name`` so that each call's start and duration land in ``sink``."""
+def timed_method(
+    cls: type,
+    name: str,
+    sink: list[tuple[float, float]],
+    then: Callable[[], None] | None = None,
+) -> None:
+    """Wrap ``cls.name`` so that each call's start and duration land in ``sink``.
+
+    ``then``, if given, runs after each call (after its timing).
+    """
     original = getattr(cls, name, None)
     if original is None or getattr(original, "_bench_timed", False):
         return
@@ -300,26 +308,12 @@ def timed_method(cls: type, name: str, sink: list[tuple[float, float]]) -> None:
         result = original(self, *args, **kwargs)
         synchronize()
         sink.append((start, time.perf_counter() - start))
+        if then is not None:
+            then()
         return result
 
     timed._bench_timed = True  # type: ignore[attr-defined]
     setattr(cls, name, timed)
-
-
-def close_phase_after(cls: type, name: str, phase: str) -> None:
-    """Wrap ``cls.name`` so that ``phase`` of :data:`RECORDER`'s phases ends when it returns."""
-    original = getattr(cls, name, None)
-    if original is None or getattr(original, "_bench_phase", False):
-        return
-
-    @functools.wraps(original)
-    def closing(self: Any, *args: Any, **kwargs: Any) -> Any:
-        result = original(self, *args, **kwargs)
-        RECORDER.phases.close(phase)
-        return result
-
-    closing._bench_phase = True  # type: ignore[attr-defined]
-    setattr(cls, name, closing)
 
 
 ARG_NAMES = (
@@ -405,8 +399,12 @@ def instrument(trainer: Any) -> None:
 
     cls = type(trainer)
     timed_method(cls, "_generate", RECORDER.generate_calls)
-    timed_method(cls, "_generate_and_score_completions", RECORDER.rollout_calls)
-    close_phase_after(cls, "_generate_and_score_completions", "rollout")
+    timed_method(
+        cls,
+        "_generate_and_score_completions",
+        RECORDER.rollout_calls,
+        then=lambda: RECORDER.phases.close("rollout"),
+    )
     trainer.add_callback(make_step_callback())
     RECORDER.times["init_done"] = time.perf_counter()
     if torch.cuda.is_available():

@@ -28,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-GIB = 1024**3
+from autolearn.gpu_memory import GIB
+
 MAX_ENTRIES = 3_000_000
 FREES = ("free_requested", "free_completed")
 NO_PYTHON_FRAME = "(no Python frame outside torch: C++ autograd or generated code)"
@@ -67,20 +68,31 @@ def allocation_site(frames: Sequence[Mapping[str, Any]]) -> str:
     return NO_PYTHON_FRAME
 
 
+def apply_entry(live: dict[int, Mapping[str, Any]], entry: Mapping[str, Any]) -> int:
+    """Apply one trace entry to the live blocks (address -> its ``alloc`` entry).
+
+    Returns the bytes it added (an ``alloc``) or removed (the first free of a block seen
+    allocated); 0 for anything else.
+    """
+    action = entry.get("action")
+    if action == "alloc":
+        live[entry["addr"]] = entry
+        return int(entry["size"])
+    if action in FREES:
+        freed = live.pop(entry["addr"], None)
+        return -int(freed["size"]) if freed is not None else 0
+    return 0
+
+
 def replay(trace: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
     """The peak growth in bytes over the trace, and the index of the entry that reached it."""
-    live: dict[int, int] = {}
+    live: dict[int, Mapping[str, Any]] = {}
     current = peak = 0
     peak_at = -1
     for index, entry in enumerate(trace):
-        action = entry.get("action")
-        if action == "alloc":
-            live[entry["addr"]] = entry["size"]
-            current += entry["size"]
-            if current > peak:
-                peak, peak_at = current, index
-        elif action in FREES:
-            current -= live.pop(entry["addr"], 0)
+        current += apply_entry(live, entry)
+        if current > peak:
+            peak, peak_at = current, index
     return peak, peak_at
 
 
@@ -88,11 +100,7 @@ def alive_at(trace: Sequence[Mapping[str, Any]], index: int) -> list[Mapping[str
     """The ``alloc`` entries still alive just after ``trace[index]``."""
     live: dict[int, Mapping[str, Any]] = {}
     for entry in trace[: index + 1]:
-        action = entry.get("action")
-        if action == "alloc":
-            live[entry["addr"]] = entry
-        elif action in FREES:
-            live.pop(entry["addr"], None)
+        apply_entry(live, entry)
     return list(live.values())
 
 
